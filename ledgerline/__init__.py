@@ -1,0 +1,1 @@
+"""Ledgerline: settings, process wiring and the local stack."""
