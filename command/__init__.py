@@ -1,0 +1,1 @@
+"""The write side: the HTTP command API, the pure deciders and the Kafka processor loop."""

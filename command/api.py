@@ -1,0 +1,303 @@
+"""The HTTP command API: validate, authorise, append the command to Kafka, answer.
+
+An answer is given only once the command is in Kafka (``acks=all``, idempotent producer).
+``Prefer: wait=N`` answers with the final outcome once the read model shows it.
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from command import outcomes, validate
+from command.errors import ApiError
+from events import codec, topics
+from events.amounts import AmountError
+from events.keys import asset_key, wallet_key
+from events.messages import InitiateTransfer, IssueTokens, Message, RegisterAsset
+from ledgerline.auth import AuthError, Principal, authenticate
+from ledgerline.settings import Settings, asyncpg_dsn
+
+log = logging.getLogger("ledgerline.command_api")
+
+_IDEMPOTENCY_NS = uuid.UUID("0d5b7c1a-3a52-4f0e-9c7e-6f2b8e1d4a90")
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
+
+
+@dataclass
+class Wiring:
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    waiters: outcomes.Waiters
+    decimals: dict[str, int]
+
+
+def _wiring(request: Request) -> Wiring:
+    return request.app.state.wiring  # type: ignore[no-any-return]
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as 'application/json'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return validate.parse_json(b"".join(chunks))
+
+
+async def _asset_decimals(w: Wiring, symbol: str, name: str) -> int:
+    # Decimals never change once an asset is registered, so a positive answer is cached for good.
+    if symbol in w.decimals:
+        return w.decimals[symbol]
+    decimals = await w.pool.fetchval("SELECT decimals FROM assets WHERE symbol = $1", symbol)
+    if decimals is None:
+        raise ApiError(422, "unknown_asset", f"no asset {symbol!r} is registered", name)
+    w.decimals[symbol] = decimals
+    return int(decimals)
+
+
+def _wait_seconds(request: Request, cap: float) -> float:
+    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    return 0.0 if match is None else min(float(match.group(1)), cap)
+
+
+def _command_id(request: Request, principal: Principal) -> str:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return codec.new_id()
+    if not 1 <= len(key) <= 200:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters")
+    return str(uuid.uuid5(_IDEMPOTENCY_NS, f"{principal.sub}\n{key}"))
+
+
+async def _submit(
+    request: Request,
+    principal: Principal,
+    message: Message,
+    key: str,
+    extra: dict[str, str],
+    request_hash: str,
+) -> Response:
+    w = _wiring(request)
+    command_id = extra.pop("command_id")
+    accepted = {"command_id": command_id, "status": "accepted", **extra,
+                "links": {"status": f"/v1/commands/{command_id}"}}
+    if request.headers.get("idempotency-key") is not None:
+        first = await w.pool.fetchrow(
+            "SELECT request_hash, response FROM idempotency_keys WHERE command_id = $1", command_id
+        )
+        if first is not None:
+            if first["request_hash"] != request_hash:
+                raise ApiError(409, "idempotency_key_reused",
+                               "this Idempotency-Key was used for a different request")
+            return await _answer(request, json.loads(first["response"]))
+    env = codec.envelope(message, key=key, command_id=command_id, id=command_id,
+                         principal=principal.sub, correlation_id=extra.get("transfer_id"))
+    await w.producer.send_and_wait(topics.COMMANDS, codec.encode(env), key=key.encode())
+    if request.headers.get("idempotency-key") is not None:
+        await w.pool.execute(
+            "INSERT INTO idempotency_keys (command_id, principal, request_hash, response) "
+            "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING",
+            command_id, principal.sub, request_hash, json.dumps(accepted),
+        )
+    return await _answer(request, accepted)
+
+
+async def _answer(request: Request, accepted: dict[str, Any]) -> Response:
+    w = _wiring(request)
+    wait = _wait_seconds(request, w.settings.max_wait_seconds)
+    if wait <= 0:
+        return JSONResponse(accepted, status_code=202)
+    outcome = await w.waiters.wait_final(accepted["command_id"], wait)
+    if outcome is None or outcome["status"] not in outcomes.FINAL:
+        pending = {**accepted, "status": "accepted" if outcome is None else outcome["status"]}
+        return JSONResponse(pending, status_code=202)
+    return JSONResponse({**accepted, "status": outcome["status"], "reason": outcome["reason"]})
+
+
+def _hash(route: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([route, body], sort_keys=True).encode()).hexdigest()
+
+
+async def register_asset(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    body = await _body(request, w.settings.max_body_bytes)
+    symbol = validate.symbol(validate.field(body, "symbol", str))
+    name = validate.field(body, "name", str)
+    decimals = validate.field(body, "decimals", int)
+    if not 0 <= decimals <= 18:
+        raise ApiError(422, "invalid_decimals", "'decimals' must be between 0 and 18", "decimals")
+    issuer = validate.wallet(body, "issuer")
+    max_supply = None
+    if body.get("max_supply") is not None:
+        max_supply = validate.amount(body, "max_supply", decimals)
+    if not principal.may_register_assets():
+        raise ApiError(403, "forbidden", "registering an asset needs the operator or issuer role")
+    if await w.pool.fetchval("SELECT 1 FROM assets WHERE symbol = $1", symbol):
+        raise ApiError(409, "asset_exists", f"asset {symbol!r} is already registered", "symbol")
+    message = RegisterAsset(symbol=symbol, name=name, decimals=decimals, issuer=issuer,
+                            max_supply=max_supply)
+    extra = {"command_id": _command_id(request, principal), "symbol": symbol}
+    return await _submit(request, principal, message, asset_key(symbol), extra,
+                         _hash("assets", body))
+
+
+async def issue(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    symbol = validate.symbol(request.path_params["symbol"])
+    body = await _body(request, w.settings.max_body_bytes)
+    decimals = await _asset_decimals(w, symbol, "symbol")
+    to = validate.wallet(body, "to")
+    amount = validate.amount(body, "amount", decimals)
+    if not principal.may_issue(symbol):
+        raise ApiError(403, "forbidden", f"only the issuer of {symbol} may issue it")
+    message = IssueTokens(symbol=symbol, to=to, amount=amount)
+    extra = {"command_id": _command_id(request, principal)}
+    return await _submit(request, principal, message, asset_key(symbol), extra,
+                         _hash(f"issue/{symbol}", body))
+
+
+async def transfer(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    body = await _body(request, w.settings.max_body_bytes)
+    source = validate.wallet(body, "from")
+    target = validate.wallet(body, "to")
+    symbol = validate.symbol(validate.field(body, "asset", str), "asset")
+    memo = validate.field(body, "memo", str, required=False)
+    if memo is not None and len(memo) > 280:
+        raise ApiError(422, "invalid_field", "'memo' is at most 280 characters", "memo")
+    decimals = await _asset_decimals(w, symbol, "asset")
+    amount = validate.amount(body, "amount", decimals)
+    if source == target:
+        raise ApiError(422, "same_wallet", "'from' and 'to' must be different wallets", "to")
+    if not principal.may_debit(source):
+        raise ApiError(403, "forbidden", f"you may not move funds out of wallet {source!r}", "from")
+    command_id = _command_id(request, principal)
+    transfer_id = str(uuid.uuid5(_IDEMPOTENCY_NS, command_id))
+    message = InitiateTransfer(transfer_id=transfer_id, source=source, target=target,
+                               asset=symbol, amount=amount, memo=memo)
+    extra = {"command_id": command_id, "transfer_id": transfer_id}
+    return await _submit(request, principal, message, wallet_key(source), extra,
+                         _hash("transfers", body))
+
+
+async def command_status(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    command_id = request.path_params["command_id"]
+    try:
+        uuid.UUID(command_id)
+    except ValueError:
+        raise ApiError(422, "invalid_command_id", "a command id is a UUID", "command_id") from None
+    outcome = await outcomes.read(w.pool, command_id)
+    if outcome is None:
+        raise ApiError(404, "unknown_command",
+                       f"no outcome for command {command_id} yet; it may still be in flight")
+    return JSONResponse({
+        "command_id": command_id,
+        "type": outcome["type"],
+        "status": outcome["status"],
+        "reason": outcome["reason"],
+        "correlation_id": outcome["correlation_id"],
+        "updated_at": outcome["updated_at"].isoformat(),
+    })
+
+
+Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        w = _wiring(request)
+        try:
+            principal = authenticate(request.headers.get("authorization"),
+                                     w.settings.require_jwt_secret())
+            return await handler(request, principal)
+        except AuthError as exc:
+            return ApiError(exc.status, exc.code, exc.message).response()
+        except ApiError as exc:
+            return exc.response()
+        except AmountError as exc:
+            return ApiError(422, exc.code, str(exc)).response()
+
+    return endpoint
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    w = _wiring(request)
+    try:
+        await w.pool.fetchval("SELECT 1")
+    except (OSError, asyncpg.PostgresError) as exc:
+        return JSONResponse({"status": "unavailable", "database": repr(exc)}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(_request: Request) -> Response:
+    return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings) -> Starlette:
+    settings.require_jwt_secret()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dsn = asyncpg_dsn(settings.database_url)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=1,
+        )
+        await producer.start()
+        waiters = outcomes.Waiters(pool)
+        await waiters.start(dsn)
+        app.state.wiring = Wiring(settings, pool, producer, waiters, {})
+        log.info("command API ready")
+        try:
+            yield
+        finally:
+            await waiters.stop()
+            await producer.stop()
+            await pool.close()
+
+    routes = [
+        Route("/v1/assets", _endpoint(register_asset), methods=["POST"]),
+        Route("/v1/assets/{symbol}/issue", _endpoint(issue), methods=["POST"]),
+        Route("/v1/transfers", _endpoint(transfer), methods=["POST"]),
+        Route("/v1/commands/{command_id}", _endpoint(command_status), methods=["GET"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return ApiError(404, "not_found", "no such endpoint").response()
+
+    async def not_allowed(_request: Request, _exc: Exception) -> Response:
+        return ApiError(405, "method_not_allowed", "this endpoint does not take that method").response()
+
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={404: not_found, 405: not_allowed})

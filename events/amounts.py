@@ -1,0 +1,42 @@
+"""Decimal strings at the edges <-> whole base units inside. Never a float."""
+
+import re
+
+_AMOUNT = re.compile(r"^(?P<whole>\d{1,60})(?:\.(?P<frac>\d{1,60}))?$")
+
+
+class AmountError(ValueError):
+    """An amount string that is not a valid positive amount for the asset.
+
+    ``code`` is the stable error code the APIs answer with.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_amount(text: object, decimals: int, *, allow_zero: bool = False) -> int:
+    if not isinstance(text, str):
+        raise AmountError("invalid_amount", 'amounts are decimal strings, e.g. "12.50"')
+    match = _AMOUNT.match(text.strip())
+    if match is None:
+        raise AmountError("invalid_amount", f'{text!r} is not a positive decimal string like "12.50"')
+    frac = (match["frac"] or "").rstrip("0")
+    if len(frac) > decimals:
+        raise AmountError(
+            "too_many_decimals",
+            f"{text!r} has {len(frac)} decimal places; the asset allows {decimals}",
+        )
+    units = int(match["whole"]) * 10**decimals + int(frac.ljust(decimals, "0") or "0")
+    if units == 0 and not allow_zero:
+        raise AmountError("invalid_amount", "the amount must be greater than zero")
+    return units
+
+
+def format_amount(units: int, decimals: int) -> str:
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10**decimals)
+    if decimals == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:0{decimals}d}"

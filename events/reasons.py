@@ -1,0 +1,27 @@
+"""The closed set of reasons a command can be refused or fail for."""
+
+from typing import Final, Literal
+
+Reason = Literal[
+    "insufficient_funds",
+    "unknown_asset",
+    "asset_exists",
+    "invalid_decimals",
+    "invalid_amount",
+    "supply_cap_exceeded",
+    "wallet_frozen",
+    "duplicate_command",
+    "same_wallet",
+]
+
+REASONS: Final[dict[str, str]] = {
+    "insufficient_funds": "the wallet's available balance is smaller than the amount",
+    "unknown_asset": "no asset is registered under that symbol",
+    "asset_exists": "an asset with that symbol is already registered",
+    "invalid_decimals": "an asset has between 0 and 18 decimals",
+    "invalid_amount": "amounts are positive whole numbers of base units",
+    "supply_cap_exceeded": "issuing this amount would exceed the asset's maximum supply",
+    "wallet_frozen": "the wallet is frozen and cannot be debited",
+    "duplicate_command": "a command with this id was already decided",
+    "same_wallet": "the sender and the receiver are the same wallet",
+}

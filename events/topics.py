@@ -1,0 +1,9 @@
+"""Kafka topic names and consumer groups: part of the contract between processes."""
+
+COMMANDS = "ledger.commands"
+EVENTS = "ledger.events"
+STATE = "ledger.state"
+DLQ = "ledger.dlq"
+
+PROCESSOR_GROUP = "ledger-processor"
+PROJECTOR_GROUP = "ledger-projector"

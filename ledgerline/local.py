@@ -1,0 +1,271 @@
+"""The local stack: a real Kafka broker and PostgreSQL, the schema, the four processes.
+
+Used by ``ledgerline up`` and by the test fixtures, so both start the system the same way.
+``KAFKA_BOOTSTRAP`` / ``DATABASE_URL``, when set, point at existing servers instead.
+"""
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ledgerline.auth import issue_token
+from ledgerline.settings import Settings, asyncpg_dsn
+from ledgerline.stack import StackError
+from ledgerline.stack._aio import run_sync
+from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
+from ledgerline.stack.postgres import LocalPostgres
+from ledgerline.stack.topics import ensure_topics
+
+log = logging.getLogger("ledgerline.local")
+
+PROCESSES = ("processor", "projector", "command-api", "query-api")
+
+
+def home_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("LEDGERLINE_HOME") or ".ledgerline").absolute()
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("LEDGERLINE_CACHE") or ".cache").absolute()
+
+
+@dataclass
+class Infra:
+    """The broker and database the processes use, and the servers this stack started."""
+
+    bootstrap: str
+    database_url: str
+    broker: KafkaBroker | None = None
+    postgres: LocalPostgres | None = None
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, str]) -> Infra:
+    infra = Infra(settings.kafka_bootstrap, settings.database_url)
+    try:
+        if env.get("KAFKA_BOOTSTRAP"):
+            log.info("using the Kafka broker at %s", settings.kafka_bootstrap)
+        else:
+            host, _, port = settings.kafka_bootstrap.rpartition(":")
+            jars = ensure_kafka_jars(cache)
+            infra.broker = KafkaBroker(jars, home / "kafka", host=host or "127.0.0.1", port=int(port))
+            started = time.monotonic()
+            infra.broker.start()
+            log.info("Kafka broker up at %s in %.1fs", infra.broker.bootstrap,
+                     time.monotonic() - started)
+        if env.get("DATABASE_URL"):
+            log.info("using the PostgreSQL server named by DATABASE_URL")
+        else:
+            port = int(env.get("LEDGERLINE_PG_PORT") or 55432)
+            infra.postgres = LocalPostgres(home / "postgres", port=port)
+            started = time.monotonic()
+            infra.postgres.start()
+            infra.database_url = infra.postgres.url
+            log.info("PostgreSQL up at 127.0.0.1:%d in %.1fs", port, time.monotonic() - started)
+        run_sync(lambda: ensure_topics(infra.bootstrap, settings.partitions))
+        from ledgerline.migrate import upgrade
+
+        upgrade(infra.database_url)
+        log.info("topics created and schema migrated")
+    except BaseException:
+        infra.stop()
+        raise
+    return infra
+
+
+def jwt_secret(home: Path, env: Mapping[str, str]) -> str:
+    if env.get("LEDGERLINE_JWT_SECRET"):
+        return env["LEDGERLINE_JWT_SECRET"]
+    path = home / "jwt-secret"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@dataclass
+class Services:
+    """The four processes as child processes, restarted if one dies."""
+
+    env: dict[str, str]
+    log_dir: Path
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, names: tuple[str, ...] = PROCESSES) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            self.start_one(name)
+
+    def start_one(self, name: str) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ledgerline", name], env=self.env,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.children[name] = proc
+        return proc
+
+    def restart_dead(self) -> list[str]:
+        dead = [n for n, p in self.children.items() if p.poll() is not None]
+        for name in dead:
+            log.warning("%s exited with %s; restarting it (log: %s)", name,
+                        self.children[name].returncode, self.log_dir / f"{name}.log")
+            self.start_one(name)
+        return dead
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def wait_http(self, url: str, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.children[name]
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise StackError(f"{name} exited with {proc.returncode} while starting:\n{tail}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise StackError(f"{name} did not become ready at {url} within {timeout:.0f}s")
+
+
+def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    env.update(
+        KAFKA_BOOTSTRAP=infra.bootstrap,
+        DATABASE_URL=infra.database_url,
+        LEDGERLINE_JWT_SECRET=secret,
+        LEDGERLINE_QUERY_PORT=str(settings.query_port),
+        LEDGERLINE_COMMAND_PORT=str(settings.command_port),
+        LEDGERLINE_PARTITIONS=str(settings.partitions),
+    )
+    return env
+
+
+def demo_tokens(secret: str) -> dict[str, str]:
+    return {
+        "operator": issue_token(secret, "ops", roles=["operator"]),
+        "compliance": issue_token(secret, "compliance", roles=["compliance"]),
+        "auditor": issue_token(secret, "auditor", roles=["auditor"]),
+        "issuer": issue_token(secret, "treasury", roles=["issuer"], wallets=["treasury"],
+                              assets=["USDX", "BOND"]),
+        "alice": issue_token(secret, "alice", wallets=["alice"]),
+        "bob": issue_token(secret, "bob", wallets=["bob"]),
+    }
+
+
+def _post(url: str, token: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}",
+                 "Prefer": "wait=10"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def load_demo(command_url: str, tokens: dict[str, str]) -> None:
+    """A little demo data: two assets, an issue to alice, a transfer to bob. Loaded once."""
+    status, _ = _post(f"{command_url}/v1/assets", tokens["issuer"], {
+        "symbol": "USDX", "name": "Demo dollar", "decimals": 2, "issuer": "treasury",
+        "max_supply": "10000000.00"})
+    if status == 409:
+        log.info("demo data already loaded")
+        return
+    _post(f"{command_url}/v1/assets", tokens["issuer"], {
+        "symbol": "BOND", "name": "Demo bond", "decimals": 0, "issuer": "treasury",
+        "max_supply": None})
+    _post(f"{command_url}/v1/assets/USDX/issue", tokens["issuer"], {"to": "alice", "amount": "1000.00"})
+    _post(f"{command_url}/v1/assets/BOND/issue", tokens["issuer"], {"to": "bob", "amount": "10"})
+    status, answer = _post(f"{command_url}/v1/transfers", tokens["alice"], {
+        "from": "alice", "to": "bob", "asset": "USDX", "amount": "25.00", "memo": "demo"})
+    log.info("demo transfer alice -> bob: %s %s", status, answer.get("status"))
+
+
+def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path) -> str:
+    q = f"http://{settings.query_host}:{settings.query_port}/graphql"
+    c = f"http://{settings.command_host}:{settings.command_port}"
+    token_lines = "\n".join(f"  {role:<11} {tok}" for role, tok in tokens.items())
+    return f"""
+Ledgerline is running.
+
+  GraphQL API   {q}   (GraphiQL in the browser; send a token as 'Authorization: Bearer ...')
+  Command API   {c}
+  Kafka         {infra.bootstrap}
+  PostgreSQL    {infra.database_url}
+  Logs          {home / "logs"}
+
+Tokens (valid 30 days):
+{token_lines}
+
+Try it:
+  export ALICE='{tokens["alice"]}'
+  curl -s -X POST {c}/v1/transfers -H "Authorization: Bearer $ALICE" \\
+       -H 'Content-Type: application/json' -H 'Prefer: wait=5' \\
+       -d '{{"from": "alice", "to": "bob", "asset": "USDX", "amount": "10.00"}}'
+  curl -s {q} -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \\
+       -d '{{"query": "{{ wallet(id: \\"alice\\") {{ balances {{ asset {{ symbol }} available held }} }} }}"}}'
+
+Press Ctrl-C to stop everything.
+"""
+
+
+def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
+    env = dict(os.environ)
+    home = home_dir(env)
+    started = time.monotonic()
+    infra = start_infra(settings, home, cache_dir(env), env)
+    secret = jwt_secret(home, env)
+    settings = replace(settings, jwt_secret=secret, database_url=infra.database_url)
+    services = Services(process_env(settings, infra, secret, env), home / "logs")
+    try:
+        services.start()
+        command_url = f"http://{settings.command_host}:{settings.command_port}"
+        services.wait_http(f"{command_url}/readyz", "command-api")
+        services.wait_http(f"http://{settings.query_host}:{settings.query_port}/readyz", "query-api")
+        tokens = demo_tokens(secret)
+        if demo:
+            load_demo(command_url, tokens)
+        print(_banner(settings, infra, tokens, home), flush=True)
+        log.info("stack ready in %.1fs", time.monotonic() - started)
+        while True:
+            time.sleep(1.0)
+            services.restart_dead()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        services.stop()
+        infra.stop()
+        log.info("stopped")

