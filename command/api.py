@@ -66,13 +66,13 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     return validate.parse_json(b"".join(chunks))
 
 
-async def _asset_decimals(w: Wiring, symbol: str, name: str) -> int:
+async def _asset_decimals(w: Wiring, symbol: str, name: str, status: int = 422) -> int:
     # Decimals never change once an asset is registered, so a positive answer is cached for good.
     if symbol in w.decimals:
         return w.decimals[symbol]
     decimals = await w.pool.fetchval("SELECT decimals FROM assets WHERE symbol = $1", symbol)
     if decimals is None:
-        raise ApiError(422, "unknown_asset", f"no asset {symbol!r} is registered", name)
+        raise ApiError(status, "unknown_asset", f"no asset {symbol!r} is registered", name)
     w.decimals[symbol] = decimals
     return int(decimals)
 
@@ -167,7 +167,7 @@ async def issue(request: Request, principal: Principal) -> Response:
     w = _wiring(request)
     symbol = validate.symbol(request.path_params["symbol"])
     body = await _body(request, w.settings.max_body_bytes)
-    decimals = await _asset_decimals(w, symbol, "symbol")
+    decimals = await _asset_decimals(w, symbol, "symbol", status=404)
     to = validate.wallet(body, "to")
     amount = validate.amount(body, "amount", decimals)
     if not principal.may_issue(symbol):

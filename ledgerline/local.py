@@ -29,6 +29,7 @@ from ledgerline.stack.topics import ensure_topics
 log = logging.getLogger("ledgerline.local")
 
 PROCESSES = ("processor", "projector", "command-api", "query-api")
+DEFAULT_PG_PORT = 55432
 
 
 def home_dir(env: Mapping[str, str]) -> Path:
@@ -71,7 +72,7 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
         if env.get("DATABASE_URL"):
             log.info("using the PostgreSQL server named by DATABASE_URL")
         else:
-            port = int(env.get("LEDGERLINE_PG_PORT") or 55432)
+            port = int(env.get("LEDGERLINE_PG_PORT") or DEFAULT_PG_PORT)
             infra.postgres = LocalPostgres(home / "postgres", port=port)
             started = time.monotonic()
             infra.postgres.start()

@@ -369,24 +369,24 @@ class KafkaBroker:
     # -- internals ----------------------------------------------------------------------------
 
     def _resolve_controller_port(self) -> int:
-        if self._requested_controller_port is not None:
-            port = self._requested_controller_port
-            if port_in_use(self.host, port):
-                raise StackError(f"controller port {port} is in use; free it or choose another")
-            return port
+        requested = self._requested_controller_port
+        if requested is not None:
+            if port_in_use(self.host, requested):
+                raise StackError(
+                    f"controller port {requested} is in use; free it or choose another"
+                )
+            return requested
         saved = self.data_dir / "controller.port"
-        port: int | None = None
         with contextlib.suppress(OSError, ValueError):
-            port = int(saved.read_text().strip())
-        if port is not None and port_in_use(self.host, port):
+            previous = int(saved.read_text().strip())
+            if not port_in_use(self.host, previous):
+                return previous
             # A static single voter: the quorum state keeps only the voter id, so moving the
             # controller listener to another port is safe.
-            log.warning("controller port %d is taken now; the broker moves to another", port)
-            port = None
-        if port is None:
-            while (port := free_port(self.host)) == self.port:
-                pass
-            saved.write_text(f"{port}\n", encoding="utf-8")
+            log.warning("controller port %d is taken now; the broker moves to another", previous)
+        while (port := free_port(self.host)) == self.port:
+            pass
+        saved.write_text(f"{port}\n", encoding="utf-8")
         return port
 
     def _cluster_id(self) -> str:

@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make up` runs everything, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: up test unit lint bench install clean-data
+
+$(BIN)/ledgerline: pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17+ is needed to run the Kafka broker (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is needed to fetch Kafka's jars once (apt-get install maven)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/ledgerline
+
+## Run the whole system locally: Kafka, PostgreSQL, migrations, the four processes, demo data.
+up: install
+	$(BIN)/ledgerline up
+
+## Run every test against a real Kafka broker and a real PostgreSQL started for the run.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy events command/decide.py projector/fold.py
+
+## Benchmarks print figures beside a baseline measured in the same run.
+bench: install
+	$(BIN)/python -m bench
+
+## Forget the local stack's data (Kafka log, database); jars stay cached.
+clean-data:
+	rm -rf .ledgerline
