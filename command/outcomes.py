@@ -51,12 +51,12 @@ class Waiters:
             for event in self._waiting.get(command_id, ()):
                 event.set()
 
-    async def wait_final(self, command_id: str, timeout: float) -> dict[str, Any] | None:
-        """The command's outcome once final, or its latest state when ``timeout`` runs out."""
+    async def wait_final(self, command_id: str, seconds: float) -> dict[str, Any] | None:
+        """The command's outcome once final, or its latest state when ``seconds`` run out."""
         event = asyncio.Event()
         self._waiting.setdefault(command_id, []).append(event)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + seconds
         try:
             while True:
                 event.clear()  # before reading, so a commit after the read still wakes us

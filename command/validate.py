@@ -27,7 +27,7 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = True)
             raise ApiError(422, "missing_field", f"{name!r} is required", name)
         return None
     value = body[name]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ApiError(422, "invalid_field", f"{name!r} must be a {kind.__name__}", name)
     return value
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ledgerline.auth import issue_token
-from ledgerline.settings import Settings, asyncpg_dsn
+from ledgerline.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars

@@ -102,7 +102,7 @@ class Projector:
         changes = RowChanges()
         # Dead letters are written before the offsets move on: at least once, never lost.
         poison: list[tuple[Any, str]] = []
-        for tp, records in batches.items():
+        for records in batches.values():
             for record in records:
                 error = self._fold(changes, record)
                 if error is not None:
