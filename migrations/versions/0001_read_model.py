@@ -134,9 +134,22 @@ def upgrade() -> None:
         sa.Column("next_offset", sa.BigInteger, nullable=False),
         sa.Column("updated_at", TS, nullable=False, server_default=_now()),
     )
+    # Filled by the projector: how far behind each partition is, for /metrics and GraphQL.
+    op.create_table(
+        "projection_lag",
+        sa.Column("projection", sa.Text, primary_key=True),
+        sa.Column("topic", sa.Text, primary_key=True),
+        sa.Column("partition", sa.Integer, primary_key=True),
+        sa.Column("next_offset", sa.BigInteger, nullable=False),
+        sa.Column("end_offset", sa.BigInteger, nullable=False),
+        sa.Column("records_behind", sa.BigInteger, nullable=False),
+        sa.Column("seconds_behind", sa.Float, nullable=False),
+        sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    )
     # Written by the command API, not a view: what each Idempotency-Key was first used for.
     op.create_table(
         "idempotency_keys",
+        "projection_lag",
         sa.Column("command_id", sa.Text, primary_key=True),
         sa.Column("principal", sa.Text, nullable=False),
         sa.Column("request_hash", sa.Text, nullable=False),
@@ -148,6 +161,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in (
         "idempotency_keys",
+        "projection_lag",
         "projection_offsets",
         "command_log",
         "events",
