@@ -82,10 +82,15 @@ def topics(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:
+    import os
+
+    from ledgerline import local
     from ledgerline.auth import issue_token
 
-    print(issue_token(settings.require_jwt_secret(), args.sub, wallets=args.wallet,
-                      roles=args.role, assets=args.asset, ttl_seconds=args.ttl))
+    # Without LEDGERLINE_JWT_SECRET, sign with the local stack's own secret.
+    secret = settings.jwt_secret or local.jwt_secret(local.home_dir(os.environ), os.environ)
+    print(issue_token(secret, args.sub, wallets=args.wallet, roles=args.role, assets=args.asset,
+                      ttl_seconds=args.ttl))
 
 
 def up(settings: Settings, args: argparse.Namespace) -> None:
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("projector", help="the projector: builds the Postgres views")
     sub.add_parser("migrate", help="bring the database schema to the latest version")
     sub.add_parser("topics", help="create the Kafka topics if they are missing")
-    t = sub.add_parser("token", help="print a bearer token signed with LEDGERLINE_JWT_SECRET")
+    t = sub.add_parser("token", help="print a bearer token (LEDGERLINE_JWT_SECRET, else the local stack's)")
     t.add_argument("--sub", required=True, help="the principal's name")
     t.add_argument("--wallet", action="append", default=[], help="a wallet it owns (repeatable)")
     t.add_argument("--role", action="append", default=[],
