@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from projector.fold import FINAL_COMMAND_STATUSES, Row, RowChanges
+from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
 
 CHANNEL = "ledger_changes"
 _NOTIFY_LIMIT = 7000
@@ -27,16 +27,31 @@ def _col(rows: Sequence[Row], name: str, money: bool = False) -> list[Any]:
 
 
 _ASSETS = """
-INSERT INTO assets (symbol, name, decimals, issuer, max_supply, supply, registered_at)
+INSERT INTO assets (symbol, name, decimals, issuer, max_supply, supply, burned, registered_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::numeric[],
-                     $6::numeric[], $7::timestamptz[])
+                     $6::numeric[], $7::numeric[], $8::timestamptz[])
 ON CONFLICT (symbol) DO NOTHING
 """
 
 _SUPPLY = """
-UPDATE assets SET supply = u.supply, updated_at = now()
-FROM unnest($1::text[], $2::numeric[]) AS u(symbol, supply)
+UPDATE assets SET supply = u.supply, burned = COALESCE(u.burned, assets.burned), updated_at = now()
+FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS u(symbol, supply, burned)
 WHERE assets.symbol = u.symbol
+"""
+
+_WALLETS = """
+INSERT INTO wallets (wallet, first_seen_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[])
+ON CONFLICT (wallet) DO UPDATE SET first_seen_at = LEAST(wallets.first_seen_at, EXCLUDED.first_seen_at)
+WHERE EXCLUDED.first_seen_at < wallets.first_seen_at
+"""
+
+# Freezes of one wallet come from one partition, in order: the last one in a batch is current.
+_FREEZES = """
+UPDATE wallets SET frozen = u.frozen, freeze_reason = u.reason, frozen_changed_at = u.at,
+                   updated_at = now()
+FROM unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[]) AS u(wallet, frozen, reason, at)
+WHERE wallets.wallet = u.wallet
 """
 
 _BALANCES = """
@@ -68,6 +83,22 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 ON CONFLICT (transfer_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(transfers.{c}, EXCLUDED.{c})" for c in _TRANSFER_COLUMNS)},
 {_RANKED.format(t="transfers")}
+"""
+
+_TRADE_COLUMNS = (
+    "command_id", "seller", "buyer", "asset", "quantity", "payment_asset", "price", "failed_party",
+    *TRADE_TIMES,
+)
+
+_TRADES = f"""
+INSERT INTO trades (trade_id, {", ".join(_TRADE_COLUMNS)}, status, status_rank, reason)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
+                     $7::text[], $8::numeric[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[],
+                     $16::timestamptz[], $17::text[], $18::smallint[], $19::text[])
+ON CONFLICT (trade_id) DO UPDATE SET
+{", ".join(f"{c} = COALESCE(trades.{c}, EXCLUDED.{c})" for c in _TRADE_COLUMNS)},
+{_RANKED.format(t="trades")}
 """
 
 _COMMANDS = f"""
@@ -149,10 +180,19 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
         await conn.execute(
             _ASSETS, _col(rows, "symbol"), _col(rows, "name"), _col(rows, "decimals"),
             _col(rows, "issuer"), _col(rows, "max_supply", True), _col(rows, "supply", True),
-            _col(rows, "registered_at"),
+            _col(rows, "burned", True), _col(rows, "registered_at"),
         )
     if c.supply:
-        await conn.execute(_SUPPLY, list(c.supply), [str(v) for v in c.supply.values()])
+        rows = list(c.supply.values())
+        await conn.execute(_SUPPLY, _col(rows, "symbol"), _col(rows, "supply", True),
+                           _col(rows, "burned", True))
+    if c.wallets:
+        rows = list(c.wallets.values())
+        await conn.execute(_WALLETS, _col(rows, "wallet"), _col(rows, "first_seen_at"))
+    if c.freezes:
+        rows = list(c.freezes.values())
+        await conn.execute(_FREEZES, _col(rows, "wallet"), _col(rows, "frozen"),
+                           _col(rows, "freeze_reason"), _col(rows, "frozen_changed_at"))
     if c.balances:
         rows = list(c.balances.values())
         await conn.execute(
@@ -167,6 +207,13 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _col(rows, "memo"), _col(rows, "status"), _col(rows, "status_rank"),
             _col(rows, "reason"), _col(rows, "initiated_at"), _col(rows, "confirmed_at"),
             _col(rows, "completed_at"), _col(rows, "failed_at"),
+        )
+    if c.trades:
+        rows = list(c.trades.values())
+        money = {"quantity", "price"}
+        await conn.execute(
+            _TRADES, _col(rows, "trade_id"), *(_col(rows, n, n in money) for n in _TRADE_COLUMNS),
+            _col(rows, "status"), _col(rows, "status_rank"), _col(rows, "reason"),
         )
     if c.commands:
         rows = list(c.commands.values())
@@ -207,8 +254,9 @@ def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:
 
 
 def _notifications(c: RowChanges) -> Iterable[str]:
-    """What changed, for listeners: final command ids, wallets, transfers."""
+    """What changed, for listeners: final command ids, wallets, transfers, trades."""
     final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
     yield from _chunks("commands", final)
-    yield from _chunks("wallets", sorted({w for w, _ in c.balances}))
+    yield from _chunks("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
     yield from _chunks("transfers", list(c.transfers))
+    yield from _chunks("trades", list(c.trades))
