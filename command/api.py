@@ -27,7 +27,16 @@ from command.errors import ApiError
 from events import codec, topics
 from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
-from events.messages import InitiateTransfer, IssueTokens, Message, RegisterAsset
+from events.messages import (
+    BurnTokens,
+    FreezeWallet,
+    InitiateTrade,
+    InitiateTransfer,
+    IssueTokens,
+    Message,
+    RegisterAsset,
+    UnfreezeWallet,
+)
 from ledgerline.auth import AuthError, Principal, authenticate
 from ledgerline.settings import Settings, asyncpg_dsn
 
@@ -113,7 +122,8 @@ async def _submit(
                                "this Idempotency-Key was used for a different request")
             return await _answer(request, json.loads(first["response"]))
     env = codec.envelope(message, key=key, command_id=command_id, id=command_id,
-                         principal=principal.sub, correlation_id=extra.get("transfer_id"))
+                         principal=principal.sub,
+                         correlation_id=extra.get("transfer_id") or extra.get("trade_id"))
     await w.producer.send_and_wait(topics.COMMANDS, codec.encode(env), key=key.encode())
     if request.headers.get("idempotency-key") is not None:
         await w.pool.execute(
@@ -202,6 +212,71 @@ async def transfer(request: Request, principal: Principal) -> Response:
                          _hash("transfers", body))
 
 
+async def trade(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    body = await _body(request, w.settings.max_body_bytes)
+    seller = validate.wallet(body, "seller")
+    buyer = validate.wallet(body, "buyer")
+    symbol = validate.symbol(validate.field(body, "asset", str), "asset")
+    payment = validate.symbol(validate.field(body, "payment_asset", str), "payment_asset")
+    if seller == buyer:
+        raise ApiError(422, "same_wallet", "'seller' and 'buyer' must be different wallets", "buyer")
+    if symbol == payment:
+        raise ApiError(422, "same_asset", "'asset' and 'payment_asset' must differ", "payment_asset")
+    quantity = validate.amount(body, "quantity", await _asset_decimals(w, symbol, "asset"))
+    # price is the whole payment for quantity, in payment_asset: no rounding of a unit price.
+    price = validate.amount(body, "price", await _asset_decimals(w, payment, "payment_asset"))
+    # A trade debits both wallets: the seller's asset and the buyer's payment. One party's token
+    # cannot consent for the other's wallet (a buyer alone could take an asset at a price of its
+    # choosing), so the caller must be able to debit both: an operator (a venue that matched the
+    # two orders) or the owner of both wallets.
+    for name, wallet in (("seller", seller), ("buyer", buyer)):
+        if not principal.may_debit(wallet):
+            raise ApiError(403, "forbidden", f"you may not trade for wallet {wallet!r}", name)
+    command_id = _command_id(request, principal)
+    trade_id = str(uuid.uuid5(_IDEMPOTENCY_NS, f"trade\n{command_id}"))
+    message = InitiateTrade(trade_id=trade_id, seller=seller, buyer=buyer, asset=symbol,
+                            quantity=quantity, payment_asset=payment, price=price)
+    extra = {"command_id": command_id, "trade_id": trade_id}
+    return await _submit(request, principal, message, wallet_key(seller), extra,
+                         _hash("trades", body))
+
+
+async def burn(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    body = await _body(request, w.settings.max_body_bytes)
+    wallet = validate.wallet(body, "wallet")
+    symbol = validate.symbol(validate.field(body, "asset", str), "asset")
+    amount = validate.amount(body, "amount", await _asset_decimals(w, symbol, "asset"))
+    if not principal.may_debit(wallet):
+        raise ApiError(403, "forbidden", f"you may not burn from wallet {wallet!r}", "wallet")
+    message = BurnTokens(wallet=wallet, asset=symbol, amount=amount)
+    extra = {"command_id": _command_id(request, principal)}
+    return await _submit(request, principal, message, wallet_key(wallet), extra,
+                         _hash("burns", body))
+
+
+async def _set_frozen(request: Request, principal: Principal, frozen: bool) -> Response:
+    w = _wiring(request)
+    wallet = validate.wallet_id(request.path_params["wallet"])
+    body = await _body(request, w.settings.max_body_bytes)
+    reason = validate.text(body, "reason")
+    if not principal.may_freeze():
+        raise ApiError(403, "forbidden", "freezing or unfreezing a wallet needs the compliance role")
+    message = (FreezeWallet if frozen else UnfreezeWallet)(wallet=wallet, reason=reason)
+    extra = {"command_id": _command_id(request, principal)}
+    route = f"wallets/{wallet}/{'freeze' if frozen else 'unfreeze'}"
+    return await _submit(request, principal, message, wallet_key(wallet), extra, _hash(route, body))
+
+
+async def freeze(request: Request, principal: Principal) -> Response:
+    return await _set_frozen(request, principal, frozen=True)
+
+
+async def unfreeze(request: Request, principal: Principal) -> Response:
+    return await _set_frozen(request, principal, frozen=False)
+
+
 async def command_status(request: Request, principal: Principal) -> Response:
     w = _wiring(request)
     command_id = request.path_params["command_id"]
@@ -287,6 +362,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/assets", _endpoint(register_asset), methods=["POST"]),
         Route("/v1/assets/{symbol}/issue", _endpoint(issue), methods=["POST"]),
         Route("/v1/transfers", _endpoint(transfer), methods=["POST"]),
+        Route("/v1/trades", _endpoint(trade), methods=["POST"]),
+        Route("/v1/burns", _endpoint(burn), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/freeze", _endpoint(freeze), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/unfreeze", _endpoint(unfreeze), methods=["POST"]),
         Route("/v1/commands/{command_id}", _endpoint(command_status), methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

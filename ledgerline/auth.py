@@ -42,6 +42,9 @@ class Principal:
     def may_issue(self, symbol: str) -> bool:
         return "issuer" in self.roles and symbol in self.assets
 
+    def may_freeze(self) -> bool:
+        return "compliance" in self.roles
+
     def may_register_assets(self) -> bool:
         return bool(self.roles & {"operator", "issuer"})
 

@@ -93,6 +93,21 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
                       ttl_seconds=args.ttl))
 
 
+def audit(settings: Settings, args: argparse.Namespace) -> None:
+    from aiokafka.errors import KafkaError
+
+    from command.audit import AuditError
+    from command.audit import audit as run_audit
+
+    dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
+    try:
+        code = asyncio.run(run_audit(settings.kafka_bootstrap, dsn, wait=args.wait))
+    except (AuditError, KafkaError, OSError) as exc:
+        print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
 def up(settings: Settings, args: argparse.Namespace) -> None:
     from ledgerline.local import run_local_stack
 
@@ -110,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("projector", help="the projector: builds the Postgres views")
     sub.add_parser("migrate", help="bring the database schema to the latest version")
     sub.add_parser("topics", help="create the Kafka topics if they are missing")
+    a = sub.add_parser("audit", help="check conservation per asset from the events, and the views "
+                                     "against them; exit 1 on any mismatch")
+    a.add_argument("--wait", type=float, default=30.0,
+                   help="seconds to wait for the projector to reach the events read (default 30)")
+    a.add_argument("--events-only", action="store_true", help="do not compare with the views")
     t = sub.add_parser("token", help="print a bearer token (LEDGERLINE_JWT_SECRET, else the local stack's)")
     t.add_argument("--sub", required=True, help="the principal's name")
     t.add_argument("--wallet", action="append", default=[], help="a wallet it owns (repeatable)")
@@ -121,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     handlers = {
         "up": up, "command-api": command_api, "query-api": query_api, "processor": processor,
         "projector": projector, "migrate": migrate, "topics": topics, "token": token,
+        "audit": audit,
     }
     try:
         settings = load()
