@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from command.books import Books
 from events import codec, topics
@@ -35,6 +36,7 @@ class EventReader:
     """Folds ``ledger.events`` into :class:`Books`, partition by partition, up to given offsets."""
 
     def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
@@ -46,12 +48,17 @@ class EventReader:
         self._tps: list[TopicPartition] = []
 
     async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()  # fresh metadata
-        partitions = self.consumer.partitions_for_topic(topics.EVENTS)
-        if not partitions:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topics.EVENTS])
+        finally:
+            await admin.close()
+        partitions = [p["partition"] for p in described.get("partitions") or []]
+        if described.get("error_code") or not partitions:
             raise AuditError(f"the topic {topics.EVENTS} does not exist")
         self._tps = [TopicPartition(topics.EVENTS, p) for p in sorted(partitions)]
+        await self.consumer.start()
         self.consumer.assign(self._tps)
         await self.consumer.seek_to_beginning(*self._tps)
         self.last = {tp.partition: 0 for tp in self._tps}
@@ -202,8 +209,8 @@ async def audit(bootstrap: str, dsn: str | None, *, wait: float,
     """Run the audit; the exit code: 0 if everything adds up, 1 on any mismatch."""
     report = Report(print_line)
     reader = EventReader(bootstrap)
-    await reader.start()
     try:
+        await reader.start()
         ends = await reader.end_offsets()
         await reader.advance_to(ends)
         report.print(f"ledgerline audit: {reader.books.events} events read from {topics.EVENTS} "
@@ -218,7 +225,8 @@ async def audit(bootstrap: str, dsn: str | None, *, wait: float,
         await reader.stop()
     assets = len(reader.books.assets)
     verdict = "everything adds up" if report.mismatches == 0 else "the ledger does NOT add up"
-    report.print(f"audit: {assets} assets, {report.mismatches} mismatches: {verdict}")
+    noun = "mismatch" if report.mismatches == 1 else "mismatches"
+    report.print(f"audit: {assets} assets, {report.mismatches} {noun}: {verdict}")
     return 0 if report.mismatches == 0 else 1
 
 

@@ -1,12 +1,15 @@
 """Property tests of the deciders: random commands, follow-ups delivered in random order and
 redelivered at random, and after every step: no negative balance, conservation per asset, locks
-that match the held balances; at the end every failed trade has netted to nothing."""
+that match the held balances, and the audit's books (built from the events alone) agreeing with
+the driver's; at the end every failed trade has netted to nothing."""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from command.books import Books
 from command.decide import WalletState
+from events.codec import envelope
 from events.messages import (
     BurnTokens,
     FreezeWallet,
@@ -42,6 +45,8 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.ledger = _registered()
         self.trades = 0
+        self.books = Books()
+        self.fed = 0
 
     @rule(asset=assets, to=wallets, amount=amounts)
     def issue(self, asset: str, to: str, amount: int) -> None:
@@ -113,10 +118,23 @@ class LedgerMachine(RuleBasedStateMachine):
             for asset, b in wallet.balances.items():
                 assert b.held == sum(h.quantity for h in wallet.holds.values() if h.asset == asset)
 
+    @invariant()
+    def the_audit_agrees_from_the_events_alone(self) -> None:
+        for d in self.ledger.decided[self.fed:]:
+            self.fed += 1
+            self.books.add(envelope(d.event, key=d.key, command_id="c", principal="p",
+                                    id=str(self.fed)))
+        assert self.books.problems == []
+        for asset in ASSETS:
+            assert self.books.check(asset) == []
+            assert self.books.assets[asset].in_flight() == self.ledger.in_flight(asset)
+            assert self.books.holdings().get(asset, 0) == self.ledger.holdings(asset)
+
     def teardown(self) -> None:
         ledger = self.ledger
         ledger.drain()
         self.conservation()
+        self.the_audit_agrees_from_the_events_alone()
         for asset in ASSETS:
             assert ledger.in_flight(asset) == 0
             state = ledger.asset(asset)
