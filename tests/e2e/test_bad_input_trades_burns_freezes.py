@@ -17,9 +17,9 @@ OPERATOR = token("venue", roles=["operator"])
 COMPLIANCE = token("compliance", roles=["compliance"])
 SELLER_TOKEN = token(SELLER, wallets=[SELLER])
 BUYER_TOKEN = token(BUYER, wallets=[BUYER])
-TRADE = {"seller": SELLER, "buyer": BUYER, "asset": BOND, "quantity": "1", "payment_asset": CASH,
+TRADE: dict[str, Any] = {"seller": SELLER, "buyer": BUYER, "asset": BOND, "quantity": "1", "payment_asset": CASH,
          "price": "10.00"}
-BURN = {"wallet": SELLER, "asset": BOND, "amount": "1"}
+BURN: dict[str, Any] = {"wallet": SELLER, "asset": BOND, "amount": "1"}
 FREEZE = f"/v1/wallets/{SELLER}/freeze"
 UNFREEZE = f"/v1/wallets/{SELLER}/unfreeze"
 
@@ -29,7 +29,7 @@ def without(body: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 # (path, token, body, expected status, expected code, expected field)
-CASES = [
+CASES: list[tuple[str, str | None, dict[str, Any] | bytes, int, str, str | None]] = [
     ("/v1/trades", OPERATOR, without(TRADE, "seller"), 422, "missing_field", "seller"),
     ("/v1/trades", OPERATOR, without(TRADE, "price"), 422, "missing_field", "price"),
     ("/v1/trades", OPERATOR, {**TRADE, "buyer": SELLER}, 422, "same_wallet", "buyer"),

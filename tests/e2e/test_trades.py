@@ -89,7 +89,8 @@ async def test_owner_of_both_wallets_may_trade_and_a_retried_trade_settles_once(
     both = token(unique("desk"), wallets=[seller, buyer])
     body = {"seller": seller, "buyer": buyer, "asset": bond, "quantity": "1",
             "payment_asset": cash, "price": "20.00"}
-    answers = [await post(http, running, "/v1/trades", both, body, **{"Idempotency-Key": "once"})
+    headers = {"Authorization": f"Bearer {both}", "Prefer": "wait=15", "Idempotency-Key": "once"}
+    answers = [await http.post(running.command_url + "/v1/trades", json=body, headers=headers)
                for _ in range(3)]
     assert {a.json()["trade_id"] for a in answers} == {answers[0].json()["trade_id"]}
     assert all(a.json()["status"] == "settled" for a in answers), [a.text for a in answers]

@@ -10,7 +10,7 @@ from events.codec import Codec, DecodeError
 from events.messages import COMMANDS, EVENTS, Message, TradeFailed, WalletCredited
 from events.upcasts import UPCASTERS
 
-RAW = {
+RAW: dict[str, Any] = {
     "id": "e1", "type": "WalletCredited", "version": 1, "key": "wallet:alice",
     "command_id": "c1", "correlation_id": None, "occurred_at": "2025-01-02T03:04:05Z",
     "principal": "ops",
