@@ -4,13 +4,17 @@ delivered in whatever order the test picks, deduplicated by request id like the 
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from command.decide import AssetState, Balance, WalletState, decide, evolve, react
 from command.snapshots import EMPTY, Snapshot
+from events.codec import Envelope, envelope
 from events.messages import (
     Command,
     CreditWallet,
     Event,
+    IssueTokens,
+    RegisterAsset,
     SettleTrade,
     SupplyReduced,
     TokensBurned,
@@ -144,3 +148,29 @@ def _changes(key: str, before: object, after: object) -> dict[tuple[str, str], t
         if (a.available, a.held) != (b.available, b.held):
             out[(wallet, asset)] = (a.available - b.available, a.held - b.held)
     return out
+
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def funded(**balances: dict[str, int]) -> Ledger:
+    """A ledger with USDX and BOND registered and each wallet issued what it is given."""
+    ledger = Ledger()
+    for symbol in ("USDX", "BOND"):
+        ledger.submit(f"asset:{symbol}", RegisterAsset(symbol=symbol, name=symbol, decimals=2,
+                                                       issuer="treasury"))
+    for wallet, amounts in balances.items():
+        for symbol, amount in amounts.items():
+            ledger.submit(f"asset:{symbol}", IssueTokens(symbol=symbol, to=wallet, amount=amount))
+    ledger.drain()
+    return ledger
+
+
+def envelopes(ledger: Ledger, command_id: str = "cmd", skip: int = 0) -> list[Envelope]:
+    """The ledger's events from ``skip`` on, as the processor would write them."""
+    return [
+        envelope(d.event, key=d.key, command_id=command_id, principal="ops",
+                 correlation_id=getattr(d.event, "trade_id", None), id=f"e{n}",
+                 occurred_at=T0 + timedelta(seconds=n))
+        for n, d in enumerate(ledger.decided[skip:], start=skip)
+    ]

@@ -5,9 +5,7 @@ import msgspec
 from command.books import Books
 from events.codec import Envelope
 from events.messages import BurnTokens, InitiateTrade, InitiateTransfer, WalletCredited
-from tests.unit.driver import Ledger
-from tests.unit.test_decide import funded
-from tests.unit.test_fold import envelopes
+from tests.unit.driver import Ledger, envelopes, funded
 
 
 def history(in_flight: bool = False) -> Ledger:

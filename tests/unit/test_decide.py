@@ -15,7 +15,6 @@ from events.messages import (
     IssueTokens,
     PaymentReceived,
     ReduceSupply,
-    RegisterAsset,
     ReleaseTradeAsset,
     SettleTrade,
     SupplyReduced,
@@ -32,20 +31,7 @@ from events.messages import (
     WalletUnfrozen,
 )
 from events.reasons import REASONS, Reason
-from tests.unit.driver import Ledger
-
-
-def funded(**balances: dict[str, int]) -> Ledger:
-    """A ledger with USDX and BOND registered and each wallet issued what it is given."""
-    ledger = Ledger()
-    for symbol in ("USDX", "BOND"):
-        ledger.submit(f"asset:{symbol}", RegisterAsset(symbol=symbol, name=symbol, decimals=2,
-                                                       issuer="treasury"))
-    for wallet, amounts in balances.items():
-        for symbol, amount in amounts.items():
-            ledger.submit(f"asset:{symbol}", IssueTokens(symbol=symbol, to=wallet, amount=amount))
-    ledger.drain()
-    return ledger
+from tests.unit.driver import Ledger, funded
 
 
 def trade(quantity: int = 3, price: int = 300, **kw: str) -> InitiateTrade:

@@ -1,29 +1,15 @@
 """The pure projection of the new flows: trades, burns, freezes, and order independence."""
 
-from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.codec import Envelope, envelope
+from events.codec import Envelope
 from events.messages import BurnTokens, FreezeWallet, InitiateTrade, UnfreezeWallet
 from projector.fold import FINAL_COMMAND_STATUSES, Position, RowChanges, apply
-from tests.unit.driver import Ledger
-from tests.unit.test_decide import funded
-
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def envelopes(ledger: Ledger, command_id: str = "cmd", skip: int = 0) -> list[Envelope]:
-    """The ledger's events from ``skip`` on, as the processor would write them."""
-    return [
-        envelope(d.event, key=d.key, command_id=command_id, principal="ops",
-                 correlation_id=getattr(d.event, "trade_id", None), id=f"e{n}",
-                 occurred_at=T0 + timedelta(seconds=n))
-        for n, d in enumerate(ledger.decided[skip:], start=skip)
-    ]
+from tests.unit.driver import envelopes, funded
 
 
 def fold(envs: list[Envelope]) -> RowChanges:
