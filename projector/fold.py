@@ -114,7 +114,8 @@ def _transfer(changes: RowChanges, transfer_id: str, status: str, **columns: Any
     _put(changes.transfers, transfer_id, row)
 
 
-TRADE_TIMES = ("initiated_at", "asset_locked_at", "paid_at", "transferred_at", "settled_at",
+# created_at is when the trade was initiated; then one time per settlement step.
+TRADE_TIMES = ("created_at", "asset_locked_at", "paid_at", "transferred_at", "settled_at",
                "failed_at", "released_at")
 
 
@@ -306,7 +307,7 @@ def _apply_trade(changes: RowChanges, env: Envelope, e: TradeTerms) -> None:
     at = env.occurred_at
     match e:
         case TradeInitiated():
-            _trade(changes, e.trade_id, "initiated", e, command_id=env.command_id, initiated_at=at)
+            _trade(changes, e.trade_id, "initiated", e, command_id=env.command_id, created_at=at)
             _command(changes, env, "pending", command_type="InitiateTrade")
         case TradeAssetLocked():
             _trade(changes, e.trade_id, "asset_locked", e, asset_locked_at=at)

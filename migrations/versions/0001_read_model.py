@@ -97,7 +97,7 @@ def upgrade() -> None:
         sa.Column("status_rank", sa.SmallInteger, nullable=False),
         sa.Column("reason", sa.Text),
         sa.Column("failed_party", sa.Text),
-        sa.Column("initiated_at", TS),
+        sa.Column("created_at", TS),  # initiated
         sa.Column("asset_locked_at", TS),
         sa.Column("paid_at", TS),
         sa.Column("transferred_at", TS),
@@ -106,8 +106,8 @@ def upgrade() -> None:
         sa.Column("released_at", TS),
         sa.Column("updated_at", TS, nullable=False, server_default=_now()),
     )
-    op.create_index("trades_seller", "trades", ["seller", "initiated_at"])
-    op.create_index("trades_buyer", "trades", ["buyer", "initiated_at"])
+    op.create_index("trades_seller", "trades", ["seller", "created_at"])
+    op.create_index("trades_buyer", "trades", ["buyer", "created_at"])
     op.create_index("trades_status", "trades", ["status"])
     # delta is the change of the wallet's total (available + held); a trade lock or release
     # moves between the two and has delta 0. Kinds: issue_in, transfer_out, transfer_in,

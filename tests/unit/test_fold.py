@@ -38,7 +38,7 @@ def test_a_settled_trade_is_final_only_with_the_buyers_credit() -> None:
     changes = fold(events)
     trade = changes.trades["t1"]
     assert trade["status"] == "settled" and trade["reason"] is None
-    assert all(trade[c] is not None for c in ("initiated_at", "asset_locked_at", "paid_at",
+    assert all(trade[c] is not None for c in ("created_at", "asset_locked_at", "paid_at",
                                               "transferred_at", "settled_at"))
     assert (trade["seller"], trade["buyer"], trade["quantity"], trade["price"]) == ("sam", "bea", 3, 300)
     assert changes.commands["cmd"]["status"] == "settled"
