@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from command import outcomes, validate
 from command.errors import ApiError
+from command.openapi import render as render_openapi
 from events import codec, topics
 from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
@@ -285,6 +286,9 @@ async def command_status(request: Request, principal: Principal) -> Response:
     except ValueError:
         raise ApiError(422, "invalid_command_id", "a command id is a UUID", "command_id") from None
     outcome = await outcomes.read(w.pool, command_id)
+    # Someone else's command is as unknown as a missing one: its existence is not revealed.
+    if outcome is not None and not (principal.sees_everything or outcome["principal"] == principal.sub):
+        outcome = None
     if outcome is None:
         raise ApiError(404, "unknown_command",
                        f"no outcome for command {command_id} yet; it may still be in flight")
@@ -316,6 +320,10 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return ApiError(422, exc.code, str(exc)).response()
 
     return endpoint
+
+
+async def openapi(_request: Request) -> Response:
+    return Response(render_openapi(), media_type="application/json")
 
 
 async def healthz(_request: Request) -> Response:
@@ -367,6 +375,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/wallets/{wallet}/freeze", _endpoint(freeze), methods=["POST"]),
         Route("/v1/wallets/{wallet}/unfreeze", _endpoint(unfreeze), methods=["POST"]),
         Route("/v1/commands/{command_id}", _endpoint(command_status), methods=["GET"]),
+        Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

@@ -20,7 +20,7 @@ log = logging.getLogger("ledgerline.outcomes")
 FINAL = FINAL_COMMAND_STATUSES
 
 _STATUS = """
-SELECT c.command_id, c.type, c.status, c.reason, c.correlation_id, c.created_at, c.updated_at
+SELECT c.command_id, c.type, c.principal, c.status, c.reason, c.correlation_id, c.created_at, c.updated_at
 FROM command_log c WHERE c.command_id = $1
 """
 
