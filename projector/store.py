@@ -207,8 +207,9 @@ def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:
 
 
 def _notifications(c: RowChanges) -> Iterable[str]:
-    """What changed, for listeners: final command ids, wallets, transfers."""
+    """What changed, for listeners: final command ids, wallets, transfers, trades."""
     final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
     yield from _chunks("commands", final)
     yield from _chunks("wallets", sorted({w for w, _ in c.balances}))
     yield from _chunks("transfers", list(c.transfers))
+    yield from _chunks("trades", list(getattr(c, "trades", ())))  # once trades are projected

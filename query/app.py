@@ -1,8 +1,16 @@
-"""The query process: Strawberry's GraphQL on Starlette, GraphiQL in the browser at /graphql."""
+"""The query process: Strawberry's GraphQL on Starlette, GraphiQL in the browser at /graphql.
+
+Every operation needs a bearer token: in the ``Authorization`` header over HTTP, in the
+``connection_init`` payload (``{"Authorization": "Bearer …"}``) over graphql-transport-ws, the
+only websocket protocol offered. A request may name the command it just sent in
+``X-After-Command``; the answer then waits (at most ``AFTER_COMMAND_SECONDS``) until the
+projection shows that command's outcome, and says in ``extensions.afterCommand`` whether it did.
+"""
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -10,43 +18,123 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.types import ExecutionResult
 
-from ledgerline.auth import AuthError, authenticate
+from ledgerline.auth import AuthError, Principal, authenticate
 from ledgerline.settings import Settings, asyncpg_dsn
+from projector.fold import FINAL_COMMAND_STATUSES
+from query.context import Context, Loaders
+from query.errors import ErrorCode, coded
+from query.hub import Hub, wait_for_command
+from query.ids import is_id
 from query.schema import schema
 
 log = logging.getLogger("ledgerline.query_api")
 
+AFTER_COMMAND_SECONDS = 5.0
+MAX_BODY_BYTES = 64 * 1024
+
+
+class _TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    """Authenticates at ``connection_init``: no valid token, no connection (close 4403)."""
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        payload = message.get("payload") or {}
+        if isinstance(payload, dict) and not self.connection_init_received:
+            token = payload.get("Authorization") or payload.get("authorization")
+            try:
+                self.context.principal = authenticate(
+                    token if isinstance(token, str) else None, self.view.settings.require_jwt_secret()
+                )
+            except AuthError as exc:
+                self.connection_init_received = True
+                if self.connection_init_timeout_task:
+                    self.connection_init_timeout_task.cancel()
+                await self.websocket.close(code=4403, reason=f"{exc.code}: {exc.message}"[:120])
+                return
+        await super().handle_connection_init(message)
+
 
 class LedgerGraphQL(GraphQL):  # type: ignore[misc]
-    """Every operation needs a bearer token; the GraphiQL page itself does not."""
+    graphql_transport_ws_handler_class = _TransportWS
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(schema, subscription_protocols=("graphql-transport-ws",))
+        super().__init__(
+            schema, subscription_protocols=("graphql-transport-ws",), allow_queries_via_get=False,
+            connection_init_wait_timeout=timedelta(seconds=10), max_subscriptions_per_connection=50,
+        )
         self.settings = settings
 
-    async def get_context(self, request: Request | WebSocket, response: Any) -> dict[str, Any]:
-        return {
-            "pool": request.app.state.pool,
-            "principal": request.scope["ledgerline.principal"],
-            "request": request,
-        }
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        state = request.app.state
+        if isinstance(request, WebSocket):
+            return Context(db=state.pool, principal=None, hub=state.hub,
+                           loaders=Loaders(state.pool, cache=False), transport="websocket")
+        c = Context(db=state.pool, principal=request.scope["ledgerline.principal"], hub=state.hub,
+                    loaders=Loaders(state.pool))
+        command_id = request.headers.get("x-after-command")
+        if command_id is not None:
+            c.extensions["afterCommand"] = await _after_command(c, command_id)
+        request.state.ledgerline_context = c
+        return c
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        answer: GraphQLHTTPResponse = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [coded(e).formatted for e in result.errors]
+        c = getattr(request.state, "ledgerline_context", None)
+        extensions = {**(result.extensions or {}), **(c.extensions if c else {})}
+        if extensions:
+            answer["extensions"] = extensions
+        return answer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not _wants_ide(scope):
-            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-            try:
-                scope["ledgerline.principal"] = authenticate(
-                    headers.get("authorization"), self.settings.require_jwt_secret()
-                )
-            except AuthError as exc:
-                body = {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]}
-                await JSONResponse(body, status_code=exc.status)(scope, receive, send)
+            checked = _check_http({k.decode().lower(): v.decode() for k, v in scope["headers"]},
+                                  self.settings)
+            if isinstance(checked, Response):
+                await checked(scope, receive, send)
                 return
+            scope["ledgerline.principal"] = checked
         await super().__call__(scope, receive, send)
+
+
+def _check_http(headers: dict[str, str], settings: Settings) -> Principal | Response:
+    """The caller, or the answer that refuses the request before GraphQL sees it."""
+
+    def refuse(status: int, code: str, message: str) -> Response:
+        return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
+
+    try:
+        principal = authenticate(headers.get("authorization"), settings.require_jwt_secret())
+    except AuthError as exc:
+        return refuse(exc.status, exc.code, exc.message)
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return refuse(413, ErrorCode.query_too_long.value,
+                      f"the request body may be at most {MAX_BODY_BYTES} bytes")
+    command_id = headers.get("x-after-command")
+    if command_id is not None and not is_id(command_id):
+        return refuse(400, ErrorCode.invalid_argument.value, "X-After-Command must be a command id")
+    return principal
+
+
+async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
+    assert c.hub is not None and c.principal is not None
+    row = await wait_for_command(c.hub, c.db, command_id, AFTER_COMMAND_SECONDS)
+    caught_up = row is not None and row["status"] in FINAL_COMMAND_STATUSES
+    answer: dict[str, Any] = {"id": command_id, "caughtUp": caught_up}
+    if row is not None and (c.principal.sees_everything or row["principal"] == c.principal.sub):
+        answer["status"] = row["status"]
+    return answer
 
 
 def _wants_ide(scope: Any) -> bool:
@@ -66,6 +154,8 @@ async def readyz(request: Request) -> Response:
         await request.app.state.pool.fetchval("SELECT 1")
     except (OSError, asyncpg.PostgresError) as exc:
         return JSONResponse({"status": "unavailable", "database": repr(exc)}, status_code=503)
+    if not request.app.state.hub.connected.is_set():
+        return JSONResponse({"status": "unavailable", "listener": "reconnecting"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
@@ -78,19 +168,22 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(
-            asyncpg_dsn(settings.database_url), min_size=1, max_size=10
-        )
-        log.info("query API ready")
+        dsn = asyncpg_dsn(settings.database_url)
+        app.state.pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
+        app.state.hub = Hub(dsn, app.state.pool)
         try:
+            await app.state.hub.start()
+            log.info("query API ready")
             yield
         finally:
+            await app.state.hub.stop()
             await app.state.pool.close()
 
     graphql = LedgerGraphQL(settings)
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
