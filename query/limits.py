@@ -32,7 +32,7 @@ from query.pages import DEFAULT_PAGE, MAX_PAGE
 MAX_DEPTH = 10
 MAX_INTROSPECTION_DEPTH = 16
 MAX_ALIASES = 20
-MAX_COST = 5_000
+MAX_COST = 10_000
 MAX_TOKENS = 2_000
 LIST_ITEMS = 10
 CONNECTIONS = frozenset({"transfers", "trades", "events", "assets", "statement"})
