@@ -7,16 +7,19 @@ multiplies its selection by its page size (``first``, else the default), a plain
 GraphiQL works and an abusive introspection query does not.
 """
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
@@ -24,6 +27,7 @@ from graphql import (
     VariableNode,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 from strawberry.types.graphql import OperationType
 
 from query.errors import ErrorCode, error
@@ -135,8 +139,16 @@ def check(m: Measure) -> None:
                     cost=m.cost, maximum=MAX_COST)
 
 
+@functools.lru_cache(maxsize=256)
+def _validate(schema: GraphQLSchema, document: DocumentNode,
+              rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
+    # The parser cache hands out one document per query text, so this caches by query text.
+    return validate_document(schema, document, rules)
+
+
 class QueryLimits(SchemaExtension):
-    """Refuses an operation over a limit before it runs, with the limit's error code."""
+    """Refuses an operation over a limit before it is validated or run, with the limit's code;
+    validates the others, caching the outcome per query text."""
 
     def on_operation(self) -> Iterator[None]:
         self.execution_context.parse_options["max_tokens"] = MAX_TOKENS
@@ -144,7 +156,7 @@ class QueryLimits(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
-        if not ec.pre_execution_errors and ec.graphql_document is not None:
+        if ec.pre_execution_errors is None and ec.graphql_document is not None:
             try:
                 over_http = getattr(ec.context, "transport", "") == "http"
                 if ec.operation_type is OperationType.SUBSCRIPTION and over_http:
@@ -152,6 +164,8 @@ class QueryLimits(SchemaExtension):
                                 "graphql-transport-ws websocket protocol at this address, not over HTTP")
                 check(measure(ec.graphql_document, ec.operation_name, ec.variables))
             except GraphQLError as refused:
-                # Set before validation runs, so it is answered instead of executing.
                 ec.pre_execution_errors = [refused]
+            else:
+                ec.pre_execution_errors = _validate(ec.schema._schema, ec.graphql_document,
+                                                    tuple(ec.validation_rules))
         yield

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ParserCache
 from strawberry.types import ExecutionContext, Info
 
 from query import db, pages
@@ -184,6 +184,5 @@ schema = LedgerSchema(
     query=Query,
     subscription=Subscription,
     types=[ErrorCode],
-    extensions=[CodedErrors, lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256),
-                QueryLimits],
+    extensions=[CodedErrors, lambda: ParserCache(maxsize=256), QueryLimits],
 )
