@@ -1,7 +1,7 @@
 """What every resolver gets: the database, the principal, the hub, and this request's loaders."""
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
@@ -14,21 +14,34 @@ from query.hub import Hub
 
 
 class Loaders:
-    """One set per HTTP request (cached) or per websocket connection (uncached: values change)."""
+    """One set per HTTP request (cached) or per websocket connection (uncached: values change).
+    Each loader is made on first use: most requests need one or two of them."""
+
+    _FETCH: ClassVar[dict[str, tuple[Any, Any]]] = {
+        "asset": (db.assets_by_symbol, None),
+        "balances": (db.balances_by_wallet, []),
+        "steps": (db.steps_by_correlation, []),
+        "transfer": (db.transfers_by_id, None),
+        "trade": (db.trades_by_id, None),
+    }
 
     def __init__(self, database: db.Db, *, cache: bool = True) -> None:
-        def loader(fetch: Any, empty: Any) -> DataLoader[str, Any]:
-            async def load(keys: list[str]) -> list[Any]:
-                found = await fetch(database, keys)
-                return [found.get(k, empty) for k in keys]
+        self._db = database
+        self._cache = cache
 
-            return DataLoader(load_fn=load, cache=cache)
+    def __getattr__(self, name: str) -> DataLoader[str, Any]:
+        if name not in self._FETCH:
+            raise AttributeError(name)
+        fetch, empty = self._FETCH[name]
+        database = self._db
 
-        self.asset = loader(db.assets_by_symbol, None)
-        self.balances = loader(db.balances_by_wallet, [])
-        self.steps = loader(db.steps_by_correlation, [])
-        self.transfer = loader(db.transfers_by_id, None)
-        self.trade = loader(db.trades_by_id, None)
+        async def load(keys: list[str]) -> list[Any]:
+            found = await fetch(database, keys)
+            return [found.get(k, empty) for k in keys]
+
+        loader: DataLoader[str, Any] = DataLoader(load_fn=load, cache=self._cache)
+        setattr(self, name, loader)  # found directly from now on
+        return loader
 
 
 @dataclass

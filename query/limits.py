@@ -7,30 +7,31 @@ multiplies its selection by its page size (``first``, else the default), a plain
 GraphiQL works and an abusive introspection query does not.
 """
 
+import contextlib
 import functools
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
-    ASTValidationRule,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
+    parse,
 )
-from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from query.errors import ErrorCode, error
+from query.errors import CodedErrors, ErrorCode, error
 from query.pages import DEFAULT_PAGE, MAX_PAGE
 
 MAX_DEPTH = 10
@@ -50,6 +51,7 @@ class Measure:
     introspection_depth: int = 0
     aliases: int = 0
     cost: int = 0
+    uses_variables: bool = True  # False: the same for any variables, so it may be cached
 
 
 def measure(document: DocumentNode, operation_name: str | None,
@@ -57,13 +59,14 @@ def measure(document: DocumentNode, operation_name: str | None,
     """The size of the operation that will run (all of them if none is named and several exist)."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     walk = _Walk(fragments, variables or {})
-    total = Measure()
+    total = Measure(uses_variables=False)
     for op in document.definitions:
         if isinstance(op, OperationDefinitionNode) and (
             operation_name is None or (op.name is not None and op.name.value == operation_name)
         ):
             total.cost += walk.cost(op.selection_set, 1, False, frozenset())
     total.depth, total.introspection_depth, total.aliases = walk.depth, walk.introspection_depth, walk.aliases
+    total.uses_variables = walk.uses_variables
     return total
 
 
@@ -72,6 +75,7 @@ class _Walk:
         self.fragments = fragments
         self.variables = variables
         self.depth = self.introspection_depth = self.aliases = 0
+        self.uses_variables = False
 
     def _fields(self, selections: SelectionSetNode | None, seen: frozenset[str]) -> Iterator[FieldNode]:
         """The fields of a selection set, fragments spread in (a fragment cycle stops, once)."""
@@ -116,6 +120,7 @@ class _Walk:
                 if isinstance(value, IntValueNode):
                     value = int(value.value)
                 elif isinstance(value, VariableNode):
+                    self.uses_variables = True
                     value = self.variables.get(value.name.value)
                 if isinstance(value, int):
                     return max(0, min(value, MAX_PAGE))  # a larger `first` is refused on its own
@@ -139,19 +144,67 @@ def check(m: Measure) -> None:
                     cost=m.cost, maximum=MAX_COST)
 
 
+_measures: OrderedDict[tuple[str, str | None], Measure] = OrderedDict()
+
+
+def _measured(ec: ExecutionContext) -> Measure:
+    assert ec.graphql_document is not None
+    key = (ec.query or "", ec.operation_name)
+    m = _measures.get(key) if ec.query else None
+    if m is None:
+        m = measure(ec.graphql_document, ec.operation_name, ec.variables)
+        if ec.query and not m.uses_variables:
+            _measures[key] = m
+            if len(_measures) > 256:
+                _measures.popitem(last=False)
+    return m
+
+
+class _ValidationCache:
+    """Validation outcomes by query text (hashing a parsed document walks all of it)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._known: OrderedDict[str, list[GraphQLError]] = OrderedDict()
+
+    def validate(self, ec: ExecutionContext) -> list[GraphQLError]:
+        assert ec.graphql_document is not None
+        if ec.query is None:  # a document given ready-parsed: nothing to key on
+            return validate_document(ec.schema._schema, ec.graphql_document, tuple(ec.validation_rules))
+        errors = self._known.get(ec.query)
+        if errors is None:
+            errors = validate_document(ec.schema._schema, ec.graphql_document, tuple(ec.validation_rules))
+            self._known[ec.query] = errors
+            if len(self._known) > self.size:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(ec.query)
+        return errors
+
+
+_validated = _ValidationCache()
+
+
 @functools.lru_cache(maxsize=256)
-def _validate(schema: GraphQLSchema, document: DocumentNode,
-              rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
-    # The parser cache hands out one document per query text, so this caches by query text.
-    return validate_document(schema, document, rules)
+def _parse(query: str, max_tokens: int) -> DocumentNode:
+    return parse(query, max_tokens=max_tokens)
 
 
-class QueryLimits(SchemaExtension):
-    """Refuses an operation over a limit before it is validated or run, with the limit's code;
-    validates the others, caching the outcome per query text."""
+class QueryGuard(CodedErrors):
+    """The one extension around every operation: parses through a cache, refuses an operation
+    over a limit before it is validated or run, validates through a cache, and gives every
+    error a code. (One extension rather than several: each one costs hooks on every request.)"""
 
     def on_operation(self) -> Iterator[None]:
         self.execution_context.parse_options["max_tokens"] = MAX_TOKENS
+        yield from super().on_operation()
+
+    def on_parse(self) -> Iterator[None]:
+        ec = self.execution_context
+        if ec.query is not None and ec.graphql_document is None:
+            # A syntax error is left for Strawberry's own parse, which answers it properly.
+            with contextlib.suppress(GraphQLError):
+                ec.graphql_document = _parse(ec.query, MAX_TOKENS)
         yield
 
     def on_validate(self) -> Iterator[None]:
@@ -162,10 +215,9 @@ class QueryLimits(SchemaExtension):
                 if ec.operation_type is OperationType.SUBSCRIPTION and over_http:
                     raise error(ErrorCode.invalid_query, "subscriptions are served over the "
                                 "graphql-transport-ws websocket protocol at this address, not over HTTP")
-                check(measure(ec.graphql_document, ec.operation_name, ec.variables))
+                check(_measured(ec))
             except GraphQLError as refused:
                 ec.pre_execution_errors = [refused]
             else:
-                ec.pre_execution_errors = _validate(ec.schema._schema, ec.graphql_document,
-                                                    tuple(ec.validation_rules))
+                ec.pre_execution_errors = _validated.validate(ec)
         yield

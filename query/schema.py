@@ -9,14 +9,13 @@ from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache
 from strawberry.types import ExecutionContext, Info
 
 from query import db, pages
 from query.context import ctx
-from query.errors import CodedErrors, ErrorCode, forbidden, invalid_argument, is_expected
+from query.errors import ErrorCode, forbidden, invalid_argument, is_expected
 from query.ids import id_arg, key_arg, symbol_arg, wallet_arg
-from query.limits import QueryLimits
+from query.limits import QueryGuard
 from query.records import AuditEvent, CommandStatus, Freshness, PartitionLag, Trade, Transfer
 from query.subscriptions import Subscription
 from query.wallets import Asset, Wallet, utc
@@ -184,5 +183,5 @@ schema = LedgerSchema(
     query=Query,
     subscription=Subscription,
     types=[ErrorCode],
-    extensions=[CodedErrors, lambda: ParserCache(maxsize=256), QueryLimits],
+    extensions=[QueryGuard],
 )
