@@ -26,6 +26,8 @@ from query import db
 
 log = logging.getLogger("ledgerline.query.hub")
 
+APPLICATION_NAME = "ledgerline-query-listener"  # how the listener shows in pg_stat_activity
+
 Fetch = Callable[[db.Db, list[str]], Awaitable[dict[str, Any]]]
 
 FETCHERS: dict[str, Fetch] = {
@@ -118,7 +120,7 @@ class Hub:
         while True:
             closed = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self.dsn)
+                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("listener cannot connect (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

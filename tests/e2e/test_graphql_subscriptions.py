@@ -1,13 +1,17 @@
 """Subscriptions over a real websocket (graphql-transport-ws), pushed by the projector's NOTIFY."""
 
 import asyncio
+import contextlib
 import json
 
+import asyncpg
 import httpx
 import pytest
 import websockets
 
 from ledgerline.auth import issue_token
+from ledgerline.settings import asyncpg_dsn
+from query.hub import APPLICATION_NAME
 from tests.conftest import SECRET, Running, token, unique, unique_symbol
 from tests.e2e import gql
 from tests.e2e.helpers import new_asset, post
@@ -133,3 +137,44 @@ async def test_subscriptions_are_not_served_over_http(http: httpx.AsyncClient, r
     refused = await gql.error(http, running, token(alice, wallets=[alice]), BALANCES, w=alice)
     assert refused["extensions"]["code"] == "invalid_query"
     assert "graphql-transport-ws" in refused["message"]
+
+
+async def listeners(running: Running) -> list[int]:
+    conn = await asyncpg.connect(asyncpg_dsn(running.stack.infra.database_url))
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME)
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
+async def test_one_listener_serves_every_subscriber_and_survives_losing_it(
+    http: httpx.AsyncClient, running: Running
+) -> None:
+    symbol, alice, alice_token = await funded(http, running)
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(gql.session(running, alice_token)) for _ in range(5)]
+        for i, ws in enumerate(sockets):
+            for j in range(4):
+                await gql.subscribe(ws, f"s{j}", BALANCES, w=alice)
+                assert (await gql.receive(ws))["type"] == "next", (i, j)
+        before = await listeners(running)
+        assert len(before) == 1, "twenty subscribers, one LISTEN connection"
+
+        # Lose the listener: it reconnects and re-reads what it watches, so nothing is missed.
+        conn = await asyncpg.connect(asyncpg_dsn(running.stack.infra.database_url))
+        try:
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", before[0])
+        finally:
+            await conn.close()
+        sent = await post(http, running, "/v1/transfers", alice_token,
+                          {"from": alice, "to": unique("bob"), "asset": symbol, "amount": "5.00"})
+        assert sent.json()["status"] == "completed", sent.text
+        for ws in sockets:
+            seen = {}
+            while len(seen) < 4:
+                message = await gql.receive(ws)
+                seen[message["id"]] = message["payload"]["data"]["walletBalances"]["balances"][0]["available"]
+            assert set(seen.values()) == {"45.00"}
+        after = await listeners(running)
+        assert len(after) == 1 and after != before
