@@ -12,6 +12,7 @@ bytes and answers are read by ``Content-Length``, to keep the generator's own co
 import asyncio
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,12 +142,13 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                             spec.get("body", "").encode())
     expect = spec["expect"].encode()
     # Warm the server up (and its caches) before measuring.
-    await closed_loop(host, port, request, expect, 4, spec.get("warmup", 1.0))
+    warm = await closed_loop(host, port, request, expect, 4, spec.get("warmup", 1.0))
+    cpu = time.process_time()
     if spec["mode"] == "closed":
         result = await closed_loop(host, port, request, expect, spec["connections"], spec["seconds"])
     else:
         result = await open_loop(host, port, request, expect, spec["rate"], spec["seconds"])
-    return result.summary()
+    return {**result.summary(), "client_cpu_s": round(time.process_time() - cpu, 2), "warmup_ok": warm.ok}
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from events.amounts import format_amount
-from ledgerline.auth import AuthError, authenticate
+from ledgerline.auth import AuthError
 from ledgerline.settings import Settings, asyncpg_dsn, load
+from query.tokens import Verified
 
 _BALANCE = """SELECT b.available, a.decimals FROM wallet_balances b JOIN assets a ON a.symbol = b.asset
               WHERE b.wallet = $1 AND b.asset = $2"""
@@ -28,7 +29,7 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 def create_app(settings: Settings) -> Starlette:
-    secret = settings.require_jwt_secret()
+    tokens = Verified(settings.require_jwt_secret())  # as the query API does
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -39,7 +40,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def balance(request: Request) -> Response:
         try:
-            principal = authenticate(request.headers.get("authorization"), secret)
+            principal = tokens.authenticate(request.headers.get("authorization"))
         except AuthError as exc:
             return JSONResponse({"error": exc.code}, exc.status)
         wallet, asset = request.query_params.get("wallet", ""), request.query_params.get("asset", "")

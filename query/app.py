@@ -9,11 +9,12 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from graphql import GraphQLError, OperationDefinitionNode, OperationType
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,18 +25,27 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
+    _OperationStreamClosed,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    CompleteMessage,
+    ConnectionInitMessage,
+)
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
-from ledgerline.auth import AuthError, Principal, authenticate
+from ledgerline.auth import AuthError, Principal
 from ledgerline.settings import Settings, asyncpg_dsn
 from projector.fold import FINAL_COMMAND_STATUSES
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
+from query.feeds import Feeds
 from query.hub import Hub, wait_for_command
 from query.ids import is_id
+from query.limits import MAX_TOKENS, parse_cached
 from query.schema import schema
+from query.tokens import Verified
 
 log = logging.getLogger("ledgerline.query_api")
 
@@ -51,9 +61,8 @@ class _TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if isinstance(payload, dict) and not self.connection_init_received:
             token = payload.get("Authorization") or payload.get("authorization")
             try:
-                self.context.principal = authenticate(
-                    token if isinstance(token, str) else None, self.view.settings.require_jwt_secret()
-                )
+                tokens: Verified = self.view.tokens  # type: ignore[attr-defined]
+                self.context.principal = tokens.authenticate(token if isinstance(token, str) else None)
             except AuthError as exc:
                 self.connection_init_received = True
                 if self.connection_init_timeout_task:
@@ -61,6 +70,42 @@ class _TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                 await self.websocket.close(code=4403, reason=f"{exc.code}: {exc.message}"[:120])
                 return
         await super().handle_connection_init(message)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        """Identical subscriptions with identical rights share one stream (see :mod:`query.feeds`)."""
+        key = _feed_key(operation, self.context)
+        if key is None:
+            await super().run_operation(operation)
+            return
+        feeds: Feeds = self.view.feeds  # type: ignore[attr-defined]
+
+        def start() -> Any:
+            return self.schema.stream(operation.query, variable_values=operation.variables,
+                                      context_value=self.context, root_value=self.root_value,
+                                      operation_name=operation.operation_name)
+
+        try:
+            first = True
+            async for result in feeds.follow(key, start):
+                if first and isinstance(result, PreExecutionError):
+                    await self._handle_pre_execution_error(operation, result)
+                    return
+                await operation.send_next(result)
+                first = False
+            await operation.send_operation_message(CompleteMessage(id=operation.id, type="complete"))
+        except _OperationStreamClosed:
+            return
+
+
+def _feed_key(operation: Operation[Context, None], context: Context) -> Hashable | None:
+    try:
+        document = parse_cached(operation.query, MAX_TOKENS)
+    except GraphQLError:
+        return None
+    kinds = {d.operation for d in document.definitions if isinstance(d, OperationDefinitionNode)}
+    if kinds != {OperationType.SUBSCRIPTION}:
+        return None
+    return Feeds.key(operation.query, operation.variables, operation.operation_name, context)
 
 
 class LedgerGraphQL(GraphQL):  # type: ignore[misc]
@@ -72,6 +117,8 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
             connection_init_wait_timeout=timedelta(seconds=10), max_subscriptions_per_connection=50,
         )
         self.settings = settings
+        self.tokens = Verified(settings.require_jwt_secret())
+        self.feeds = Feeds()
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.app.state
@@ -99,7 +146,7 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not _wants_ide(scope):
             checked = _check_http({k.decode().lower(): v.decode() for k, v in scope["headers"]},
-                                  self.settings)
+                                  self.tokens)
             if isinstance(checked, Response):
                 await checked(scope, receive, send)
                 return
@@ -107,14 +154,14 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         await super().__call__(scope, receive, send)
 
 
-def _check_http(headers: dict[str, str], settings: Settings) -> Principal | Response:
+def _check_http(headers: dict[str, str], tokens: Verified) -> Principal | Response:
     """The caller, or the answer that refuses the request before GraphQL sees it."""
 
     def refuse(status: int, code: str, message: str) -> Response:
         return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
 
     try:
-        principal = authenticate(headers.get("authorization"), settings.require_jwt_secret())
+        principal = tokens.authenticate(headers.get("authorization"))
     except AuthError as exc:
         return refuse(exc.status, exc.code, exc.message)
     length = headers.get("content-length", "0")

@@ -186,7 +186,7 @@ _validated = _ValidationCache()
 
 
 @functools.lru_cache(maxsize=256)
-def _parse(query: str, max_tokens: int) -> DocumentNode:
+def parse_cached(query: str, max_tokens: int) -> DocumentNode:
     return parse(query, max_tokens=max_tokens)
 
 
@@ -204,7 +204,7 @@ class QueryGuard(CodedErrors):
         if ec.query is not None and ec.graphql_document is None:
             # A syntax error is left for Strawberry's own parse, which answers it properly.
             with contextlib.suppress(GraphQLError):
-                ec.graphql_document = _parse(ec.query, MAX_TOKENS)
+                ec.graphql_document = parse_cached(ec.query, MAX_TOKENS)
         yield
 
     def on_validate(self) -> Iterator[None]:

@@ -83,7 +83,10 @@ async def test_owner_may_subscribe_to_own_wallet_and_transfers_only(
                       {"from": alice, "to": bob, "asset": symbol, "amount": "1.00"})
     mallory = token(unique("mallory"), wallets=["someone-else"])
     auditor = token("auditor", roles=["auditor"])
-    async with gql.session(running, mallory) as ws:
+    # alice's own stream is running: identical subscriptions share it only with the same rights.
+    async with gql.session(running, alice_token) as own, gql.session(running, mallory) as ws:
+        await gql.subscribe(own, "mine", BALANCES, w=alice)
+        assert (await gql.receive(own))["payload"]["data"]["walletBalances"]["wallet"] == alice
         await gql.subscribe(ws, "w", BALANCES, w=alice)
         refused = await gql.receive(ws)
         assert refused["payload"]["errors"][0]["extensions"]["code"] == "forbidden", refused
