@@ -8,6 +8,7 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 """
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Hashable
 from datetime import timedelta
@@ -23,6 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -151,26 +153,54 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
                 await checked(scope, receive, send)
                 return
             scope["ledgerline.principal"] = checked
+            if scope["method"] == "POST":
+                await (await self._post(Request(scope, receive)))(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    async def _post(self, request: Request) -> Response:
+        """A query over HTTP POST, straight to the schema: Strawberry's generic HTTP view costs
+        more than the lookup it serves (batches, uploads and HTTP streaming are off anyway)."""
+        if "application/json" not in request.headers.get("content-type", ""):
+            return _refusal(415, ErrorCode.invalid_query, "send the query as application/json")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _refusal(400, ErrorCode.invalid_query, "the body is not JSON")
+        if not isinstance(body, dict):
+            return _refusal(400, ErrorCode.invalid_query, "send one operation, not a batch")
+        query, variables, name = body.get("query"), body.get("variables"), body.get("operationName")
+        well_formed = isinstance(query, str) and isinstance(variables, dict | None)
+        if not (well_formed and isinstance(name, str | None)):
+            return _refusal(400, ErrorCode.invalid_query,
+                            "`query` must be a string, `variables` an object, `operationName` a string")
+        context = await self.get_context(request, None)
+        try:
+            result = await self.schema.execute(query, variable_values=variables, context_value=context,
+                                               operation_name=name)
+        except CannotGetOperationTypeError as exc:
+            return _refusal(400, ErrorCode.invalid_query, exc.as_http_error_reason())
+        return JSONResponse(await self.process_result(request, result))
+
+
+def _refusal(status: int, code: ErrorCode | str, message: str) -> Response:
+    code = code if isinstance(code, str) else code.value
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
 
 
 def _check_http(headers: dict[str, str], tokens: Verified) -> Principal | Response:
     """The caller, or the answer that refuses the request before GraphQL sees it."""
-
-    def refuse(status: int, code: str, message: str) -> Response:
-        return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
-
     try:
         principal = tokens.authenticate(headers.get("authorization"))
     except AuthError as exc:
-        return refuse(exc.status, exc.code, exc.message)
+        return _refusal(exc.status, exc.code, exc.message)
     length = headers.get("content-length", "0")
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        return refuse(413, ErrorCode.query_too_long.value,
-                      f"the request body may be at most {MAX_BODY_BYTES} bytes")
+        return _refusal(413, ErrorCode.query_too_long,
+                        f"the request body may be at most {MAX_BODY_BYTES} bytes")
     command_id = headers.get("x-after-command")
     if command_id is not None and not is_id(command_id):
-        return refuse(400, ErrorCode.invalid_argument.value, "X-After-Command must be a command id")
+        return _refusal(400, ErrorCode.invalid_argument, "X-After-Command must be a command id")
     return principal
 
 

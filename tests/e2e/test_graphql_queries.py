@@ -177,8 +177,7 @@ async def test_assets_paginate_by_symbol(http: httpx.AsyncClient, running: Runni
     for _ in range(200):
         page = (await gql.data(http, running, world.alice_token, query, after=after))["assets"]
         symbols += [n["symbol"] for n in page["nodes"]]
-        if world.symbol in symbols:
-            found = next(n for n in page["nodes"] if n["symbol"] == world.symbol)
+        for found in (n for n in page["nodes"] if n["symbol"] == world.symbol):
             assert found == {"symbol": world.symbol, "decimals": 2, "supply": "100.00", "supplyUnits": "10000",
                              "issuer": "treasury", "maxSupply": None}
         if not page["pageInfo"]["hasNextPage"]:
