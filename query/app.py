@@ -10,12 +10,11 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from graphql import GraphQLError, OperationDefinitionNode, OperationType
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,17 +24,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.exceptions import CannotGetOperationTypeError
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-    _OperationStreamClosed,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
-    CompleteMessage,
-    ConnectionInitMessage,
-)
 from strawberry.types import ExecutionResult
-from strawberry.types.execution import PreExecutionError
 
 from ledgerline.auth import AuthError, Principal
 from ledgerline.settings import Settings, asyncpg_dsn
@@ -45,9 +34,9 @@ from query.errors import ErrorCode, coded
 from query.feeds import Feeds
 from query.hub import Hub, wait_for_command
 from query.ids import is_id
-from query.limits import MAX_TOKENS, parse_cached
 from query.schema import schema
 from query.tokens import Verified
+from query.ws import TransportWS
 
 log = logging.getLogger("ledgerline.query_api")
 
@@ -55,63 +44,8 @@ AFTER_COMMAND_SECONDS = 5.0
 MAX_BODY_BYTES = 64 * 1024
 
 
-class _TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
-    """Authenticates at ``connection_init``: no valid token, no connection (close 4403)."""
-
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        payload = message.get("payload") or {}
-        if isinstance(payload, dict) and not self.connection_init_received:
-            token = payload.get("Authorization") or payload.get("authorization")
-            try:
-                tokens: Verified = self.view.tokens  # type: ignore[attr-defined]
-                self.context.principal = tokens.authenticate(token if isinstance(token, str) else None)
-            except AuthError as exc:
-                self.connection_init_received = True
-                if self.connection_init_timeout_task:
-                    self.connection_init_timeout_task.cancel()
-                await self.websocket.close(code=4403, reason=f"{exc.code}: {exc.message}"[:120])
-                return
-        await super().handle_connection_init(message)
-
-    async def run_operation(self, operation: Operation[Context, None]) -> None:
-        """Identical subscriptions with identical rights share one stream (see :mod:`query.feeds`)."""
-        key = _feed_key(operation, self.context)
-        if key is None:
-            await super().run_operation(operation)
-            return
-        feeds: Feeds = self.view.feeds  # type: ignore[attr-defined]
-
-        def start() -> Any:
-            return self.schema.stream(operation.query, variable_values=operation.variables,
-                                      context_value=self.context, root_value=self.root_value,
-                                      operation_name=operation.operation_name)
-
-        try:
-            first = True
-            async for result in feeds.follow(key, start):
-                if first and isinstance(result, PreExecutionError):
-                    await self._handle_pre_execution_error(operation, result)
-                    return
-                await operation.send_next(result)
-                first = False
-            await operation.send_operation_message(CompleteMessage(id=operation.id, type="complete"))
-        except _OperationStreamClosed:
-            return
-
-
-def _feed_key(operation: Operation[Context, None], context: Context) -> Hashable | None:
-    try:
-        document = parse_cached(operation.query, MAX_TOKENS)
-    except GraphQLError:
-        return None
-    kinds = {d.operation for d in document.definitions if isinstance(d, OperationDefinitionNode)}
-    if kinds != {OperationType.SUBSCRIPTION}:
-        return None
-    return Feeds.key(operation.query, operation.variables, operation.operation_name, context)
-
-
 class LedgerGraphQL(GraphQL):  # type: ignore[misc]
-    graphql_transport_ws_handler_class = _TransportWS
+    graphql_transport_ws_handler_class = TransportWS
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
