@@ -29,7 +29,7 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 def create_app(settings: Settings) -> Starlette:
-    tokens = Verified(settings.require_jwt_secret())  # as the query API does
+    tokens = Verified(settings.token_keys())  # as the query API does
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -38,7 +38,7 @@ from events.messages import (
     RegisterAsset,
     UnfreezeWallet,
 )
-from ledgerline.auth import AuthError, Principal, authenticate
+from ledgerline.auth import AuthError, Principal, TokenKeys, authenticate
 from ledgerline.settings import Settings, asyncpg_dsn
 
 log = logging.getLogger("ledgerline.command_api")
@@ -54,6 +54,7 @@ class Wiring:
     producer: AIOKafkaProducer
     waiters: outcomes.Waiters
     decimals: dict[str, int]
+    keys: TokenKeys
 
 
 def _wiring(request: Request) -> Wiring:
@@ -309,8 +310,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         w = _wiring(request)
         try:
-            principal = authenticate(request.headers.get("authorization"),
-                                     w.settings.require_jwt_secret())
+            principal = authenticate(request.headers.get("authorization"), w.keys)
             return await handler(request, principal)
         except AuthError as exc:
             return ApiError(exc.status, exc.code, exc.message).response()
@@ -344,7 +344,7 @@ async def metrics(_request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require_jwt_secret()
+    keys = settings.token_keys()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -357,7 +357,7 @@ def create_app(settings: Settings) -> Starlette:
         await producer.start()
         waiters = outcomes.Waiters(pool)
         await waiters.start(dsn)
-        app.state.wiring = Wiring(settings, pool, producer, waiters, {})
+        app.state.wiring = Wiring(settings, pool, producer, waiters, {}, keys)
         log.info("command API ready")
         try:
             yield

@@ -53,7 +53,7 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
             connection_init_wait_timeout=timedelta(seconds=10), max_subscriptions_per_connection=50,
         )
         self.settings = settings
-        self.tokens = Verified(settings.require_jwt_secret())
+        self.tokens = Verified(settings.token_keys())
         self.feeds = Feeds()
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -180,7 +180,7 @@ async def metrics(_request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require_jwt_secret()
+    settings.token_keys()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -11,14 +11,14 @@ from collections import OrderedDict
 
 import jwt
 
-from ledgerline.auth import AuthError, Principal, authenticate
+from ledgerline.auth import AuthError, Principal, TokenKeys, authenticate
 
 _SIZE = 4096
 
 
 class Verified:
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
+    def __init__(self, keys: TokenKeys) -> None:
+        self.keys = keys
         self._known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -30,7 +30,7 @@ class Verified:
                     self._known.move_to_end(authorization)
                     return principal
                 del self._known[authorization]
-        principal = authenticate(authorization, self.secret)  # raises AuthError when refused
+        principal = authenticate(authorization, self.keys)  # raises AuthError when refused
         expires = _expiry(authorization)
         if expires is not None:
             self._known[authorization] = (principal, expires)  # type: ignore[index]

@@ -4,14 +4,14 @@ import time
 
 import pytest
 
-from ledgerline.auth import AuthError, issue_token
+from ledgerline.auth import AuthError, TokenKeys, issue_token
 from query.tokens import Verified
 
 SECRET = "unit-secret-" + "z" * 40
 
 
 def test_a_known_token_is_accepted_until_it_expires() -> None:
-    tokens = Verified(SECRET)
+    tokens = Verified(TokenKeys(secret=SECRET))
     header = "Bearer " + issue_token(SECRET, "alice", wallets=["alice"], ttl_seconds=2)
     assert tokens.authenticate(header).wallets == {"alice"}
     assert tokens.authenticate(header).sub == "alice"  # from the cache
@@ -23,7 +23,7 @@ def test_a_known_token_is_accepted_until_it_expires() -> None:
 
 @pytest.mark.parametrize("header", [None, "Bearer junk", "Bearer " + issue_token("other-" + "q" * 40, "alice")])
 def test_refused_tokens_stay_refused(header: str | None) -> None:
-    tokens = Verified(SECRET)
+    tokens = Verified(TokenKeys(secret=SECRET))
     for _ in range(2):
         with pytest.raises(AuthError):
             tokens.authenticate(header)
