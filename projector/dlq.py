@@ -106,22 +106,34 @@ def _letter(record: object) -> Letter:
     )
 
 
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (empty if it does not exist)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t.get("error_code", 0) == 0
+                  for p in t.get("partitions") or ())
+
+
 async def read_letters(bootstrap: str) -> list[Letter]:
     """Every dead letter in ``ledger.dlq``, oldest first per partition."""
+    tps = [TopicPartition(topics.DLQ, p) for p in await partitions_of(bootstrap, topics.DLQ)]
+    if not tps:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed")
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = consumer.partitions_for_topic(topics.DLQ) or set()
-        tps = [TopicPartition(topics.DLQ, p) for p in sorted(partitions)]
-        if not tps:
-            return []
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         letters: list[Letter] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, records in batches.items():
                 letters.extend(_letter(r) for r in records if r.offset < ends[tp])

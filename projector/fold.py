@@ -107,6 +107,10 @@ def _command(
         "reason": reason,
         "created_at": env.occurred_at,
     }
+    # The earliest time wins, as in the upsert (LEAST): batches must not change the answer.
+    earlier = changes.commands.get(env.command_id)
+    if earlier is not None and earlier["created_at"] < row["created_at"]:
+        row["created_at"] = earlier["created_at"]
     _put(changes.commands, env.command_id, row)
 
 

@@ -18,7 +18,8 @@ log = logging.getLogger("ledgerline.projector")
 
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     dsn = asyncpg_dsn(settings.database_url)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3,
+                                     server_settings={"application_name": "ledgerline-projector"})
     listener = await shadow.follow_swaps(pool, dsn)
     registry = metrics.ProjectorMetrics()
     health = metrics.Health()

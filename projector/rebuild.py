@@ -78,10 +78,9 @@ class Replay:
         self.max_records = max_records
         self.tps: list[TopicPartition] = []
 
-    async def start(self) -> None:
+    async def start(self, bootstrap: str) -> None:
+        partitions = await dlq.partitions_of(bootstrap, topics.EVENTS)
         await self.consumer.start()
-        await self.consumer.topics()
-        partitions = sorted(self.consumer.partitions_for_topic(topics.EVENTS) or ())
         if not partitions:
             raise RebuildError(f"topic {topics.EVENTS} has no partitions")
         self.tps = [TopicPartition(topics.EVENTS, p) for p in partitions]
@@ -142,7 +141,7 @@ async def rebuild(bootstrap: str, database_url: str, views: list[str] | None = N
         dead = {(x.source.topic, x.source.partition, x.source.offset)
                 for x in await dlq.read_letters(bootstrap)}
         replay = Replay(bootstrap, shadow_pool, producer, dead, progress)
-        await replay.start()
+        await replay.start(bootstrap)
 
         async def live() -> dict[int, int]:
             return await shadow.offsets(conn, shadow.LIVE, PROJECTION, topics.EVENTS)
