@@ -125,8 +125,9 @@ async def read_letters(bootstrap: str) -> list[Letter]:
     tps = [TopicPartition(topics.DLQ, p) for p in await partitions_of(bootstrap, topics.DLQ)]
     if not tps:
         return []
+    # earliest: with the default (latest) the position could settle at the end before the seek.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed")
+                                isolation_level="read_committed", auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(tps)

@@ -260,6 +260,9 @@ class Projector:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A dead member's partitions move after 6 s (the broker's minimum) rather than 10 s.
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
         )
         self.dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics)
