@@ -117,6 +117,11 @@ def _command(
 def _balance(
     changes: RowChanges, wallet: str, asset: str, available: int, held: int, at: datetime
 ) -> None:
+    # Refused here, per event, not by the table's CHECK: only a batch's last balance reaches the
+    # table, so the constraint alone would let the answer depend on how events were batched.
+    if available < 0 or held < 0:
+        raise ValueError(f"balance of {wallet} in {asset} would be negative "
+                         f"(available {available}, held {held})")
     # One wallet's events come from one partition, in order: the last one in a batch is current.
     changes.balances[(wallet, asset)] = {
         "wallet": wallet,

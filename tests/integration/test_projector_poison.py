@@ -105,7 +105,7 @@ async def test_poison_goes_to_the_dlq_and_the_records_behind_are_applied(
     letters = await _eventually(lambda: _nonempty_when_three(ours))
     assert set(letters) == {garbage_at, negative_at, unknown_at}
     assert "not an envelope" in letters[garbage_at].error
-    assert "wallet_available_not_negative" in letters[negative_at].error
+    assert "would be negative" in letters[negative_at].error
     assert "unknown message type 'WalletTeleported'" in letters[unknown_at].error
     assert letters[garbage_at].value == b"\x00 this is not an envelope {"
 
