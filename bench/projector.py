@@ -46,7 +46,8 @@ from ledgerline import local
 from ledgerline.settings import asyncpg_dsn, load
 from ledgerline.stack.ports import free_port
 from projector import shadow
-from projector.worker import Projection, Projector
+from projector.metrics import ProjectorMetrics
+from projector.worker import SESSION, Prepared, Projection, Projector
 
 SYMBOL = "BENCH"
 
@@ -179,7 +180,7 @@ async def naive(bootstrap: str, dsn: str, partitions: int, count: int) -> float:
             await shadow.create_shadow(conn)
             await shadow.create_indexes(conn)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2,
-                                     server_settings={"search_path": f"{shadow.SHADOW}, public"})
+                                     server_settings={**SESSION, "search_path": f"{shadow.SHADOW}, public"})
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
@@ -211,19 +212,21 @@ class Timed(Projection):
 
     latencies: list[float]
 
-    async def _apply(self, batches: dict[int, list[Any]]) -> None:
-        await super()._apply(batches)
-        now = time.time()
-        self.latencies.extend(now - r.timestamp / 1000 for rs in batches.values() for r in rs)
+    async def commit(self, prepared: Prepared | None) -> None:
+        await super().commit(prepared)
+        if prepared is not None:
+            now = time.time()
+            self.latencies.extend(now - i.record.timestamp / 1000 for i in prepared.items)
 
 
 async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: Ledger, rate: int,
                             seconds: float) -> tuple[float, int, list[float]]:
     ends = await end_offsets(bootstrap, partitions)
     total = sum(ends.values())
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
-    worker = Projector(bootstrap, pool)
-    timed = Timed(pool, worker.dlq)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
+    metrics = ProjectorMetrics()
+    worker = Projector(bootstrap, pool, metrics=metrics)
+    timed = Timed(pool, worker.dlq, metrics=metrics)
     timed.latencies = []
     worker.projection = timed
     stop = asyncio.Event()
@@ -238,6 +241,7 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
                 break
             await asyncio.sleep(0.05)
         catch_up = total / (time.perf_counter() - started)
+        print(f"catch-up: {_batches(metrics)}", file=sys.stderr)
         # Live: a steady rate for a while, the worker caught up from the start.
         timed.latencies.clear()
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
@@ -262,11 +266,23 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
             if all(at.get(p, 0) >= live_ends[p] for p in range(partitions)):
                 break
             await asyncio.sleep(0.05)
+        print(f"catch-up + live: {_batches(metrics)}", file=sys.stderr)
         return catch_up, sent, timed.latencies
     finally:
         stop.set()
         await task
         await pool.close()
+
+
+def _batches(metrics: ProjectorMetrics) -> str:
+    count = metrics.registry.get_sample_value("ledgerline_projector_batch_records_count",
+                                              {"projection": "views"}) or 0
+    records = metrics.registry.get_sample_value("ledgerline_projector_batch_records_sum",
+                                                {"projection": "views"}) or 0
+    seconds = metrics.registry.get_sample_value("ledgerline_projector_batch_seconds_sum",
+                                                {"projection": "views"}) or 0
+    return (f"{count:.0f} batches, {records / max(count, 1):.0f} records each, "
+            f"{1000 * seconds / max(count, 1):.1f} ms writing each")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,15 +11,14 @@ import asyncpg
 
 from ledgerline.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
-from projector.worker import Projector
+from projector.worker import SESSION, Projector
 
 log = logging.getLogger("ledgerline.projector")
 
 
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     dsn = asyncpg_dsn(settings.database_url)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3,
-                                     server_settings={"application_name": "ledgerline-projector"})
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
     listener = await shadow.follow_swaps(pool, dsn)
     registry = metrics.ProjectorMetrics()
     health = metrics.Health()

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from events import topics
 from projector import dlq, shadow, store
-from projector.worker import PROJECTION, Projection
+from projector.worker import PROJECTION, SESSION, Projection
 
 log = logging.getLogger("ledgerline.rebuild")
 
@@ -98,6 +98,7 @@ class Replay:
         """Apply every record below ``bounds[partition]``, and none at or past it."""
         pending = [tp for tp in self.tps if await self.consumer.position(tp) < bounds.get(tp.partition, 0)]
         self.progress.total = sum(bounds.values())
+        inflight: asyncio.Task[None] | None = None  # one batch written while the next is folded
         while pending:
             batches = await self.consumer.getmany(*pending, timeout_ms=500, max_records=self.max_records)
             owned: dict[int, list[Any]] = {}
@@ -108,11 +109,16 @@ class Replay:
                     self.consumer.seek(tp, bound)  # the rest is for a later round
                 if kept:
                     owned[tp.partition] = kept
-            await self.projection.apply(owned)
+            prepared = self.projection.prepare(owned)
+            if inflight is not None:
+                await inflight
+            inflight = asyncio.create_task(self.projection.commit(prepared))
             pending = [tp for tp in pending
                        if await self.consumer.position(tp) < bounds.get(tp.partition, 0)]
             self.progress.done = await self.done()
             self.progress.show()
+        if inflight is not None:
+            await inflight
 
 
 async def rebuild(bootstrap: str, database_url: str, views: list[str] | None = None, *,
@@ -127,7 +133,7 @@ async def rebuild(bootstrap: str, database_url: str, views: list[str] | None = N
     conn = await asyncpg.connect(database_url)
     shadow_pool = await asyncpg.create_pool(
         database_url, min_size=1, max_size=2,
-        server_settings={"search_path": f"{shadow.SHADOW}, public"})
+        server_settings={**SESSION, "search_path": f"{shadow.SHADOW}, public"})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     replay: Replay | None = None
     try:

@@ -49,7 +49,13 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
-@dataclass
+#: Session settings of every connection that writes the views. Asynchronous commit is safe here:
+#: the offsets are in the same transaction, so a commit lost in a database crash takes its offsets
+#: with it and the records are simply applied again.
+SESSION = {"application_name": "ledgerline-projector", "synchronous_commit": "off"}
+
+
+@dataclass(slots=True)
 class Item:
     """One record of a batch on its way to the views."""
 
@@ -62,7 +68,7 @@ class Item:
 
 
 def _item(record: Any) -> Item:
-    original = dlq.original_position(record.headers)
+    original = dlq.original_position(record.headers) if record.headers else None
     item = Item(record, original or Position(record.topic, record.partition, record.offset),
                 redriven=original is not None)
     try:
@@ -87,6 +93,14 @@ def _fold(items: Sequence[Item]) -> RowChanges:
                 break
         else:
             return changes
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch decoded and folded, waiting for its turn to be written."""
+
+    items: list[Item]
+    changes: RowChanges
 
 
 class Projection:
@@ -120,28 +134,53 @@ class Projection:
     def forget(self, partition: int) -> None:
         self.stored.pop(partition, None)
 
-    async def apply(self, batches: Mapping[int, Sequence[Any]]) -> int:
-        """Apply records (partition -> records in offset order); returns how many were new.
+    def prepare(self, batches: Mapping[int, Sequence[Any]]) -> "Prepared | None":
+        """Decode and fold records (partition -> records in offset order): CPU only, so it can
+        run while the previous batch is being written. Records before a partition's stored
+        offset (stale prefetch after a seek) and records of partitions not owned are dropped."""
+        fresh = self._fresh(batches)
+        if not fresh:
+            return None
+        items = [_item(r) for p in sorted(fresh) for r in fresh[p]]
+        return Prepared(items, _fold(items))
 
-        Records before a partition's stored offset (stale prefetch after a seek) are dropped.
+    async def commit(self, prepared: "Prepared | None") -> None:
+        """Write a prepared batch with its offsets; retries transient failures.
+
         Raises :class:`store.OffsetConflict` when another instance moved a partition on.
         """
-        count = sum(len(r) for r in self._fresh(batches).values())
+        if prepared is None:
+            return
         delay = 0.1
+        changes: RowChanges | None = prepared.changes
         while True:
             # Recomputed on every attempt: part of a split batch may have committed already.
-            fresh = self._fresh(batches)
-            if not fresh:
-                return count
+            items = [i for i in prepared.items if self._owned(i)]
+            if not items:
+                return
+            if len(items) != len(prepared.items) or any(i.redriven for i in items):
+                changes = None
             try:
-                await self._apply(fresh)
-                return count
+                await self._skip_applied_redrives(items)
+                await self._write(items, changes)
+                return
             except TRANSIENT as exc:
                 log.warning("transient failure (%r); retrying the batch in %.1fs", exc, delay)
                 if self.metrics is not None:
                     self.metrics.retries.labels(self.name).inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                changes = None
+
+    async def apply(self, batches: Mapping[int, Sequence[Any]]) -> int:
+        """Prepare and commit in one go; returns how many records were new."""
+        prepared = self.prepare(batches)
+        await self.commit(prepared)
+        return 0 if prepared is None else len(prepared.items)
+
+    def _owned(self, item: Item) -> bool:
+        p = item.record.partition
+        return p in self.stored and item.record.offset >= (self.stored[p] or 0)
 
     def _fresh(self, batches: Mapping[int, Sequence[Any]]) -> dict[int, list[Any]]:
         fresh: dict[int, list[Any]] = {}
@@ -152,11 +191,6 @@ class Projection:
                 if kept:
                     fresh[p] = kept
         return fresh
-
-    async def _apply(self, batches: dict[int, list[Any]]) -> None:
-        items = [_item(r) for p in sorted(batches) for r in batches[p]]
-        await self._skip_applied_redrives(items)
-        await self._write(items)
 
     async def _skip_applied_redrives(self, items: list[Item]) -> None:
         """A re-driven copy of an event the views already hold (applied from its original
@@ -174,8 +208,9 @@ class Projection:
                 item.skip = True
             seen.add(item.env.id)
 
-    async def _write(self, items: list[Item]) -> None:
-        changes = _fold(items)
+    async def _write(self, items: list[Item], changes: RowChanges | None = None) -> None:
+        if changes is None:
+            changes = _fold(items)
         await self._dead_letter([i for i in items if i.error is not None])
         offsets = self._offsets(items)
         started = time.monotonic()
@@ -236,6 +271,8 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.worker.inflight is not None:  # let the batch being written finish first
+            await asyncio.wait({self.worker.inflight})
         for tp in revoked:
             self.worker.projection.forget(tp.partition)
             self.worker.lag.revoked(tp.partition)
@@ -245,7 +282,11 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Projector:
-    """The live projector: one member of the consumer group that shares ``ledger.events``."""
+    """The live projector: one member of the consumer group that shares ``ledger.events``.
+
+    One batch is written while the next is fetched and folded, so Python's work and the
+    database's overlap; a batch is committed only after the one before it.
+    """
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
                  projection: str = PROJECTION, max_records: int = 5000,
@@ -267,6 +308,8 @@ class Projector:
         self.dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics)
         self.lag = Lag(projection, topics.EVENTS, metrics)
+        self.inflight: asyncio.Task[None] | None = None
+        self._inflight_note: tuple[dict[int, list[Any]], dict[int, int]] = ({}, {})
 
     @property
     def stored(self) -> dict[int, int | None]:
@@ -292,10 +335,13 @@ class Projector:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 await self._step(batches)
+            await self._drain()
         finally:
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await publisher
+            if self.inflight is not None:
+                await asyncio.wait({self.inflight})
             await self.consumer.stop()
             await self.dlq.stop()
 
@@ -303,20 +349,34 @@ class Projector:
         owned = {tp.partition: r for tp, r in batches.items() if r and tp.partition in self.stored}
         positions = {tp.partition: await self.consumer.position(tp)
                      for tp in self.consumer.assignment() if tp.partition in self.stored}
+        prepared = self.projection.prepare(owned)  # while the previous batch is being written
+        if not await self._drain():
+            return  # offsets were re-read and the consumer moved: what we prepared is stale
+        if prepared is not None:
+            self.inflight = asyncio.create_task(self.projection.commit(prepared))
+            self._inflight_note = (owned, positions)
+        else:
+            for p, position in positions.items():
+                self.lag.moved(p, position)
+        for tp in self.consumer.assignment():
+            self.lag.end(tp.partition, self.consumer.last_stable_offset(tp))
+        self.health.turned(sorted(self.stored))
+
+    async def _drain(self) -> bool:
+        """Wait for the batch in flight; False if it met another instance's offsets."""
+        task, self.inflight = self.inflight, None
+        if task is None:
+            return True
         try:
-            await self.projection.apply(owned)
+            await task
         except store.OffsetConflict as exc:
             log.warning("%s: another instance moved on; re-reading stored offsets", exc)
-            await self.seek_to_stored([tp for tp in self.consumer.assignment()])
-            return
-        for tp in self.consumer.assignment():
-            p = tp.partition
-            if p in owned:
-                self.lag.applied(p, positions[p], owned[p][-1].timestamp)
-            elif p in positions:
-                self.lag.moved(p, positions[p])
-            self.lag.end(p, self.consumer.last_stable_offset(tp))
-        self.health.turned(sorted(self.stored))
+            await self.seek_to_stored(list(self.consumer.assignment()))
+            return False
+        owned, positions = self._inflight_note
+        for p, records in owned.items():
+            self.lag.applied(p, positions[p], records[-1].timestamp)
+        return True
 
     async def _publish_lag(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
