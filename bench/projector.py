@@ -9,7 +9,7 @@ issues and transfers skewed over many wallets straight into ``ledger.events``, t
 - live lag: events produced at a steady rate while the worker runs, event produced (record
   timestamp) -> its batch committed, p50 / p99.
 
-    python -m bench.projector --events 200000
+    python -m bench.projector --events 1000000
 """
 
 import argparse
@@ -288,9 +288,9 @@ def _batches(metrics: ProjectorMetrics) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.projector", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=200_000, help="events to catch up on")
+    parser.add_argument("--events", type=int, default=100_000, help="events to catch up on")
     parser.add_argument("--wallets", type=int, default=10_000)
-    parser.add_argument("--naive-events", type=int, default=5_000,
+    parser.add_argument("--naive-events", type=int, default=2_000,
                         help="events for the one-transaction-per-event baseline")
     parser.add_argument("--rate", type=int, default=2_000, help="events/s for the live lag")
     parser.add_argument("--live-seconds", type=float, default=15.0)
