@@ -188,7 +188,7 @@ async def naive(bootstrap: str, dsn: str, partitions: int, count: int) -> float:
         tps = [TopicPartition(topics.EVENTS, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        projection = Projection(pool, None, swap_lock=False)  # type: ignore[arg-type]
+        projection = Projection(pool, None, swap_lock=False)
         await projection.load(range(partitions))
         records: list[Any] = []
         while len(records) < count:

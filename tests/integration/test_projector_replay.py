@@ -107,3 +107,26 @@ async def test_rebuild_while_events_arrive_swaps_readers_and_projector_onto_new_
     await caught_up(pool, s.kafka_bootstrap)
     await replay_matches_live(running, pool)
     assert await pool.fetchval("SELECT to_regnamespace($1) IS NULL", shadow.SHADOW)
+
+
+async def test_rebuilding_one_view_swaps_that_table_only(running: Running, pool: asyncpg.Pool) -> None:
+    s = running.stack.settings
+    oids = dict(await pool.fetch("SELECT relname, oid FROM pg_class WHERE relnamespace = 'ledger'::regnamespace "
+                                 "AND relkind = 'r'"))
+    before = await _checksums(pool)
+    swapped = await rebuild.rebuild(s.kafka_bootstrap, asyncpg_dsn(s.database_url), ["transfers"],
+                                    progress=rebuild.Progress(out=None))
+    assert swapped == ["transfers"]
+    after = dict(await pool.fetch("SELECT relname, oid FROM pg_class WHERE relnamespace = 'ledger'::regnamespace "
+                                  "AND relkind = 'r'"))
+    assert {t for t in oids if oids[t] != after.get(t)} == {"transfers"}
+    assert await _checksums(pool) == before
+
+    with pytest.raises(rebuild.RebuildError, match="no such view: nonsense"):
+        await rebuild.rebuild(s.kafka_bootstrap, asyncpg_dsn(s.database_url), ["nonsense"],
+                              progress=rebuild.Progress(out=None))
+
+
+async def _checksums(pool: asyncpg.Pool) -> dict[str, tuple[int, str]]:
+    async with pool.acquire() as conn:
+        return await shadow.checksums(conn)
