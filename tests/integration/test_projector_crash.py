@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ledgerline.settings import asyncpg_dsn
+from projector import dlq
 from tests.conftest import Running
 from tests.integration.projector_support import (
     Workload,
@@ -53,6 +54,8 @@ async def _kill_mid_batch(running: Running, pool: asyncpg.Pool, seconds: float =
 async def test_sigkill_mid_batch_then_restart_equals_clean_replay(
     http: httpx.AsyncClient, running: Running, pool: asyncpg.Pool
 ) -> None:
+    s = running.stack.settings
+    letters_before = len(await dlq.read_letters(s.kafka_bootstrap))
     work = Workload(http, running, seed=3, wallets=16)
     await work.start()
     load = asyncio.create_task(work.run(500))
@@ -67,8 +70,9 @@ async def test_sigkill_mid_batch_then_restart_equals_clean_replay(
         restart_projector(running)
     assert kills >= 2, "the projector was never caught inside a batch"
     await settled(pool, work.command_ids, seconds=120)
-    s = running.stack.settings
     stored = await caught_up(pool, s.kafka_bootstrap)
+    # A record applied twice would fail its primary key and be dead-lettered: there must be none.
+    assert len(await dlq.read_letters(s.kafka_bootstrap)) == letters_before
 
     await no_double_counting(pool, s.kafka_bootstrap)
     await replay_matches_live(running, pool)
