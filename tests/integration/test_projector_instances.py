@@ -14,6 +14,7 @@ import pytest
 
 from ledgerline.settings import asyncpg_dsn
 from ledgerline.stack.ports import free_port
+from projector import dlq
 from tests.conftest import Running
 from tests.integration.projector_support import (
     ExtraProjector,
@@ -57,6 +58,7 @@ async def test_two_instances_build_the_same_tables_as_one(
     http: httpx.AsyncClient, running: Running, pool: asyncpg.Pool
 ) -> None:
     s = running.stack.settings
+    letters_before = len(await dlq.read_letters(s.kafka_bootstrap))
     second = ExtraProjector(running, free_port())
     try:
         owned = await _shared([s.projector_metrics_port, second.metrics_port])
@@ -75,5 +77,8 @@ async def test_two_instances_build_the_same_tables_as_one(
             assert applied and float(applied[0].split()[-1]) > 0, applied
     finally:
         second.stop()
+    # Handing partitions over (twice: on start and on stop) applied nothing twice.
+    await caught_up(pool, s.kafka_bootstrap)
+    assert len(await dlq.read_letters(s.kafka_bootstrap)) == letters_before
     await no_double_counting(pool, s.kafka_bootstrap)
     await replay_matches_live(running, pool)
