@@ -33,6 +33,7 @@ class Settings:
     max_body_bytes: int
     max_wait_seconds: float
     log_level: str
+    projector_metrics_port: int = 9101  # 0: no /metrics endpoint
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -94,6 +95,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "LEDGERLINE_MAX_BODY_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
         max_wait_seconds=float(_int(env, "LEDGERLINE_MAX_WAIT_SECONDS", 30, 0, 300)),
         log_level=(env.get("LEDGERLINE_LOG_LEVEL") or "INFO").upper(),
+        projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
     )
 
 

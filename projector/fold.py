@@ -161,6 +161,10 @@ def _command(
         "reason": reason,
         "created_at": env.occurred_at,
     }
+    # The earliest time wins, as in the upsert (LEAST): batches must not change the answer.
+    earlier = changes.commands.get(env.command_id)
+    if earlier is not None and earlier["created_at"] < row["created_at"]:
+        row["created_at"] = earlier["created_at"]
     _put(changes.commands, env.command_id, row)
 
 
@@ -173,6 +177,11 @@ def _seen(changes: RowChanges, wallet: str, at: datetime) -> None:
 def _balance(
     changes: RowChanges, wallet: str, asset: str, available: int, held: int, at: datetime
 ) -> None:
+    # Refused here, per event, not by the table's CHECK: only a batch's last balance reaches the
+    # table, so the constraint alone would let the answer depend on how events were batched.
+    if available < 0 or held < 0:
+        raise ValueError(f"balance of {wallet} in {asset} would be negative "
+                         f"(available {available}, held {held})")
     # One wallet's events come from one partition, in order: the last one in a batch is current.
     changes.balances[(wallet, asset)] = {
         "wallet": wallet,

@@ -13,6 +13,8 @@ import asyncpg
 from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
 
 CHANNEL = "ledger_changes"
+#: Taken shared by every batch of the live projector, exclusively by a rebuild's swap.
+SWAP_LOCK = 0x1ED6E5
 _NOTIFY_LIMIT = 7000
 
 
@@ -113,25 +115,12 @@ created_at = LEAST(command_log.created_at, EXCLUDED.created_at),
 {_RANKED.format(t="command_log")}
 """
 
-_ENTRIES = """
-INSERT INTO ledger_entries (event_id, wallet, asset, delta, available_after, held_after, kind,
-                            reference, occurred_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
-                     $6::numeric[], $7::text[], $8::text[], $9::timestamptz[])
-ON CONFLICT (event_id) DO NOTHING
-"""
-
-_EVENTS = """
-INSERT INTO events (event_id, type, version, key, command_id, correlation_id, principal,
-                    occurred_at, topic, partition, "offset", payload)
-SELECT e.event_id, e.type, e.version, e.key, e.command_id, e.correlation_id, e.principal,
-       e.occurred_at, e.topic, e.partition, e.offset, e.payload::jsonb
-FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::timestamptz[], $9::text[], $10::int[], $11::bigint[], $12::text[])
-     AS e(event_id, type, version, key, command_id, correlation_id, principal, occurred_at,
-          topic, partition, "offset", payload)
-ON CONFLICT DO NOTHING
-"""
+# Append-only tables are loaded with COPY. COPY cannot skip conflicts, and needs not: the offsets
+# are moved (and fenced) first in the same transaction, so no record is ever written twice.
+_ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "held_after", "kind",
+                  "reference", "occurred_at")
+_EVENT_COLUMNS = ("event_id", "type", "version", "key", "command_id", "correlation_id", "principal",
+                  "occurred_at", "topic", "partition", "offset", "payload")
 
 _OFFSET = """
 INSERT INTO projection_offsets (projection, topic, partition, next_offset)
@@ -158,6 +147,8 @@ async def write_batch(
     projection: str,
     topic: str,
     offsets: dict[int, tuple[int | None, int]],
+    *,
+    swap_lock: bool = True,
 ) -> None:
     """Write ``changes`` and move each partition's offset from ``expected`` to ``next``.
 
@@ -165,6 +156,8 @@ async def write_batch(
     Raises :class:`OffsetConflict` (and rolls back) when a stored offset is not the expected one.
     """
     async with conn.transaction():
+        if swap_lock:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK)
         for partition, (expected, nxt) in sorted(offsets.items()):
             got = await conn.fetchval(_OFFSET, projection, topic, partition, expected, nxt)
             if got is None:
@@ -223,20 +216,14 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _col(rows, "reason"), _col(rows, "created_at"),
         )
     if c.entries:
-        rows = c.entries
-        await conn.execute(
-            _ENTRIES, _col(rows, "event_id"), _col(rows, "wallet"), _col(rows, "asset"),
-            _col(rows, "delta", True), _col(rows, "available_after", True),
-            _col(rows, "held_after", True), _col(rows, "kind"), _col(rows, "reference"),
-            _col(rows, "occurred_at"),
+        await conn.copy_records_to_table(
+            "ledger_entries", columns=_ENTRY_COLUMNS,
+            records=[tuple(r[k] for k in _ENTRY_COLUMNS) for r in c.entries],
         )
     if c.events:
-        rows = c.events
-        await conn.execute(
-            _EVENTS, _col(rows, "event_id"), _col(rows, "type"), _col(rows, "version"),
-            _col(rows, "key"), _col(rows, "command_id"), _col(rows, "correlation_id"),
-            _col(rows, "principal"), _col(rows, "occurred_at"), _col(rows, "topic"),
-            _col(rows, "partition"), _col(rows, "offset"), _col(rows, "payload"),
+        await conn.copy_records_to_table(
+            "events", columns=_EVENT_COLUMNS,
+            records=[tuple(r[k] for k in _EVENT_COLUMNS) for r in c.events],
         )
 
 

@@ -1,5 +1,10 @@
 """The read model: assets, wallets, balances, transfers, trades, ledger entries, events, command log.
 
+The views and their offsets live in the schema ``ledger``, which ``ledgerline rebuild`` replaces
+table by table with freshly replayed copies; the database's default ``search_path`` is
+``ledger, public`` so every client reads them by their plain names. Tables that are not views
+(written by the APIs or by operators' tools) live in ``public`` and are never swapped.
+
 Revision ID: 0001
 Revises:
 """
@@ -20,7 +25,17 @@ def _now() -> sa.TextClause:
     return sa.text("now()")
 
 
+VIEW_SCHEMA = "ledger"
+_SEARCH_PATH = f"{VIEW_SCHEMA}, public"
+
+
 def upgrade() -> None:
+    op.execute(f"CREATE SCHEMA IF NOT EXISTS {VIEW_SCHEMA}")
+    op.execute(f"SET search_path TO {_SEARCH_PATH}")
+    op.execute(
+        f"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path TO {_SEARCH_PATH}', "
+        "current_database()); END $$"
+    )
     op.create_table(
         "assets",
         sa.Column("symbol", sa.Text, primary_key=True),
@@ -176,6 +191,7 @@ def upgrade() -> None:
         sa.Column("records_behind", sa.BigInteger, nullable=False),
         sa.Column("seconds_behind", sa.Float, nullable=False),
         sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+        schema="public",
     )
     # Written by the command API, not a view: what each Idempotency-Key was first used for.
     op.create_table(
@@ -185,13 +201,28 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.Text, nullable=False),
         sa.Column("response", sa.dialects.postgresql.JSONB, nullable=False),
         sa.Column("created_at", TS, nullable=False, server_default=_now()),
+        schema="public",
+    )
+    # Written by `ledgerline dlq redrive`: which dead letters went back to their topic, so a
+    # second redrive does not send them again.
+    op.create_table(
+        "dlq_redrives",
+        sa.Column("dlq_partition", sa.Integer, primary_key=True),
+        sa.Column("dlq_offset", sa.BigInteger, primary_key=True),
+        sa.Column("source_topic", sa.Text, nullable=False),
+        sa.Column("source_partition", sa.Integer, nullable=False),
+        sa.Column("source_offset", sa.BigInteger, nullable=False),
+        sa.Column("redriven_offset", sa.BigInteger),
+        sa.Column("redriven_at", TS, nullable=False, server_default=_now()),
+        schema="public",
     )
 
 
 def downgrade() -> None:
+    for public_table in ("dlq_redrives", "idempotency_keys", "projection_lag"):
+        op.drop_table(public_table, schema="public")
+    op.execute(f"SET search_path TO {_SEARCH_PATH}")
     for table in (
-        "idempotency_keys",
-        "projection_lag",
         "projection_offsets",
         "command_log",
         "events",
@@ -203,3 +234,4 @@ def downgrade() -> None:
         "assets",
     ):
         op.drop_table(table)
+    op.execute(f"DROP SCHEMA IF EXISTS {VIEW_SCHEMA}")
