@@ -19,10 +19,9 @@ import time
 import uuid
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from ledgerline.stack._aio import run_sync
+from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file, tail_text
 from ledgerline.stack.ports import accepts_connections, free_port, port_in_use
 
@@ -216,7 +215,7 @@ async def _probe(bootstrap: str, limit: float) -> bool:
     return len(brokers) > 0 and controller is not None and controller >= 0
 
 
-class KafkaBroker:
+class KafkaBroker(ChildServer):
     """One Apache Kafka broker in KRaft combined mode, listening on ``host:port`` only.
 
     ``data_dir`` holds ``server.properties``, ``log4j.properties``, ``broker.log``, the cluster id,
@@ -248,22 +247,12 @@ class KafkaBroker:
         return f"{self.host}:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        """The broker JVM's pid while it runs, else None."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
     def log_path(self) -> Path:
         return self.data_dir / "broker.log"
 
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "kraft"
-
-    def is_running(self) -> bool:
-        return self.pid is not None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -337,31 +326,6 @@ class KafkaBroker:
                 return
         log.info("Kafka broker on %s stopped", self.bootstrap)
         self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL the broker (and anything in its process group) at once, as in a crash."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"KafkaBroker({self.bootstrap!r}, data_dir={str(self.data_dir)!r}, pid={self.pid})"

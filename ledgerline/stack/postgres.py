@@ -20,11 +20,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 from ledgerline.stack._aio import run_sync
+from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file
 from ledgerline.stack.ports import accepts_connections, port_in_use
 
@@ -122,7 +122,7 @@ def _own(path: Path, account: pwd.struct_passwd | None) -> None:
     path.chmod(0o700)
 
 
-class LocalPostgres:
+class LocalPostgres(ChildServer):
     """A PostgreSQL server with its data in ``data_dir``, listening on ``host:port`` only.
 
     ``data_dir/pgdata`` is the cluster, ``data_dir/postgres.log`` the server log. The first start
@@ -153,22 +153,12 @@ class LocalPostgres:
         return f"postgresql://{user}@{self.host}:{self.port}/{database}"
 
     @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs, else None."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
 
     @property
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
-
-    def is_running(self) -> bool:
-        return self.pid is not None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -262,31 +252,6 @@ class LocalPostgres:
                     return
         log.info("PostgreSQL on %s:%d stopped", self.host, self.port)
         self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its backends (its whole process group), as in a crash."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"LocalPostgres(url={self.url!r}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
