@@ -11,12 +11,14 @@ and committed with its offsets; the in-memory state takes the batch only once th
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -31,7 +33,6 @@ from events.codec import DecodeError, Envelope
 
 log = logging.getLogger("ledgerline.processor")
 
-_FOLLOW_UP_NS = uuid.UUID("6b1f0c1e-6f1d-4d7c-9d52-3d9a1b7f0a11")
 _RETRY_FOR_SECONDS = 60.0
 
 
@@ -46,6 +47,20 @@ def dead_letter_headers(error: str, topic: str, partition: int, offset: int) -> 
         ("source_partition", str(partition).encode()),
         ("source_offset", str(offset).encode()),
     ]
+
+
+class Ids:
+    """Unique ids in UUID (version 4) form, cheaply: 70 random bits drawn per worker start, then
+    a 48-bit counter. Fresh random bits at each start keep them unique across restarts and
+    instances; they name events and follow-up requests and are not meant to be unguessable."""
+
+    def __init__(self) -> None:
+        r = uuid.uuid4().hex  # version and variant digits already in place
+        self.prefix = f"{r[:8]}-{r[8:12]}-{r[12:16]}-{r[16:20]}-"
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
 
 
 class Fault:
@@ -130,6 +145,7 @@ class PartitionWorker:
         self.states: dict[str, Snapshot] = {}
         self.next_offset = 0
         self.partitioner: Partitioner | None = None
+        self.ids = Ids()
 
     async def start(self) -> None:
         await self.producer.start()  # init_transactions: bumps the epoch, fences older owners
@@ -192,18 +208,17 @@ class PartitionWorker:
 
     def _emit(self, cmd: Envelope, decided: list[Any], out: Outbox) -> None:
         assert self.partitioner is not None
-        key = cmd.key.encode()
+        key, now, next_id = cmd.key.encode(), datetime.now(UTC), self.ids.next
         for event in decided:
             env = codec.envelope(
                 event, key=cmd.key, command_id=cmd.command_id, principal=cmd.principal,
-                correlation_id=cmd.correlation_id,
+                correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
             )
             out.add(topics.EVENTS, self.tp.partition, key, codec.encode(env))
-            for n, (target, follow_up) in enumerate(react(event)):
+            for target, follow_up in react(event):
                 request = codec.envelope(
                     follow_up, key=target, command_id=cmd.command_id, principal=cmd.principal,
-                    correlation_id=cmd.correlation_id,
-                    id=str(uuid.uuid5(_FOLLOW_UP_NS, f"{env.id}/{n}")),
+                    correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
                 )
                 target_key = target.encode()
                 out.add(topics.COMMANDS, self.partitioner.partition(target_key), target_key,
