@@ -243,7 +243,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class Processor:
     def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
-                 max_records: int = 5000, fault: Fault | None = None) -> None:
+                 max_records: int = 5000, session_timeout_ms: int = 10_000,
+                 fault: Fault | None = None) -> None:
         self.bootstrap = bootstrap
         self.group = group
         self.max_records = max_records
@@ -261,7 +262,7 @@ class Processor:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             max_poll_interval_ms=60_000,
-            session_timeout_ms=10_000,
+            session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )

@@ -48,7 +48,10 @@ def processor(settings: Settings, _args: argparse.Namespace) -> None:
     from command.processor import Fault, Processor
 
     async def run(stop: asyncio.Event) -> None:
-        await Processor(settings.kafka_bootstrap, fault=Fault.from_env(os.environ)).run(stop)
+        await Processor(
+            settings.kafka_bootstrap, max_records=settings.processor_max_records,
+            session_timeout_ms=settings.processor_session_timeout_ms, fault=Fault.from_env(os.environ),
+        ).run(stop)
 
     asyncio.run(_until_signalled(run))
 
