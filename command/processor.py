@@ -234,11 +234,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, processor: "Processor") -> None:
         self.processor = processor
 
+    # aiokafka logs and swallows a listener's exception; a partition without its worker would
+    # then stall unnoticed, so the failure is handed to the loop, which stops the process.
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.processor.release(revoked)
+        try:
+            await self.processor.release(revoked)
+        except Exception as exc:
+            self.processor.failure = exc
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.processor.take(assigned)
+        try:
+            await self.processor.take(assigned)
+        except Exception as exc:
+            self.processor.failure = exc
 
 
 class Processor:
@@ -255,6 +263,7 @@ class Processor:
         # that records it fetched may predate the positions a new assignment sought to.
         self.lock = asyncio.Lock()
         self.generation = 0
+        self.failure: Exception | None = None
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -300,6 +309,8 @@ class Processor:
             while not stop.is_set():
                 generation = self.generation
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                if self.failure is not None:
+                    raise RuntimeError("taking or releasing partitions failed") from self.failure
                 if not batches:
                     continue
                 async with self.lock:
