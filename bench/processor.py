@@ -37,11 +37,12 @@ from aiokafka.errors import KafkaError
 from command import snapshots
 from command.decide import Balance, WalletState
 from command.outbox import Outbox, Partitioner
-from command.processor import Processor, restore
-from command.snapshots import Snapshot
+from command.processor import Processor
+from command.snapshots import Snapshot, restore
 from events import codec, topics
 from events.keys import wallet_key
 from events.messages import InitiateTransfer
+from ledgerline import logs
 from ledgerline.local import cache_dir
 from ledgerline.stack.kafka import THROUGHPUT_JVM_OPTS, KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.ports import free_port
@@ -274,6 +275,8 @@ async def bench(bootstrap: str, args: argparse.Namespace, broker_pid: int, log_d
 
 
 def _child(args: argparse.Namespace) -> None:
+    logs.setup("processor", "INFO")
+
     async def run() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

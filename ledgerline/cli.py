@@ -45,7 +45,8 @@ def query_api(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:
-    from command.processor import Fault, Processor
+    from command.faults import Fault
+    from command.processor import Processor
 
     async def run(stop: asyncio.Event) -> None:
         await Processor(
