@@ -154,7 +154,7 @@ def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, max_records: int,
                     partitioner: Partitioner, broker_pid: int, log_dir: Path,
-                    profile: Path | None) -> Run:
+                    profile: Path | None, instances: int = 1) -> Run:
     tps = [TopicPartition(topics.COMMANDS, p) for p in partitioner.partitions]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
@@ -163,7 +163,7 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
     await ends.start()
     await probe.start()
     probe.assign(tps)
-    child = None
+    children: list[subprocess.Popen[bytes]] = []
     try:
         _, base = await _offsets(admin, ends, tps)
         sent = await produce_transfers(bootstrap, wallets, count, partitioner)
@@ -171,12 +171,12 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
                    "--max-records", str(max_records)]
         if profile is not None:
             command += ["--profile-to", str(profile)]
-        child = _start(command, log_dir / f"processor-{max_records}.log")
+        children = [_start(command, log_dir / f"processor-{max_records}-{n}.log") for n in range(instances)]
         first = decided_at = None
         shown = time.monotonic()
         while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"the processor exited with {child.returncode}")
+            if any(c.poll() is not None for c in children):
+                raise RuntimeError("a processor exited early")
             committed, _ = await _offsets(admin, ends, tps)
             now = time.monotonic()
             decided = sum(min(max(committed[p] - base[p], 0), sent.get(p, 0)) for p in committed)
@@ -184,7 +184,7 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
                 shown = now
                 print(f"    ... {label}: {decided}/{count} decided", file=sys.stderr, flush=True)
             if first is None and decided > 0:
-                first = (now, decided, _cpu_seconds(child.pid), _cpu_seconds(broker_pid))
+                first = (now, decided, sum(_cpu_seconds(c.pid) for c in children), _cpu_seconds(broker_pid))
             if decided == count and decided_at is None:
                 decided_at = now
             if decided == count and await _drained(probe, committed):
@@ -194,10 +194,11 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
         started, before, cpu, broker_cpu = first
         timed = count - before
         return Run(label, timed, decided_at - started, now - started,
-                   _cpu_seconds(child.pid) - cpu, _cpu_seconds(broker_pid) - broker_cpu)
+                   sum(_cpu_seconds(c.pid) for c in children) - cpu, _cpu_seconds(broker_pid) - broker_cpu)
     finally:
-        if child is not None:
+        for child in children:
             child.send_signal(signal.SIGTERM)
+        for child in children:
             try:
                 child.wait(30)
             except subprocess.TimeoutExpired:
@@ -254,14 +255,22 @@ async def bench(bootstrap: str, args: argparse.Namespace, broker_pid: int, log_d
     await fund(bootstrap, wallets, partitioner)
     profile = log_dir / "processor.prof" if args.profile else None
 
+    # Warm the broker's JIT first, so neither measured run pays for it.
+    await timed_run("warm-up", bootstrap, wallets, args.transfers // 10, args.max_records,
+                    partitioner, broker_pid, log_dir, None)
     baseline = await timed_run("baseline: a transaction per command", bootstrap, wallets,
                                args.baseline_transfers, 1, partitioner, broker_pid, log_dir, None)
     batched = await timed_run("processor: a transaction per batch", bootstrap, wallets,
                               args.transfers, args.max_records, partitioner, broker_pid, log_dir, profile)
+    runs = [baseline, batched]
+    if args.instances > 1:
+        runs.append(await timed_run(f"  the same, {args.instances} processes", bootstrap, wallets,
+                                    args.transfers, args.max_records, partitioner, broker_pid,
+                                    log_dir, None, args.instances))
     print(f"transfers ({args.partitions} partitions, {args.wallets} funded wallets, "
           "each transfer = a debit command and a credit follow-up):")
-    print(baseline.line())
-    print(batched.line())
+    for run in runs:
+        print(run.line())
     speed_up = (batched.transfers / batched.completed_s) / (baseline.transfers / baseline.completed_s)
     print(f"  speed-up {speed_up:.0f}x (completed)")
 
@@ -298,11 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.processor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transfers", type=int, default=100_000)
-    parser.add_argument("--baseline-transfers", type=int, default=1_000)
+    parser.add_argument("--baseline-transfers", type=int, default=200)
     parser.add_argument("--wallets", type=int, default=4_000)
     parser.add_argument("--recover-wallets", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-records", type=int, default=5_000)
+    parser.add_argument("--instances", type=int, default=1,
+                        help="also run this many processor processes in one group")
     parser.add_argument("--profile", action="store_true", help="run the processor under cProfile")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
