@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wallets", type=int, default=4_000)
     parser.add_argument("--recover-wallets", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--max-records", type=int, default=5_000)
+    parser.add_argument("--max-records", type=int, default=10_000)
     parser.add_argument("--instances", type=int, default=1,
                         help="also run this many processor processes in one group")
     parser.add_argument("--profile", action="store_true", help="run the processor under cProfile")

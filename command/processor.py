@@ -51,7 +51,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class Processor:
     def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
-                 max_records: int = 5000, session_timeout_ms: int = 10_000,
+                 max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None) -> None:
         self.bootstrap = bootstrap
         self.group = group
@@ -129,9 +129,10 @@ class Processor:
             log.error("stopping: %s; this instance must not write any more", exc)
             raise
         finally:
-            await self.consumer.stop()
+            # Workers first: their batches in flight commit while this instance still owns them.
             for worker in list(self.workers.values()):
                 await worker.stop()
+            await self.consumer.stop()
 
     def _rewind(self) -> None:
         """Drop records fetched across a rebalance: they may predate the positions the new

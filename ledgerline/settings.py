@@ -27,7 +27,7 @@ class Settings:
     max_body_bytes: int
     max_wait_seconds: float
     log_level: str
-    processor_max_records: int = 5000
+    processor_max_records: int = 10_000
     processor_session_timeout_ms: int = 10_000
 
     def require_jwt_secret(self) -> str:
@@ -69,7 +69,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_wait_seconds=float(_int(env, "LEDGERLINE_MAX_WAIT_SECONDS", 30, 0, 300)),
         log_level=(env.get("LEDGERLINE_LOG_LEVEL") or "INFO").upper(),
         # Records per processor transaction (across its partitions).
-        processor_max_records=_int(env, "LEDGERLINE_PROCESSOR_MAX_RECORDS", 5000, 1, 100_000),
+        processor_max_records=_int(env, "LEDGERLINE_PROCESSOR_MAX_RECORDS", 10_000, 1, 100_000),
         # How long a silent processor keeps its partitions; the broker allows 6 s at least.
         processor_session_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS", 10_000,
                                           6_000, 300_000),
