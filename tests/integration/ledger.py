@@ -134,6 +134,14 @@ async def wait_for_log(proc: Proc, text: str, within: float = 30.0, after: int =
     raise AssertionError(f"{proc.name} did not log {text!r} in {within}s:\n{proc.text()[-3000:]}")
 
 
+async def wait_until_stopped(proc: Proc, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not proc.stopped():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{proc.name} was not stopped within {within}s")
+        await asyncio.sleep(0.05)
+
+
 async def wait_for_exit(proc: Proc, within: float) -> int:
     deadline = time.monotonic() + within
     while proc.popen.poll() is None:

@@ -19,6 +19,7 @@ from tests.integration.ledger import (
     wait_decided,
     wait_for_exit,
     wait_for_log,
+    wait_until_stopped,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ async def test_a_resumed_zombie_is_fenced_and_nothing_is_decided_twice(running: 
 
         # The zombie stops itself in a transaction whose records are already in the log ...
         await wait_for_log(zombie, "fault injection: sending myself SIGSTOP")
-        assert zombie.stopped()
+        await wait_until_stopped(zombie)
         # ... its session runs out and the survivor takes every partition, fencing it.
         await wait_for_log(survivor, f"assigned partitions {partitions}", within=40)
         zombie.popen.send_signal(signal.SIGCONT)
