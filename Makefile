@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test unit lint bench install clean-data
+.PHONY: up test unit lint bench install clean-data schemas
 
 $(BIN)/ledgerline: pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17+ is needed to run the Kafka broker (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -29,7 +29,11 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy events command/decide.py projector/fold.py
+	$(BIN)/mypy events command/decide.py command/books.py projector/fold.py
+
+## Commit the schema snapshot of every message version (refuses incompatible changes).
+schemas: install
+	$(BIN)/python -m events.schema
 
 ## Benchmarks print figures beside a baseline measured in the same run.
 bench: install

@@ -24,11 +24,21 @@ from starlette.routing import Route
 
 from command import outcomes, validate
 from command.errors import ApiError
+from command.openapi import render as render_openapi
 from events import codec, topics
 from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
-from events.messages import InitiateTransfer, IssueTokens, Message, RegisterAsset
-from ledgerline.auth import AuthError, Principal, authenticate
+from events.messages import (
+    BurnTokens,
+    FreezeWallet,
+    InitiateTrade,
+    InitiateTransfer,
+    IssueTokens,
+    Message,
+    RegisterAsset,
+    UnfreezeWallet,
+)
+from ledgerline.auth import AuthError, Principal, TokenKeys, authenticate
 from ledgerline.settings import Settings, asyncpg_dsn
 
 log = logging.getLogger("ledgerline.command_api")
@@ -44,6 +54,7 @@ class Wiring:
     producer: AIOKafkaProducer
     waiters: outcomes.Waiters
     decimals: dict[str, int]
+    keys: TokenKeys
 
 
 def _wiring(request: Request) -> Wiring:
@@ -113,7 +124,8 @@ async def _submit(
                                "this Idempotency-Key was used for a different request")
             return await _answer(request, json.loads(first["response"]))
     env = codec.envelope(message, key=key, command_id=command_id, id=command_id,
-                         principal=principal.sub, correlation_id=extra.get("transfer_id"))
+                         principal=principal.sub,
+                         correlation_id=extra.get("transfer_id") or extra.get("trade_id"))
     await w.producer.send_and_wait(topics.COMMANDS, codec.encode(env), key=key.encode())
     if request.headers.get("idempotency-key") is not None:
         await w.pool.execute(
@@ -202,6 +214,71 @@ async def transfer(request: Request, principal: Principal) -> Response:
                          _hash("transfers", body))
 
 
+async def trade(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    body = await _body(request, w.settings.max_body_bytes)
+    seller = validate.wallet(body, "seller")
+    buyer = validate.wallet(body, "buyer")
+    symbol = validate.symbol(validate.field(body, "asset", str), "asset")
+    payment = validate.symbol(validate.field(body, "payment_asset", str), "payment_asset")
+    if seller == buyer:
+        raise ApiError(422, "same_wallet", "'seller' and 'buyer' must be different wallets", "buyer")
+    if symbol == payment:
+        raise ApiError(422, "same_asset", "'asset' and 'payment_asset' must differ", "payment_asset")
+    quantity = validate.amount(body, "quantity", await _asset_decimals(w, symbol, "asset"))
+    # price is the whole payment for quantity, in payment_asset: no rounding of a unit price.
+    price = validate.amount(body, "price", await _asset_decimals(w, payment, "payment_asset"))
+    # A trade debits both wallets: the seller's asset and the buyer's payment. One party's token
+    # cannot consent for the other's wallet (a buyer alone could take an asset at a price of its
+    # choosing), so the caller must be able to debit both: an operator (a venue that matched the
+    # two orders) or the owner of both wallets.
+    for name, wallet in (("seller", seller), ("buyer", buyer)):
+        if not principal.may_debit(wallet):
+            raise ApiError(403, "forbidden", f"you may not trade for wallet {wallet!r}", name)
+    command_id = _command_id(request, principal)
+    trade_id = str(uuid.uuid5(_IDEMPOTENCY_NS, f"trade\n{command_id}"))
+    message = InitiateTrade(trade_id=trade_id, seller=seller, buyer=buyer, asset=symbol,
+                            quantity=quantity, payment_asset=payment, price=price)
+    extra = {"command_id": command_id, "trade_id": trade_id}
+    return await _submit(request, principal, message, wallet_key(seller), extra,
+                         _hash("trades", body))
+
+
+async def burn(request: Request, principal: Principal) -> Response:
+    w = _wiring(request)
+    body = await _body(request, w.settings.max_body_bytes)
+    wallet = validate.wallet(body, "wallet")
+    symbol = validate.symbol(validate.field(body, "asset", str), "asset")
+    amount = validate.amount(body, "amount", await _asset_decimals(w, symbol, "asset"))
+    if not principal.may_debit(wallet):
+        raise ApiError(403, "forbidden", f"you may not burn from wallet {wallet!r}", "wallet")
+    message = BurnTokens(wallet=wallet, asset=symbol, amount=amount)
+    extra = {"command_id": _command_id(request, principal)}
+    return await _submit(request, principal, message, wallet_key(wallet), extra,
+                         _hash("burns", body))
+
+
+async def _set_frozen(request: Request, principal: Principal, frozen: bool) -> Response:
+    w = _wiring(request)
+    wallet = validate.wallet_id(request.path_params["wallet"])
+    body = await _body(request, w.settings.max_body_bytes)
+    reason = validate.text(body, "reason")
+    if not principal.may_freeze():
+        raise ApiError(403, "forbidden", "freezing or unfreezing a wallet needs the compliance role")
+    message = (FreezeWallet if frozen else UnfreezeWallet)(wallet=wallet, reason=reason)
+    extra = {"command_id": _command_id(request, principal)}
+    route = f"wallets/{wallet}/{'freeze' if frozen else 'unfreeze'}"
+    return await _submit(request, principal, message, wallet_key(wallet), extra, _hash(route, body))
+
+
+async def freeze(request: Request, principal: Principal) -> Response:
+    return await _set_frozen(request, principal, frozen=True)
+
+
+async def unfreeze(request: Request, principal: Principal) -> Response:
+    return await _set_frozen(request, principal, frozen=False)
+
+
 async def command_status(request: Request, principal: Principal) -> Response:
     w = _wiring(request)
     command_id = request.path_params["command_id"]
@@ -210,6 +287,9 @@ async def command_status(request: Request, principal: Principal) -> Response:
     except ValueError:
         raise ApiError(422, "invalid_command_id", "a command id is a UUID", "command_id") from None
     outcome = await outcomes.read(w.pool, command_id)
+    # Someone else's command is as unknown as a missing one: its existence is not revealed.
+    if outcome is not None and not (principal.sees_everything or outcome["principal"] == principal.sub):
+        outcome = None
     if outcome is None:
         raise ApiError(404, "unknown_command",
                        f"no outcome for command {command_id} yet; it may still be in flight")
@@ -230,8 +310,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         w = _wiring(request)
         try:
-            principal = authenticate(request.headers.get("authorization"),
-                                     w.settings.require_jwt_secret())
+            principal = authenticate(request.headers.get("authorization"), w.keys)
             return await handler(request, principal)
         except AuthError as exc:
             return ApiError(exc.status, exc.code, exc.message).response()
@@ -241,6 +320,10 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return ApiError(422, exc.code, str(exc)).response()
 
     return endpoint
+
+
+async def openapi(_request: Request) -> Response:
+    return Response(render_openapi(), media_type="application/json")
 
 
 async def healthz(_request: Request) -> Response:
@@ -261,7 +344,7 @@ async def metrics(_request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require_jwt_secret()
+    keys = settings.token_keys()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -274,7 +357,7 @@ def create_app(settings: Settings) -> Starlette:
         await producer.start()
         waiters = outcomes.Waiters(pool)
         await waiters.start(dsn)
-        app.state.wiring = Wiring(settings, pool, producer, waiters, {})
+        app.state.wiring = Wiring(settings, pool, producer, waiters, {}, keys)
         log.info("command API ready")
         try:
             yield
@@ -287,7 +370,12 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/assets", _endpoint(register_asset), methods=["POST"]),
         Route("/v1/assets/{symbol}/issue", _endpoint(issue), methods=["POST"]),
         Route("/v1/transfers", _endpoint(transfer), methods=["POST"]),
+        Route("/v1/trades", _endpoint(trade), methods=["POST"]),
+        Route("/v1/burns", _endpoint(burn), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/freeze", _endpoint(freeze), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/unfreeze", _endpoint(unfreeze), methods=["POST"]),
         Route("/v1/commands/{command_id}", _endpoint(command_status), methods=["GET"]),
+        Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

@@ -2,27 +2,58 @@
 and ``react(event) -> follow-up requests`` for anything that touches a second aggregate.
 
 No I/O here; the processor loop feeds these functions and writes what they return.
+
+A trade (delivery versus payment) is three decisions, each by one wallet, like two-phase holds:
+the seller locks the asset (``InitiateTrade``), the buyer pays (``PayForTrade``), the seller
+delivers and takes the payment (``SettleTrade``), and the buyer is credited with the asset. If
+the buyer cannot pay, the seller's lock is released (``ReleaseTradeAsset``): all legs or none.
+A freeze stops new debits; a trade whose asset is already locked and paid for still settles.
 """
+
+from typing import Any
 
 import msgspec
 
-from events.keys import wallet_key
+from events.keys import asset_key, wallet_key
 from events.messages import (
     AssetRegistered,
     AssetRegistrationRejected,
+    AssetTransferred,
+    BurnFailed,
+    BurnTokens,
     Command,
+    CreditKind,
     CreditWallet,
     Event,
+    FreezeWallet,
+    InitiateTrade,
     InitiateTransfer,
     IssueRejected,
     IssueTokens,
+    PayForTrade,
+    PaymentReceived,
+    ReduceSupply,
     RegisterAsset,
+    ReleaseTradeAsset,
+    SettleTrade,
+    SupplyReduced,
+    TokensBurned,
     TokensIssued,
+    TradeAssetLocked,
+    TradeAssetReleased,
+    TradeFailed,
+    TradeInitiated,
+    TradeSettled,
+    TradeTerms,
     TransferConfirmed,
     TransferFailed,
     TransferInitiated,
+    UnfreezeWallet,
     WalletCredited,
+    WalletFrozen,
+    WalletUnfrozen,
 )
+from events.reasons import Reason
 
 MAX_DECIMALS = 18
 
@@ -34,6 +65,7 @@ class AssetState(msgspec.Struct, frozen=True, kw_only=True, tag="asset"):
     issuer: str
     max_supply: int | None
     supply: int = 0
+    burned: int = 0
 
 
 class Balance(msgspec.Struct, frozen=True):
@@ -41,9 +73,17 @@ class Balance(msgspec.Struct, frozen=True):
     held: int = 0
 
 
+class Hold(msgspec.Struct, frozen=True, array_like=True):
+    """The part of a wallet's ``held`` balance that one open trade has locked."""
+
+    asset: str
+    quantity: int
+
+
 class WalletState(msgspec.Struct, frozen=True, kw_only=True, tag="wallet"):
     balances: dict[str, Balance] = msgspec.field(default_factory=dict)
     frozen: bool = False
+    holds: dict[str, Hold] = msgspec.field(default_factory=dict)
 
     def balance(self, asset: str) -> Balance:
         return self.balances.get(asset, Balance())
@@ -55,26 +95,37 @@ EMPTY_WALLET = WalletState()
 
 
 def decide(state: State | None, command: Command) -> list[Event]:
+    """The events ``command`` causes on the aggregate in ``state``.
+
+    Domain refusals are events with a reason. A follow-up that contradicts the aggregate's state
+    (which the flows never send) raises ``ValueError``, so the processor dead-letters it.
+    """
     match command:
         case RegisterAsset():
             return _register(state, command)
         case IssueTokens():
             return _issue(state, command)
+        case ReduceSupply():
+            return _reduce_supply(_asset(state), command)
         case InitiateTransfer():
             return _transfer(_wallet(state), command)
         case CreditWallet():
-            after = _wallet(state).balance(command.asset)
-            return [
-                WalletCredited(
-                    wallet=command.wallet,
-                    asset=command.asset,
-                    amount=command.amount,
-                    kind=command.kind,
-                    reference=command.reference,
-                    available_after=after.available + command.amount,
-                    held_after=after.held,
-                )
-            ]
+            return [_credit(_wallet(state), command.wallet, command.asset, command.amount,
+                            command.kind, command.reference)]
+        case InitiateTrade():
+            return _lock(_wallet(state), command)
+        case PayForTrade():
+            return _pay(_wallet(state), command)
+        case SettleTrade():
+            return _settle(_wallet(state), command)
+        case ReleaseTradeAsset():
+            return _release(_wallet(state), command)
+        case BurnTokens():
+            return _burn(_wallet(state), command)
+        case FreezeWallet():
+            return [WalletFrozen(wallet=command.wallet, reason=command.reason)]
+        case UnfreezeWallet():
+            return [WalletUnfrozen(wallet=command.wallet, reason=command.reason)]
     raise TypeError(f"no decider for {type(command).__name__}")
 
 
@@ -84,6 +135,27 @@ def _wallet(state: State | None) -> WalletState:
     if not isinstance(state, WalletState):
         raise TypeError("a wallet command reached a non-wallet aggregate")
     return state
+
+
+def _asset(state: State | None) -> AssetState:
+    if not isinstance(state, AssetState):
+        raise TypeError("an asset follow-up reached an aggregate that is not a registered asset")
+    return state
+
+
+def _terms(message: TradeTerms) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in TradeTerms.__struct_fields__}
+
+
+def _debit_refusal(wallet: WalletState, asset: str, amount: int) -> Reason | None:
+    """Why ``wallet`` may not give up ``amount`` of ``asset`` from its available balance."""
+    if amount <= 0:
+        return "invalid_amount"
+    if wallet.frozen:
+        return "wallet_frozen"
+    if wallet.balance(asset).available < amount:
+        return "insufficient_funds"
+    return None
 
 
 def _register(state: State | None, c: RegisterAsset) -> list[Event]:
@@ -105,8 +177,8 @@ def _register(state: State | None, c: RegisterAsset) -> list[Event]:
 
 
 def _issue(state: State | None, c: IssueTokens) -> list[Event]:
-    def reject(reason: str) -> list[Event]:
-        return [IssueRejected(symbol=c.symbol, to=c.to, amount=c.amount, reason=reason)]  # type: ignore[arg-type]
+    def reject(reason: Reason) -> list[Event]:
+        return [IssueRejected(symbol=c.symbol, to=c.to, amount=c.amount, reason=reason)]
 
     if not isinstance(state, AssetState):
         return reject("unknown_asset")
@@ -118,6 +190,20 @@ def _issue(state: State | None, c: IssueTokens) -> list[Event]:
     return [TokensIssued(symbol=c.symbol, to=c.to, amount=c.amount, supply_after=supply_after)]
 
 
+def _reduce_supply(asset: AssetState, c: ReduceSupply) -> list[Event]:
+    if not 0 < c.amount <= asset.supply:
+        raise ValueError(f"cannot reduce the supply {asset.supply} of {asset.symbol} by {c.amount}")
+    return [
+        SupplyReduced(
+            symbol=c.symbol,
+            wallet=c.wallet,
+            amount=c.amount,
+            supply_after=asset.supply - c.amount,
+            burned_after=asset.burned + c.amount,
+        )
+    ]
+
+
 def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
     initiated = TransferInitiated(
         transfer_id=c.transfer_id,
@@ -127,16 +213,13 @@ def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
         amount=c.amount,
         memo=c.memo,
     )
-    reason = None
-    balance = wallet.balance(c.asset)
+    reason: Reason | None = None
     if c.amount <= 0:
         reason = "invalid_amount"
     elif c.source == c.target:
         reason = "same_wallet"
-    elif wallet.frozen:
-        reason = "wallet_frozen"
-    elif balance.available < c.amount:
-        reason = "insufficient_funds"
+    else:
+        reason = _debit_refusal(wallet, c.asset, c.amount)
     if reason is not None:
         failed = TransferFailed(
             transfer_id=c.transfer_id,
@@ -144,9 +227,10 @@ def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
             target=c.target,
             asset=c.asset,
             amount=c.amount,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
         )
         return [initiated, failed]
+    balance = wallet.balance(c.asset)
     confirmed = TransferConfirmed(
         transfer_id=c.transfer_id,
         source=c.source,
@@ -157,6 +241,99 @@ def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
         held_after=balance.held,
     )
     return [initiated, confirmed]
+
+
+def _credit(wallet: WalletState, wallet_id: str, asset: str, amount: int, kind: CreditKind,
+            reference: str) -> WalletCredited:
+    # A credit always lands, on a frozen wallet too: the amount has left another wallet already.
+    after = wallet.balance(asset)
+    return WalletCredited(
+        wallet=wallet_id,
+        asset=asset,
+        amount=amount,
+        kind=kind,
+        reference=reference,
+        available_after=after.available + amount,
+        held_after=after.held,
+    )
+
+
+def _lock(wallet: WalletState, c: InitiateTrade) -> list[Event]:
+    terms = _terms(c)
+    reason: Reason | None = None
+    if c.quantity <= 0 or c.price <= 0:
+        reason = "invalid_amount"
+    elif c.seller == c.buyer:
+        reason = "same_wallet"
+    elif c.asset == c.payment_asset:
+        reason = "same_asset"
+    else:
+        reason = _debit_refusal(wallet, c.asset, c.quantity)
+    if reason is not None:
+        return [TradeInitiated(**terms), TradeFailed(**terms, party="seller", reason=reason)]
+    balance = wallet.balance(c.asset)
+    locked = TradeAssetLocked(
+        **terms,
+        available_after=balance.available - c.quantity,
+        held_after=balance.held + c.quantity,
+    )
+    return [TradeInitiated(**terms), locked]
+
+
+def _pay(wallet: WalletState, c: PayForTrade) -> list[Event]:
+    terms = _terms(c)
+    reason = _debit_refusal(wallet, c.payment_asset, c.price)
+    if reason is not None:
+        return [TradeFailed(**terms, party="buyer", reason=reason)]
+    balance = wallet.balance(c.payment_asset)
+    return [
+        PaymentReceived(**terms, available_after=balance.available - c.price, held_after=balance.held)
+    ]
+
+
+def _locked(wallet: WalletState, c: TradeTerms) -> Balance:
+    hold = wallet.holds.get(c.trade_id)
+    if hold != Hold(c.asset, c.quantity):
+        raise ValueError(f"trade {c.trade_id} holds {hold}, not {c.quantity} {c.asset}")
+    return wallet.balance(c.asset)
+
+
+def _settle(wallet: WalletState, c: SettleTrade) -> list[Event]:
+    terms = _terms(c)
+    balance = _locked(wallet, c)
+    delivered = AssetTransferred(
+        **terms, available_after=balance.available, held_after=balance.held - c.quantity
+    )
+    paid = _credit(wallet, c.seller, c.payment_asset, c.price, "trade_payment", c.trade_id)
+    return [delivered, paid, TradeSettled(**terms)]
+
+
+def _release(wallet: WalletState, c: ReleaseTradeAsset) -> list[Event]:
+    balance = _locked(wallet, c)
+    return [
+        TradeAssetReleased(
+            **_terms(c),
+            reason=c.reason,
+            available_after=balance.available + c.quantity,
+            held_after=balance.held - c.quantity,
+        )
+    ]
+
+
+def _burn(wallet: WalletState, c: BurnTokens) -> list[Event]:
+    reason = _debit_refusal(wallet, c.asset, c.amount)
+    if reason is not None:
+        return [BurnFailed(wallet=c.wallet, asset=c.asset, amount=c.amount, reason=reason)]
+    balance = wallet.balance(c.asset)
+    return [
+        TokensBurned(
+            wallet=c.wallet,
+            asset=c.asset,
+            amount=c.amount,
+            available_after=balance.available - c.amount,
+            held_after=balance.held,
+        )
+    ]
 
 
 def evolve(state: State | None, event: Event) -> State | None:
@@ -171,15 +348,38 @@ def evolve(state: State | None, event: Event) -> State | None:
             )
         case TokensIssued() if isinstance(state, AssetState):
             return msgspec.structs.replace(state, supply=event.supply_after)
-        case TransferConfirmed():
-            return _set_balance(state, event.asset, event.available_after, event.held_after)
-        case WalletCredited():
-            return _set_balance(state, event.asset, event.available_after, event.held_after)
+        case SupplyReduced() if isinstance(state, AssetState):
+            return msgspec.structs.replace(
+                state, supply=event.supply_after, burned=event.burned_after
+            )
+        case TransferConfirmed() | WalletCredited() | TokensBurned():
+            return _set_balance(_wallet(state), event.asset, event.available_after, event.held_after)
+        case PaymentReceived():
+            return _set_balance(
+                _wallet(state), event.payment_asset, event.available_after, event.held_after
+            )
+        case TradeAssetLocked():
+            wallet = _wallet(state)
+            holds = {**wallet.holds, event.trade_id: Hold(event.asset, event.quantity)}
+            return _set_balance(
+                msgspec.structs.replace(wallet, holds=holds),
+                event.asset, event.available_after, event.held_after,
+            )
+        case AssetTransferred() | TradeAssetReleased():
+            wallet = _wallet(state)
+            holds = {k: v for k, v in wallet.holds.items() if k != event.trade_id}
+            return _set_balance(
+                msgspec.structs.replace(wallet, holds=holds),
+                event.asset, event.available_after, event.held_after,
+            )
+        case WalletFrozen():
+            return msgspec.structs.replace(_wallet(state), frozen=True)
+        case WalletUnfrozen():
+            return msgspec.structs.replace(_wallet(state), frozen=False)
     return state
 
 
-def _set_balance(state: State | None, asset: str, available: int, held: int) -> WalletState:
-    wallet = _wallet(state)
+def _set_balance(wallet: WalletState, asset: str, available: int, held: int) -> WalletState:
     return msgspec.structs.replace(
         wallet, balances={**wallet.balances, asset: Balance(available, held)}
     )
@@ -206,4 +406,23 @@ def react(event: Event) -> list[tuple[str, Command]]:
                 reference=event.transfer_id,
             )
             return [(wallet_key(event.target), credit)]
+        case TradeAssetLocked():
+            return [(wallet_key(event.buyer), PayForTrade(**_terms(event)))]
+        case PaymentReceived():
+            return [(wallet_key(event.seller), SettleTrade(**_terms(event)))]
+        case TradeFailed(party="buyer"):
+            release = ReleaseTradeAsset(**_terms(event), reason=event.reason)
+            return [(wallet_key(event.seller), release)]
+        case TradeSettled():
+            credit = CreditWallet(
+                wallet=event.buyer,
+                asset=event.asset,
+                amount=event.quantity,
+                kind="trade_delivery",
+                reference=event.trade_id,
+            )
+            return [(wallet_key(event.buyer), credit)]
+        case TokensBurned():
+            reduce = ReduceSupply(symbol=event.asset, wallet=event.wallet, amount=event.amount)
+            return [(asset_key(event.asset), reduce)]
     return []

@@ -11,14 +11,16 @@ from typing import Any
 
 import asyncpg
 
+from projector.fold import FINAL_COMMAND_STATUSES
 from projector.store import CHANNEL
 
 log = logging.getLogger("ledgerline.outcomes")
 
-FINAL = frozenset({"completed", "failed", "rejected"})
+# completed, settled (a trade), failed, rejected: the statuses the projector never moves past.
+FINAL = FINAL_COMMAND_STATUSES
 
 _STATUS = """
-SELECT c.command_id, c.type, c.status, c.reason, c.correlation_id, c.created_at, c.updated_at
+SELECT c.command_id, c.type, c.principal, c.status, c.reason, c.correlation_id, c.created_at, c.updated_at
 FROM command_log c WHERE c.command_id = $1
 """
 

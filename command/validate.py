@@ -33,11 +33,21 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = True)
 
 
 def wallet(body: dict[str, Any], name: str) -> str:
-    value: str = field(body, name, str)
+    return wallet_id(field(body, name, str), name)
+
+
+def wallet_id(value: str, name: str = "wallet") -> str:
     if not WALLET_ID.match(value):
         raise ApiError(
             422, "invalid_wallet", f"{name!r} must be 1-64 letters, digits, '_', '.', '@' or '-'", name
         )
+    return value
+
+
+def text(body: dict[str, Any], name: str, limit: int = 280) -> str:
+    value: str = field(body, name, str)
+    if not value.strip() or len(value) > limit:
+        raise ApiError(422, "invalid_field", f"{name!r} must be 1-{limit} characters", name)
     return value
 
 

@@ -28,7 +28,7 @@ def parse_amount(text: object, decimals: int, *, allow_zero: bool = False) -> in
             "too_many_decimals",
             f"{text!r} has {len(frac)} decimal places; the asset allows {decimals}",
         )
-    units = int(match["whole"]) * 10**decimals + int(frac.ljust(decimals, "0") or "0")
+    units: int = int(match["whole"]) * 10**decimals + int(frac.ljust(decimals, "0") or "0")
     if units == 0 and not allow_zero:
         raise AmountError("invalid_amount", "the amount must be greater than zero")
     return units

@@ -1,18 +1,43 @@
 """Commands (imperative) and events (past tense) as frozen, typed values.
 
 Amounts are whole numbers of base units (Python ``int``; an 18-decimal asset overflows int64).
-Each class carries its schema ``VERSION``; the codec puts it in the envelope.
+Each class carries its schema ``VERSION``; the codec puts it in the envelope. A snapshot of each
+version's schema is committed under ``events/schemas/`` (see :mod:`events.schema`).
+
+Every wallet event that changes a balance carries ``available_after``/``held_after``: the
+wallet's balance in that asset after the event, which is what the projector writes.
 """
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
 from events.reasons import Reason
 
+CreditKind = Literal["issue", "transfer", "trade_payment", "trade_delivery"]
+"""Why a wallet was credited; each kind settles one kind of debit made elsewhere."""
+
+TradeParty = Literal["seller", "buyer"]
+
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     VERSION: ClassVar[int] = 1
+
+
+class TradeTerms(Message, frozen=True, kw_only=True):
+    """What every trade message carries, so each step can send the next one on.
+
+    ``price`` is the whole payment for ``quantity`` (in the payment asset's base units), not a
+    price per unit: a unit price times a quantity could need more decimals than either asset has.
+    """
+
+    trade_id: str
+    seller: str
+    buyer: str
+    asset: str
+    quantity: int
+    payment_asset: str
+    price: int
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -47,8 +72,50 @@ class CreditWallet(Message, frozen=True, kw_only=True):
     wallet: str
     asset: str
     amount: int
-    kind: str
+    kind: CreditKind
     reference: str
+
+
+class InitiateTrade(TradeTerms, frozen=True, kw_only=True):
+    """Decided by the seller's wallet: lock the asset, then ask the buyer to pay."""
+
+
+class PayForTrade(TradeTerms, frozen=True, kw_only=True):
+    """Follow-up to the buyer's wallet once the seller's asset is locked."""
+
+
+class SettleTrade(TradeTerms, frozen=True, kw_only=True):
+    """Follow-up to the seller's wallet once the buyer has paid: deliver and take the payment."""
+
+
+class ReleaseTradeAsset(TradeTerms, frozen=True, kw_only=True):
+    """Follow-up to the seller's wallet when the buyer could not pay: undo the lock."""
+
+    reason: Reason
+
+
+class BurnTokens(Message, frozen=True, kw_only=True):
+    wallet: str
+    asset: str
+    amount: int
+
+
+class ReduceSupply(Message, frozen=True, kw_only=True):
+    """Follow-up to the asset once a wallet has burned ``amount`` of it."""
+
+    symbol: str
+    wallet: str
+    amount: int
+
+
+class FreezeWallet(Message, frozen=True, kw_only=True):
+    wallet: str
+    reason: str
+
+
+class UnfreezeWallet(Message, frozen=True, kw_only=True):
+    wallet: str
+    reason: str
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -115,13 +182,103 @@ class WalletCredited(Message, frozen=True, kw_only=True):
     wallet: str
     asset: str
     amount: int
-    kind: str
+    kind: CreditKind
     reference: str
     available_after: int
     held_after: int
 
 
-Command = RegisterAsset | IssueTokens | InitiateTransfer | CreditWallet
+class TradeInitiated(TradeTerms, frozen=True, kw_only=True):
+    pass
+
+
+class TradeAssetLocked(TradeTerms, frozen=True, kw_only=True):
+    """The seller's ``quantity`` moved from available to held; the balance is the seller's."""
+
+    available_after: int
+    held_after: int
+
+
+class PaymentReceived(TradeTerms, frozen=True, kw_only=True):
+    """The buyer was debited ``price``; the balance is the buyer's, in the payment asset."""
+
+    available_after: int
+    held_after: int
+
+
+class TradeFailed(TradeTerms, frozen=True, kw_only=True):
+    """The ``party`` could not take part. When it is the buyer, the seller's lock is released."""
+
+    party: TradeParty
+    reason: Reason
+
+
+class TradeAssetReleased(TradeTerms, frozen=True, kw_only=True):
+    """The seller's lock undone (held back to available) after the buyer failed for ``reason``."""
+
+    reason: Reason
+    available_after: int
+    held_after: int
+
+
+class AssetTransferred(TradeTerms, frozen=True, kw_only=True):
+    """The seller's held ``quantity`` left the wallet for the buyer; the balance is the seller's."""
+
+    available_after: int
+    held_after: int
+
+
+class TradeSettled(TradeTerms, frozen=True, kw_only=True):
+    """Both legs are done on the seller's side; the buyer's credit with the asset follows."""
+
+
+class TokensBurned(Message, frozen=True, kw_only=True):
+    wallet: str
+    asset: str
+    amount: int
+    available_after: int
+    held_after: int
+
+
+class BurnFailed(Message, frozen=True, kw_only=True):
+    wallet: str
+    asset: str
+    amount: int
+    reason: Reason
+
+
+class SupplyReduced(Message, frozen=True, kw_only=True):
+    symbol: str
+    wallet: str
+    amount: int
+    supply_after: int
+    burned_after: int
+
+
+class WalletFrozen(Message, frozen=True, kw_only=True):
+    wallet: str
+    reason: str
+
+
+class WalletUnfrozen(Message, frozen=True, kw_only=True):
+    wallet: str
+    reason: str
+
+
+Command = (
+    RegisterAsset
+    | IssueTokens
+    | InitiateTransfer
+    | CreditWallet
+    | InitiateTrade
+    | PayForTrade
+    | SettleTrade
+    | ReleaseTradeAsset
+    | BurnTokens
+    | ReduceSupply
+    | FreezeWallet
+    | UnfreezeWallet
+)
 Event = (
     AssetRegistered
     | AssetRegistrationRejected
@@ -131,9 +288,34 @@ Event = (
     | TransferConfirmed
     | TransferFailed
     | WalletCredited
+    | TradeInitiated
+    | TradeAssetLocked
+    | PaymentReceived
+    | TradeFailed
+    | TradeAssetReleased
+    | AssetTransferred
+    | TradeSettled
+    | TokensBurned
+    | BurnFailed
+    | SupplyReduced
+    | WalletFrozen
+    | WalletUnfrozen
 )
 
-COMMANDS: tuple[type[Message], ...] = (RegisterAsset, IssueTokens, InitiateTransfer, CreditWallet)
+COMMANDS: tuple[type[Message], ...] = (
+    RegisterAsset,
+    IssueTokens,
+    InitiateTransfer,
+    CreditWallet,
+    InitiateTrade,
+    PayForTrade,
+    SettleTrade,
+    ReleaseTradeAsset,
+    BurnTokens,
+    ReduceSupply,
+    FreezeWallet,
+    UnfreezeWallet,
+)
 EVENTS: tuple[type[Message], ...] = (
     AssetRegistered,
     AssetRegistrationRejected,
@@ -143,4 +325,16 @@ EVENTS: tuple[type[Message], ...] = (
     TransferConfirmed,
     TransferFailed,
     WalletCredited,
+    TradeInitiated,
+    TradeAssetLocked,
+    PaymentReceived,
+    TradeFailed,
+    TradeAssetReleased,
+    AssetTransferred,
+    TradeSettled,
+    TokensBurned,
+    BurnFailed,
+    SupplyReduced,
+    WalletFrozen,
+    WalletUnfrozen,
 )

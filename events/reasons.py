@@ -1,4 +1,8 @@
-"""The closed set of reasons a command can be refused or fail for."""
+"""The closed set of reasons a command can be refused or fail for, each documented.
+
+A reason is part of the event contract (it is in every failure event's schema): add to the set
+freely, but never remove or rename a member.
+"""
 
 from typing import Final, Literal
 
@@ -12,6 +16,7 @@ Reason = Literal[
     "wallet_frozen",
     "duplicate_command",
     "same_wallet",
+    "same_asset",
 ]
 
 REASONS: Final[dict[str, str]] = {
@@ -21,7 +26,8 @@ REASONS: Final[dict[str, str]] = {
     "invalid_decimals": "an asset has between 0 and 18 decimals",
     "invalid_amount": "amounts are positive whole numbers of base units",
     "supply_cap_exceeded": "issuing this amount would exceed the asset's maximum supply",
-    "wallet_frozen": "the wallet is frozen and cannot be debited",
+    "wallet_frozen": "the wallet is frozen and cannot be debited (credits still land)",
     "duplicate_command": "a command with this id was already decided",
-    "same_wallet": "the sender and the receiver are the same wallet",
+    "same_wallet": "the sender and the receiver (or seller and buyer) are the same wallet",
+    "same_asset": "a trade must exchange two different assets",
 }

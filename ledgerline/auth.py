@@ -1,12 +1,45 @@
 """Bearer JWTs for both APIs: who the caller is, which wallets it owns, which roles it holds.
 
-Secure by default: no token, no access. HS256 with a shared secret on the local stack.
+Secure by default: no token, no access. HS256 with a shared secret on the local stack; in
+production a public key (RS256/ES256/EdDSA) or a JWKS URL, so the APIs hold no signing key.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
+
+ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    """How tokens are verified. Exactly one of the three is set.
+
+    The algorithm list is tied to the kind of key, so a token cannot pick a weaker one (an HS256
+    token "signed" with a public key is refused).
+    """
+
+    secret: str | None = None
+    public_key: str | None = None
+    jwks_url: str | None = None
+    _jwks: jwt.PyJWKClient | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def jwks(cls, url: str) -> "TokenKeys":
+        return cls(jwks_url=url, _jwks=jwt.PyJWKClient(url, cache_keys=True, lifespan=300))
+
+    def key_for(self, token: str) -> tuple[object, list[str]]:
+        if self.secret is not None:
+            return self.secret, ["HS256"]
+        if self.public_key is not None:
+            return self.public_key, ASYMMETRIC
+        if self._jwks is None:
+            raise AuthError(401, "invalid_token", "no key is configured to verify tokens")
+        try:
+            return self._jwks.get_signing_key_from_jwt(token).key, ASYMMETRIC
+        except jwt.PyJWKClientError as exc:
+            raise AuthError(401, "invalid_token", f"no signing key for this token: {exc}") from None
 
 ROLES = frozenset({"operator", "compliance", "auditor", "issuer"})
 _SEE_ALL = frozenset({"operator", "compliance", "auditor"})
@@ -42,6 +75,9 @@ class Principal:
     def may_issue(self, symbol: str) -> bool:
         return "issuer" in self.roles and symbol in self.assets
 
+    def may_freeze(self) -> bool:
+        return "compliance" in self.roles
+
     def may_register_assets(self) -> bool:
         return bool(self.roles & {"operator", "issuer"})
 
@@ -53,15 +89,19 @@ def _strings(claims: dict[str, object], name: str) -> frozenset[str]:
     return frozenset(value)
 
 
-def authenticate(authorization: str | None, secret: str) -> Principal:
+def authenticate(authorization: str | None, keys: "str | TokenKeys") -> Principal:
+    """The principal a bearer token names; ``keys`` is a TokenKeys or an HS256 shared secret."""
     if not authorization:
         raise AuthError(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError(401, "unauthenticated", "the Authorization header must be 'Bearer <token>'")
+    if isinstance(keys, str):
+        keys = TokenKeys(secret=keys)
     try:
+        key, algorithms = keys.key_for(token.strip())
         claims = jwt.decode(
-            token.strip(), secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+            token.strip(), key, algorithms=algorithms, options={"require": ["sub", "exp"]}
         )
     except jwt.ExpiredSignatureError:
         raise AuthError(401, "token_expired", "the bearer token has expired") from None

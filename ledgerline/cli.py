@@ -58,18 +58,28 @@ def processor(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def projector(settings: Settings, _args: argparse.Namespace) -> None:
-    import asyncpg
+    from projector.main import run_projector
 
-    from projector.worker import Projector
+    asyncio.run(_until_signalled(lambda stop: run_projector(settings, stop)))
 
-    async def run(stop: asyncio.Event) -> None:
-        pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2)
-        try:
-            await Projector(settings.kafka_bootstrap, pool).run(stop)
-        finally:
-            await pool.close()
 
-    asyncio.run(_until_signalled(run))
+def dlq(settings: Settings, args: argparse.Namespace) -> None:
+    from projector.main import dlq_list, dlq_redrive
+
+    if args.dlq_command == "list":
+        asyncio.run(dlq_list(settings, as_json=args.json))
+    else:
+        if not args.all and not args.letter:
+            raise SettingsError("name the dead letters to re-drive (PARTITION:OFFSET ...) or pass --all")
+        code = asyncio.run(dlq_redrive(settings, None if args.all else args.letter,
+                                       force=args.force, dry_run=args.dry_run))
+        raise SystemExit(code)
+
+
+def rebuild(settings: Settings, args: argparse.Namespace) -> None:
+    from projector.main import run_rebuild
+
+    asyncio.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
 
 
 def migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -87,10 +97,30 @@ def topics(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:
+    import os
+
+    from ledgerline import local
     from ledgerline.auth import issue_token
 
-    print(issue_token(settings.require_jwt_secret(), args.sub, wallets=args.wallet,
-                      roles=args.role, assets=args.asset, ttl_seconds=args.ttl))
+    # Without LEDGERLINE_JWT_SECRET, sign with the local stack's own secret.
+    secret = settings.jwt_secret or local.jwt_secret(local.home_dir(os.environ), os.environ)
+    print(issue_token(secret, args.sub, wallets=args.wallet, roles=args.role, assets=args.asset,
+                      ttl_seconds=args.ttl))
+
+
+def audit(settings: Settings, args: argparse.Namespace) -> None:
+    from aiokafka.errors import KafkaError
+
+    from command.audit import AuditError
+    from command.audit import audit as run_audit
+
+    dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
+    try:
+        code = asyncio.run(run_audit(settings.kafka_bootstrap, dsn, wait=args.wait))
+    except (AuditError, KafkaError, OSError) as exc:
+        print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
 
 
 def up(settings: Settings, args: argparse.Namespace) -> None:
@@ -110,7 +140,27 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("projector", help="the projector: builds the Postgres views")
     sub.add_parser("migrate", help="bring the database schema to the latest version")
     sub.add_parser("topics", help="create the Kafka topics if they are missing")
-    t = sub.add_parser("token", help="print a bearer token signed with LEDGERLINE_JWT_SECRET")
+    a = sub.add_parser("audit", help="check conservation per asset from the events, and the views "
+                                     "against them; exit 1 on any mismatch")
+    a.add_argument("--wait", type=float, default=30.0,
+                   help="seconds to wait for the projector to reach the events read (default 30)")
+    a.add_argument("--events-only", action="store_true", help="do not compare with the views")
+    d = sub.add_parser("dlq", help="list and re-drive dead letters (ledger.dlq)")
+    dsub = d.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="every dead letter: position, time, source, type, error") \
+        .add_argument("--json", action="store_true", help="one JSON object a line")
+    r = dsub.add_parser("redrive", help="send dead letters back to their topic, once each")
+    r.add_argument("letter", nargs="*", help="a dead letter as PARTITION:OFFSET in ledger.dlq")
+    r.add_argument("--all", action="store_true", help="every dead letter not re-driven yet")
+    r.add_argument("--force", action="store_true",
+                   help="re-drive events even when later events of their aggregate are in the views")
+    r.add_argument("--dry-run", action="store_true", help="say what would be re-driven, send nothing")
+    b = sub.add_parser("rebuild", help="replay the views from offset 0 into a shadow schema, then swap")
+    b.add_argument("--projection", action="append", default=[], metavar="VIEW",
+                   help="a view (table) to rebuild, repeatable; default: all")
+    b.add_argument("--no-swap", action="store_true",
+                   help="leave the rebuilt copy in schema ledger_rebuild, compare, do not swap")
+    t = sub.add_parser("token", help="print a bearer token (LEDGERLINE_JWT_SECRET, else the local stack's)")
     t.add_argument("--sub", required=True, help="the principal's name")
     t.add_argument("--wallet", action="append", default=[], help="a wallet it owns (repeatable)")
     t.add_argument("--role", action="append", default=[],
@@ -120,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     handlers = {
         "up": up, "command-api": command_api, "query-api": query_api, "processor": processor,
-        "projector": projector, "migrate": migrate, "topics": topics, "token": token,
+        "projector": projector, "dlq": dlq, "rebuild": rebuild, "migrate": migrate,
+        "topics": topics, "token": token, "audit": audit,
     }
     try:
         settings = load()

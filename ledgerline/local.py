@@ -168,6 +168,7 @@ def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str
         LEDGERLINE_QUERY_PORT=str(settings.query_port),
         LEDGERLINE_COMMAND_PORT=str(settings.command_port),
         LEDGERLINE_PARTITIONS=str(settings.partitions),
+        LEDGERLINE_PROJECTOR_METRICS_PORT=str(settings.projector_metrics_port),
     )
     return env
 

@@ -6,6 +6,10 @@ A missing required key or a malformed value fails fast with a message that names
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledgerline.auth import TokenKeys
 
 DEFAULT_DATABASE_URL = "postgresql://ledgerline@127.0.0.1:55432/ledgerline"
 
@@ -19,6 +23,8 @@ class Settings:
     kafka_bootstrap: str
     database_url: str
     jwt_secret: str | None
+    jwt_public_key: str | None
+    jwt_jwks_url: str | None
     query_host: str
     query_port: int
     command_host: str
@@ -29,12 +35,33 @@ class Settings:
     log_level: str
     processor_max_records: int = 10_000
     processor_session_timeout_ms: int = 10_000
+    projector_metrics_port: int = 9101  # 0: no /metrics endpoint
+
+    def token_keys(self) -> "TokenKeys":
+        """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
+        from ledgerline.auth import TokenKeys
+
+        given = [n for n, v in (("LEDGERLINE_JWT_SECRET", self.jwt_secret),
+                                ("LEDGERLINE_JWT_PUBLIC_KEY", self.jwt_public_key),
+                                ("LEDGERLINE_JWT_JWKS_URL", self.jwt_jwks_url)) if v]
+        if len(given) > 1:
+            raise SettingsError(f"set only one of {', '.join(given)}")
+        if self.jwt_public_key:
+            if "BEGIN PUBLIC KEY" not in self.jwt_public_key:
+                raise SettingsError("LEDGERLINE_JWT_PUBLIC_KEY must be a PEM public key")
+            return TokenKeys(public_key=self.jwt_public_key)
+        if self.jwt_jwks_url:
+            if not self.jwt_jwks_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+                raise SettingsError("LEDGERLINE_JWT_JWKS_URL must be an https:// URL")
+            return TokenKeys.jwks(self.jwt_jwks_url)
+        return TokenKeys(secret=self.require_jwt_secret())
 
     def require_jwt_secret(self) -> str:
         if not self.jwt_secret:
             raise SettingsError(
-                "LEDGERLINE_JWT_SECRET is not set: the APIs refuse to start without a key "
-                "to verify bearer tokens (the local stack sets one for you)"
+                "LEDGERLINE_JWT_SECRET is not set (nor LEDGERLINE_JWT_PUBLIC_KEY or "
+                "LEDGERLINE_JWT_JWKS_URL): the APIs refuse to start without a key to verify "
+                "bearer tokens (the local stack sets one for you)"
             )
         if len(self.jwt_secret) < 32:
             raise SettingsError("LEDGERLINE_JWT_SECRET must be at least 32 characters long")
@@ -60,6 +87,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
         database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
         jwt_secret=env.get("LEDGERLINE_JWT_SECRET") or None,
+        jwt_public_key=env.get("LEDGERLINE_JWT_PUBLIC_KEY") or None,
+        jwt_jwks_url=env.get("LEDGERLINE_JWT_JWKS_URL") or None,
         query_host=env.get("LEDGERLINE_QUERY_HOST") or "127.0.0.1",
         query_port=_int(env, "LEDGERLINE_QUERY_PORT", 8000, 1, 65535),
         command_host=env.get("LEDGERLINE_COMMAND_HOST") or "127.0.0.1",
@@ -73,6 +102,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # How long a silent processor keeps its partitions; the broker allows 6 s at least.
         processor_session_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS", 10_000,
                                           6_000, 300_000),
+        projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
     )
 
 

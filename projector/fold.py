@@ -16,17 +16,38 @@ from events.codec import Envelope
 from events.messages import (
     AssetRegistered,
     AssetRegistrationRejected,
+    AssetTransferred,
+    BurnFailed,
     IssueRejected,
+    PaymentReceived,
+    SupplyReduced,
+    TokensBurned,
     TokensIssued,
+    TradeAssetLocked,
+    TradeAssetReleased,
+    TradeFailed,
+    TradeInitiated,
+    TradeSettled,
+    TradeTerms,
     TransferConfirmed,
     TransferFailed,
     TransferInitiated,
     WalletCredited,
+    WalletFrozen,
+    WalletUnfrozen,
 )
 
 TRANSFER_RANK = {"initiated": 1, "confirmed": 2, "completed": 3, "failed": 3}
-COMMAND_RANK = {"pending": 1, "confirmed": 2, "completed": 3, "failed": 3, "rejected": 3}
+TRADE_RANK = {"initiated": 1, "asset_locked": 2, "paid": 3, "transferred": 4, "settled": 5,
+              "failed": 5}
+# A command is final (rank 3) once every balance change it causes is in the views.
+COMMAND_RANK = {"pending": 1, "confirmed": 2, "completed": 3, "settled": 3, "failed": 3,
+                "rejected": 3}
 FINAL_COMMAND_STATUSES = frozenset(s for s, rank in COMMAND_RANK.items() if rank == 3)
+
+# What a credit of each kind finishes: the command status it reaches.
+_CREDIT_STATUS = {"issue": "completed", "transfer": "completed", "trade_payment": "confirmed",
+                  "trade_delivery": "settled"}
 
 Row = dict[str, Any]
 
@@ -41,9 +62,12 @@ class Position:
 @dataclass
 class RowChanges:
     assets: dict[str, Row] = field(default_factory=dict)
-    supply: dict[str, int] = field(default_factory=dict)
+    supply: dict[str, Row] = field(default_factory=dict)
+    wallets: dict[str, Row] = field(default_factory=dict)
+    freezes: dict[str, Row] = field(default_factory=dict)
     balances: dict[tuple[str, str], Row] = field(default_factory=dict)
     transfers: dict[str, Row] = field(default_factory=dict)
+    trades: dict[str, Row] = field(default_factory=dict)
     commands: dict[str, Row] = field(default_factory=dict)
     entries: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
@@ -90,6 +114,36 @@ def _transfer(changes: RowChanges, transfer_id: str, status: str, **columns: Any
     _put(changes.transfers, transfer_id, row)
 
 
+# created_at is when the trade was initiated; then one time per settlement step.
+TRADE_TIMES = ("created_at", "asset_locked_at", "paid_at", "transferred_at", "settled_at",
+               "failed_at", "released_at")
+
+
+def _trade(changes: RowChanges, trade_id: str, status: str, terms: TradeTerms | None = None,
+           **columns: Any) -> None:
+    row: Row = {
+        "trade_id": trade_id,
+        "command_id": None,
+        "seller": None,
+        "buyer": None,
+        "asset": None,
+        "quantity": None,
+        "payment_asset": None,
+        "price": None,
+        "status": status,
+        "status_rank": TRADE_RANK[status],
+        "reason": None,
+        "failed_party": None,
+        **dict.fromkeys(TRADE_TIMES),
+    }
+    if terms is not None:
+        # Every trade event carries the terms, so the row is whole whichever partition comes first.
+        row.update(seller=terms.seller, buyer=terms.buyer, asset=terms.asset,
+                   quantity=terms.quantity, payment_asset=terms.payment_asset, price=terms.price)
+    row.update(columns)
+    _put(changes.trades, trade_id, row)
+
+
 def _command(
     changes: RowChanges,
     env: Envelope,
@@ -107,12 +161,27 @@ def _command(
         "reason": reason,
         "created_at": env.occurred_at,
     }
+    # The earliest time wins, as in the upsert (LEAST): batches must not change the answer.
+    earlier = changes.commands.get(env.command_id)
+    if earlier is not None and earlier["created_at"] < row["created_at"]:
+        row["created_at"] = earlier["created_at"]
     _put(changes.commands, env.command_id, row)
+
+
+def _seen(changes: RowChanges, wallet: str, at: datetime) -> None:
+    first = changes.wallets.get(wallet)
+    if first is None or at < first["first_seen_at"]:
+        changes.wallets[wallet] = {"wallet": wallet, "first_seen_at": at}
 
 
 def _balance(
     changes: RowChanges, wallet: str, asset: str, available: int, held: int, at: datetime
 ) -> None:
+    # Refused here, per event, not by the table's CHECK: only a batch's last balance reaches the
+    # table, so the constraint alone would let the answer depend on how events were batched.
+    if available < 0 or held < 0:
+        raise ValueError(f"balance of {wallet} in {asset} would be negative "
+                         f"(available {available}, held {held})")
     # One wallet's events come from one partition, in order: the last one in a batch is current.
     changes.balances[(wallet, asset)] = {
         "wallet": wallet,
@@ -121,10 +190,31 @@ def _balance(
         "held": held,
         "updated_at": at,
     }
+    _seen(changes, wallet, at)
+
+
+def _freeze(changes: RowChanges, wallet: str, frozen: bool, reason: str, at: datetime) -> None:
+    changes.freezes[wallet] = {"wallet": wallet, "frozen": frozen, "freeze_reason": reason,
+                               "frozen_changed_at": at}
+    _seen(changes, wallet, at)
+
+
+def _supply(changes: RowChanges, symbol: str, supply: int, burned: int | None) -> None:
+    registered = changes.assets.get(symbol)
+    if registered is not None:
+        registered["supply"] = supply
+        if burned is not None:
+            registered["burned"] = burned
+        return
+    row = changes.supply.setdefault(symbol, {"symbol": symbol, "supply": supply, "burned": None})
+    row["supply"] = supply
+    if burned is not None:
+        row["burned"] = burned
 
 
 def _entry(changes: RowChanges, env: Envelope, wallet: str, asset: str, delta: int,
            available: int, held: int, kind: str, reference: str) -> None:
+    _balance(changes, wallet, asset, available, held, env.occurred_at)
     changes.entries.append(
         {
             "event_id": env.id,
@@ -153,17 +243,14 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
                 "issuer": e.issuer,
                 "max_supply": e.max_supply,
                 "supply": 0,
+                "burned": 0,
                 "registered_at": at,
             }
             _command(changes, env, "completed", command_type="RegisterAsset")
         case AssetRegistrationRejected():
             _command(changes, env, "rejected", e.reason, command_type="RegisterAsset")
         case TokensIssued():
-            registered = changes.assets.get(e.symbol)
-            if registered is not None:
-                registered["supply"] = e.supply_after
-            else:
-                changes.supply[e.symbol] = e.supply_after
+            _supply(changes, e.symbol, e.supply_after, None)
             _command(changes, env, "pending", command_type="IssueTokens")
         case IssueRejected():
             _command(changes, env, "rejected", e.reason, command_type="IssueTokens")
@@ -174,7 +261,6 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
             _command(changes, env, "pending", command_type="InitiateTransfer")
         case TransferConfirmed():
             _transfer(changes, e.transfer_id, "confirmed", confirmed_at=at)
-            _balance(changes, e.source, e.asset, e.available_after, e.held_after, at)
             _entry(changes, env, e.source, e.asset, -e.amount, e.available_after, e.held_after,
                    "transfer_out", e.transfer_id)
             _command(changes, env, "confirmed")
@@ -182,12 +268,30 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
             _transfer(changes, e.transfer_id, "failed", reason=e.reason, failed_at=at)
             _command(changes, env, "failed", e.reason)
         case WalletCredited():
-            _balance(changes, e.wallet, e.asset, e.available_after, e.held_after, at)
             _entry(changes, env, e.wallet, e.asset, e.amount, e.available_after, e.held_after,
                    f"{e.kind}_in", e.reference)
             if e.kind == "transfer":
                 _transfer(changes, e.reference, "completed", completed_at=at)
+            elif e.kind == "trade_delivery":
+                _trade(changes, e.reference, "settled", settled_at=at)
+            _command(changes, env, _CREDIT_STATUS[e.kind])
+        case TradeTerms():
+            _apply_trade(changes, env, e)
+        case TokensBurned():
+            _entry(changes, env, e.wallet, e.asset, -e.amount, e.available_after, e.held_after,
+                   "burn", env.command_id)
+            _command(changes, env, "confirmed", command_type="BurnTokens")
+        case BurnFailed():
+            _command(changes, env, "failed", e.reason, command_type="BurnTokens")
+        case SupplyReduced():
+            _supply(changes, e.symbol, e.supply_after, e.burned_after)
             _command(changes, env, "completed")
+        case WalletFrozen():
+            _freeze(changes, e.wallet, True, e.reason, at)
+            _command(changes, env, "completed", command_type="FreezeWallet")
+        case WalletUnfrozen():
+            _freeze(changes, e.wallet, False, e.reason, at)
+            _command(changes, env, "completed", command_type="UnfreezeWallet")
         case _:
             raise ValueError(f"the projector does not know how to apply {env.type}")
     changes.events.append(
@@ -206,3 +310,44 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
             "payload": msgspec.json.encode(e).decode(),
         }
     )
+
+
+def _apply_trade(changes: RowChanges, env: Envelope, e: TradeTerms) -> None:
+    at = env.occurred_at
+    match e:
+        case TradeInitiated():
+            _trade(changes, e.trade_id, "initiated", e, command_id=env.command_id, created_at=at)
+            _command(changes, env, "pending", command_type="InitiateTrade")
+        case TradeAssetLocked():
+            _trade(changes, e.trade_id, "asset_locked", e, asset_locked_at=at)
+            _entry(changes, env, e.seller, e.asset, 0, e.available_after, e.held_after,
+                   "trade_lock", e.trade_id)
+            _command(changes, env, "confirmed")
+        case PaymentReceived():
+            _trade(changes, e.trade_id, "paid", e, paid_at=at)
+            _entry(changes, env, e.buyer, e.payment_asset, -e.price, e.available_after,
+                   e.held_after, "trade_payment_out", e.trade_id)
+            _command(changes, env, "confirmed")
+        case TradeFailed():
+            _trade(changes, e.trade_id, "failed", e, reason=e.reason, failed_party=e.party,
+                   failed_at=at)
+            # A buyer's failure is final only once the seller's lock is released.
+            if e.party == "seller":
+                _command(changes, env, "failed", e.reason)
+            else:
+                _command(changes, env, "confirmed")
+        case TradeAssetReleased():
+            _trade(changes, e.trade_id, "failed", e, reason=e.reason, released_at=at)
+            _entry(changes, env, e.seller, e.asset, 0, e.available_after, e.held_after,
+                   "trade_release", e.trade_id)
+            _command(changes, env, "failed", e.reason)
+        case AssetTransferred():
+            _trade(changes, e.trade_id, "transferred", e, transferred_at=at)
+            _entry(changes, env, e.seller, e.asset, -e.quantity, e.available_after,
+                   e.held_after, "trade_delivery_out", e.trade_id)
+            _command(changes, env, "confirmed")
+        case TradeSettled():
+            _trade(changes, e.trade_id, "transferred", e)
+            _command(changes, env, "confirmed")
+        case _:
+            raise ValueError(f"the projector does not know how to apply {env.type}")

@@ -10,9 +10,11 @@ from typing import Any
 
 import asyncpg
 
-from projector.fold import FINAL_COMMAND_STATUSES, Row, RowChanges
+from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
 
 CHANNEL = "ledger_changes"
+#: Taken shared by every batch of the live projector, exclusively by a rebuild's swap.
+SWAP_LOCK = 0x1ED6E5
 _NOTIFY_LIMIT = 7000
 
 
@@ -27,16 +29,31 @@ def _col(rows: Sequence[Row], name: str, money: bool = False) -> list[Any]:
 
 
 _ASSETS = """
-INSERT INTO assets (symbol, name, decimals, issuer, max_supply, supply, registered_at)
+INSERT INTO assets (symbol, name, decimals, issuer, max_supply, supply, burned, registered_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::numeric[],
-                     $6::numeric[], $7::timestamptz[])
+                     $6::numeric[], $7::numeric[], $8::timestamptz[])
 ON CONFLICT (symbol) DO NOTHING
 """
 
 _SUPPLY = """
-UPDATE assets SET supply = u.supply, updated_at = now()
-FROM unnest($1::text[], $2::numeric[]) AS u(symbol, supply)
+UPDATE assets SET supply = u.supply, burned = COALESCE(u.burned, assets.burned), updated_at = now()
+FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS u(symbol, supply, burned)
 WHERE assets.symbol = u.symbol
+"""
+
+_WALLETS = """
+INSERT INTO wallets (wallet, first_seen_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[])
+ON CONFLICT (wallet) DO UPDATE SET first_seen_at = LEAST(wallets.first_seen_at, EXCLUDED.first_seen_at)
+WHERE EXCLUDED.first_seen_at < wallets.first_seen_at
+"""
+
+# Freezes of one wallet come from one partition, in order: the last one in a batch is current.
+_FREEZES = """
+UPDATE wallets SET frozen = u.frozen, freeze_reason = u.reason, frozen_changed_at = u.at,
+                   updated_at = now()
+FROM unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[]) AS u(wallet, frozen, reason, at)
+WHERE wallets.wallet = u.wallet
 """
 
 _BALANCES = """
@@ -70,6 +87,22 @@ ON CONFLICT (transfer_id) DO UPDATE SET
 {_RANKED.format(t="transfers")}
 """
 
+_TRADE_COLUMNS = (
+    "command_id", "seller", "buyer", "asset", "quantity", "payment_asset", "price", "failed_party",
+    *TRADE_TIMES,
+)
+
+_TRADES = f"""
+INSERT INTO trades (trade_id, {", ".join(_TRADE_COLUMNS)}, status, status_rank, reason)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
+                     $7::text[], $8::numeric[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[],
+                     $16::timestamptz[], $17::text[], $18::smallint[], $19::text[])
+ON CONFLICT (trade_id) DO UPDATE SET
+{", ".join(f"{c} = COALESCE(trades.{c}, EXCLUDED.{c})" for c in _TRADE_COLUMNS)},
+{_RANKED.format(t="trades")}
+"""
+
 _COMMANDS = f"""
 INSERT INTO command_log (command_id, type, principal, correlation_id, status, status_rank,
                          reason, created_at)
@@ -82,25 +115,12 @@ created_at = LEAST(command_log.created_at, EXCLUDED.created_at),
 {_RANKED.format(t="command_log")}
 """
 
-_ENTRIES = """
-INSERT INTO ledger_entries (event_id, wallet, asset, delta, available_after, held_after, kind,
-                            reference, occurred_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
-                     $6::numeric[], $7::text[], $8::text[], $9::timestamptz[])
-ON CONFLICT (event_id) DO NOTHING
-"""
-
-_EVENTS = """
-INSERT INTO events (event_id, type, version, key, command_id, correlation_id, principal,
-                    occurred_at, topic, partition, "offset", payload)
-SELECT e.event_id, e.type, e.version, e.key, e.command_id, e.correlation_id, e.principal,
-       e.occurred_at, e.topic, e.partition, e.offset, e.payload::jsonb
-FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::timestamptz[], $9::text[], $10::int[], $11::bigint[], $12::text[])
-     AS e(event_id, type, version, key, command_id, correlation_id, principal, occurred_at,
-          topic, partition, "offset", payload)
-ON CONFLICT DO NOTHING
-"""
+# Append-only tables are loaded with COPY. COPY cannot skip conflicts, and needs not: the offsets
+# are moved (and fenced) first in the same transaction, so no record is ever written twice.
+_ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "held_after", "kind",
+                  "reference", "occurred_at")
+_EVENT_COLUMNS = ("event_id", "type", "version", "key", "command_id", "correlation_id", "principal",
+                  "occurred_at", "topic", "partition", "offset", "payload")
 
 _OFFSET = """
 INSERT INTO projection_offsets (projection, topic, partition, next_offset)
@@ -127,6 +147,8 @@ async def write_batch(
     projection: str,
     topic: str,
     offsets: dict[int, tuple[int | None, int]],
+    *,
+    swap_lock: bool = True,
 ) -> None:
     """Write ``changes`` and move each partition's offset from ``expected`` to ``next``.
 
@@ -134,6 +156,8 @@ async def write_batch(
     Raises :class:`OffsetConflict` (and rolls back) when a stored offset is not the expected one.
     """
     async with conn.transaction():
+        if swap_lock:
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK)
         for partition, (expected, nxt) in sorted(offsets.items()):
             got = await conn.fetchval(_OFFSET, projection, topic, partition, expected, nxt)
             if got is None:
@@ -149,10 +173,19 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
         await conn.execute(
             _ASSETS, _col(rows, "symbol"), _col(rows, "name"), _col(rows, "decimals"),
             _col(rows, "issuer"), _col(rows, "max_supply", True), _col(rows, "supply", True),
-            _col(rows, "registered_at"),
+            _col(rows, "burned", True), _col(rows, "registered_at"),
         )
     if c.supply:
-        await conn.execute(_SUPPLY, list(c.supply), [str(v) for v in c.supply.values()])
+        rows = list(c.supply.values())
+        await conn.execute(_SUPPLY, _col(rows, "symbol"), _col(rows, "supply", True),
+                           _col(rows, "burned", True))
+    if c.wallets:
+        rows = list(c.wallets.values())
+        await conn.execute(_WALLETS, _col(rows, "wallet"), _col(rows, "first_seen_at"))
+    if c.freezes:
+        rows = list(c.freezes.values())
+        await conn.execute(_FREEZES, _col(rows, "wallet"), _col(rows, "frozen"),
+                           _col(rows, "freeze_reason"), _col(rows, "frozen_changed_at"))
     if c.balances:
         rows = list(c.balances.values())
         await conn.execute(
@@ -168,6 +201,13 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _col(rows, "reason"), _col(rows, "initiated_at"), _col(rows, "confirmed_at"),
             _col(rows, "completed_at"), _col(rows, "failed_at"),
         )
+    if c.trades:
+        rows = list(c.trades.values())
+        money = {"quantity", "price"}
+        await conn.execute(
+            _TRADES, _col(rows, "trade_id"), *(_col(rows, n, n in money) for n in _TRADE_COLUMNS),
+            _col(rows, "status"), _col(rows, "status_rank"), _col(rows, "reason"),
+        )
     if c.commands:
         rows = list(c.commands.values())
         await conn.execute(
@@ -176,20 +216,14 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _col(rows, "reason"), _col(rows, "created_at"),
         )
     if c.entries:
-        rows = c.entries
-        await conn.execute(
-            _ENTRIES, _col(rows, "event_id"), _col(rows, "wallet"), _col(rows, "asset"),
-            _col(rows, "delta", True), _col(rows, "available_after", True),
-            _col(rows, "held_after", True), _col(rows, "kind"), _col(rows, "reference"),
-            _col(rows, "occurred_at"),
+        await conn.copy_records_to_table(
+            "ledger_entries", columns=_ENTRY_COLUMNS,
+            records=[tuple(r[k] for k in _ENTRY_COLUMNS) for r in c.entries],
         )
     if c.events:
-        rows = c.events
-        await conn.execute(
-            _EVENTS, _col(rows, "event_id"), _col(rows, "type"), _col(rows, "version"),
-            _col(rows, "key"), _col(rows, "command_id"), _col(rows, "correlation_id"),
-            _col(rows, "principal"), _col(rows, "occurred_at"), _col(rows, "topic"),
-            _col(rows, "partition"), _col(rows, "offset"), _col(rows, "payload"),
+        await conn.copy_records_to_table(
+            "events", columns=_EVENT_COLUMNS,
+            records=[tuple(r[k] for k in _EVENT_COLUMNS) for r in c.events],
         )
 
 
@@ -207,8 +241,9 @@ def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:
 
 
 def _notifications(c: RowChanges) -> Iterable[str]:
-    """What changed, for listeners: final command ids, wallets, transfers."""
+    """What changed, for listeners: final command ids, wallets, transfers, trades."""
     final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
     yield from _chunks("commands", final)
-    yield from _chunks("wallets", sorted({w for w, _ in c.balances}))
+    yield from _chunks("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
     yield from _chunks("transfers", list(c.transfers))
+    yield from _chunks("trades", list(c.trades))

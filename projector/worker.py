@@ -1,28 +1,269 @@
 """The projector worker: Kafka ``ledger.events`` (read_committed) -> Postgres views, in batches.
 
 Each batch is folded into row changes and written with the partition offsets in one Postgres
-transaction; on assignment the consumer seeks to the offsets stored there, so every event
-changes every view exactly once. Records that cannot be decoded or applied go to the
-dead-letter topic with their error and position, and the worker goes on.
+transaction; the offsets are moved first and fenced (the stored offset must be the one this
+worker expects), so a batch is applied exactly once even with several instances, a rebalance or
+a stale instance. On assignment the consumer seeks to the offsets stored there.
+
+Records that cannot be decoded or applied go to the dead-letter topic with their error and
+position *before* the offsets move past them, and the worker goes on. A batch the database
+refuses as a whole (a constraint) is split in halves until the refused record is alone. Transient
+failures (database or broker away, deadlock) are retried with backoff, never committed past.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from command.processor import dead_letter_headers
 from events import codec, topics
-from events.codec import DecodeError
-from projector import store
+from events.codec import Envelope
+from projector import dlq, store
 from projector.fold import Position, RowChanges, apply
+from projector.lag import Lag
+from projector.metrics import Health, ProjectorMetrics
 
 log = logging.getLogger("ledgerline.projector")
 
 PROJECTION = "views"
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    KafkaError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.exceptions.InvalidCachedStatementError,  # tables swapped by a rebuild
+    asyncpg.exceptions.OutdatedSchemaCacheError,
+)
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+#: Session settings of every connection that writes the views. Asynchronous commit is safe here:
+#: the offsets are in the same transaction, so a commit lost in a database crash takes its offsets
+#: with it and the records are simply applied again.
+SESSION = {"application_name": "ledgerline-projector", "synchronous_commit": "off"}
+
+
+@dataclass(slots=True)
+class Item:
+    """One record of a batch on its way to the views."""
+
+    record: Any
+    position: Position
+    env: Envelope | None = None
+    error: str | None = None
+    redriven: bool = False
+    skip: bool = False  # a re-driven event the views already hold
+
+
+def _item(record: Any) -> Item:
+    original = dlq.original_position(record.headers) if record.headers else None
+    item = Item(record, original or Position(record.topic, record.partition, record.offset),
+                redriven=original is not None)
+    try:
+        item.env = codec.decode(record.value)
+    except Exception as exc:  # poison, whatever the reason: it must not stop the worker
+        item.error = str(exc)
+    return item
+
+
+def _fold(items: Sequence[Item]) -> RowChanges:
+    """Fold the applicable items; an item that raises is marked and the fold starts again
+    without it, so nothing it half-wrote survives."""
+    while True:
+        changes = RowChanges()
+        for item in items:
+            if item.error is not None or item.skip or item.env is None:
+                continue
+            try:
+                apply(changes, item.env, item.position)
+            except Exception as exc:
+                item.error = f"cannot apply {item.env.type}: {exc}"
+                break
+        else:
+            return changes
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch decoded and folded, waiting for its turn to be written."""
+
+    items: list[Item]
+    changes: RowChanges
+
+
+class Projection:
+    """Applies batches of ``ledger.events`` records to the views, exactly once per record.
+
+    ``stored`` holds, per owned partition, the offset this instance expects to find in
+    ``projection_offsets`` (None: no row yet); only owned partitions are applied.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, dead_letters: AIOKafkaProducer, *,
+                 name: str = PROJECTION, swap_lock: bool = True,
+                 already_dead: set[tuple[str, int, int]] | None = None,
+                 metrics: ProjectorMetrics | None = None) -> None:
+        self.pool = pool
+        self.dead_letters = dead_letters
+        self.name = name
+        self.swap_lock = swap_lock
+        self.metrics = metrics
+        # Positions already in the dead-letter topic (sent by this instance, or, for a rebuild,
+        # by the live projector): never sent twice.
+        self.already_dead = already_dead if already_dead is not None else set()
+        self.stored: dict[int, int | None] = {}
+
+    async def load(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        async with self.pool.acquire() as conn:
+            offsets = await store.load_offsets(conn, self.name, topics.EVENTS)
+        for p in partitions:
+            self.stored[p] = offsets.get(p)
+        return {p: self.stored[p] for p in partitions}
+
+    def forget(self, partition: int) -> None:
+        self.stored.pop(partition, None)
+
+    def prepare(self, batches: Mapping[int, Sequence[Any]]) -> "Prepared | None":
+        """Decode and fold records (partition -> records in offset order): CPU only, so it can
+        run while the previous batch is being written. Records before a partition's stored
+        offset (stale prefetch after a seek) and records of partitions not owned are dropped."""
+        fresh = self._fresh(batches)
+        if not fresh:
+            return None
+        items = [_item(r) for p in sorted(fresh) for r in fresh[p]]
+        return Prepared(items, _fold(items))
+
+    async def commit(self, prepared: "Prepared | None") -> None:
+        """Write a prepared batch with its offsets; retries transient failures.
+
+        Raises :class:`store.OffsetConflict` when another instance moved a partition on.
+        """
+        if prepared is None:
+            return
+        delay = 0.1
+        changes: RowChanges | None = prepared.changes
+        while True:
+            # Recomputed on every attempt: part of a split batch may have committed already.
+            items = [i for i in prepared.items if self._owned(i)]
+            if not items:
+                return
+            if len(items) != len(prepared.items) or any(i.redriven for i in items):
+                changes = None
+            try:
+                await self._skip_applied_redrives(items)
+                await self._write(items, changes)
+                return
+            except TRANSIENT as exc:
+                log.warning("transient failure (%r); retrying the batch in %.1fs", exc, delay)
+                if self.metrics is not None:
+                    self.metrics.retries.labels(self.name).inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                changes = None
+
+    async def apply(self, batches: Mapping[int, Sequence[Any]]) -> int:
+        """Prepare and commit in one go; returns how many records were new."""
+        prepared = self.prepare(batches)
+        await self.commit(prepared)
+        return 0 if prepared is None else len(prepared.items)
+
+    def _owned(self, item: Item) -> bool:
+        p = item.record.partition
+        return p in self.stored and item.record.offset >= (self.stored[p] or 0)
+
+    def _fresh(self, batches: Mapping[int, Sequence[Any]]) -> dict[int, list[Any]]:
+        fresh: dict[int, list[Any]] = {}
+        for p, records in batches.items():
+            if p in self.stored:
+                start = self.stored[p] or 0
+                kept = [r for r in records if r.offset >= start]
+                if kept:
+                    fresh[p] = kept
+        return fresh
+
+    async def _skip_applied_redrives(self, items: list[Item]) -> None:
+        """A re-driven copy of an event the views already hold (applied from its original
+        position, e.g. by a rebuild after the fix) is skipped: an event applies once."""
+        ids = [i.env.id for i in items if i.redriven and i.env is not None]
+        if not ids:
+            return
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT event_id FROM events WHERE event_id = ANY($1::text[])", ids)
+        seen = {r[0] for r in rows}
+        for item in items:
+            if item.env is None:
+                continue
+            if item.redriven and item.env.id in seen:
+                item.skip = True
+            seen.add(item.env.id)
+
+    async def _write(self, items: list[Item], changes: RowChanges | None = None) -> None:
+        if changes is None:
+            changes = _fold(items)
+        await self._dead_letter([i for i in items if i.error is not None])
+        offsets = self._offsets(items)
+        started = time.monotonic()
+        try:
+            async with self.pool.acquire() as conn:
+                await store.write_batch(conn, changes, self.name, topics.EVENTS, offsets,
+                                        swap_lock=self.swap_lock)
+        except _REFUSED as exc:
+            if len(items) == 1:
+                items[0].error = f"cannot apply: {exc}"
+                await self._write(items)
+                return
+            log.warning("the database refused a batch of %d (%r); splitting it", len(items), exc)
+            half = len(items) // 2
+            await self._write(items[:half])
+            await self._write(items[half:])
+            return
+        self._advance(offsets)
+        if self.metrics is not None:
+            self.metrics.batch_seconds.labels(self.name).observe(time.monotonic() - started)
+            self.metrics.batch_size.labels(self.name).observe(len(items))
+            self.metrics.events.labels(self.name).inc(len(items))
+
+    def _offsets(self, items: list[Item]) -> dict[int, tuple[int | None, int]]:
+        last: dict[int, int] = {}
+        for item in items:
+            last[item.record.partition] = item.record.offset
+        return {p: (self.stored.get(p), offset + 1) for p, offset in last.items()}
+
+    def _advance(self, offsets: dict[int, tuple[int | None, int]]) -> None:
+        for partition, (_, nxt) in offsets.items():
+            if partition in self.stored:
+                self.stored[partition] = nxt
+
+    async def _dead_letter(self, poison: list[Item]) -> None:
+        sends = []
+        for item in poison:
+            r = item.record
+            where = (r.topic, r.partition, r.offset)
+            if where in self.already_dead:
+                continue
+            log.warning("dead-lettering %s[%s]@%s: %s", *where, item.error)
+            headers = dead_letter_headers(item.error or "", *where)
+            if item.redriven:
+                headers.append(dlq.original_header(item.position))
+            sends.append((where, await self.dead_letters.send(
+                topics.DLQ, r.value, key=r.key, partition=r.partition, headers=headers,
+            )))
+        for where, sent in sends:
+            await sent
+            self.already_dead.add(where)
+            if self.metrics is not None:
+                self.metrics.dead_letters.labels(self.name).inc()
 
 
 class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -30,20 +271,29 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.worker.inflight is not None:  # let the batch being written finish first
+            await asyncio.wait({self.worker.inflight})
         for tp in revoked:
-            self.worker.stored.pop(tp.partition, None)
+            self.worker.projection.forget(tp.partition)
+            self.worker.lag.revoked(tp.partition)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.worker.seek_to_stored(assigned)
 
 
 class Projector:
+    """The live projector: one member of the consumer group that shares ``ledger.events``.
+
+    One batch is written while the next is fetched and folded, so Python's work and the
+    database's overlap; a batch is committed only after the one before it.
+    """
+
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
-                 projection: str = PROJECTION, max_records: int = 5000) -> None:
+                 projection: str = PROJECTION, max_records: int = 5000,
+                 metrics: ProjectorMetrics | None = None, health: Health | None = None) -> None:
         self.pool = pool
-        self.projection = projection
         self.max_records = max_records
-        self.stored: dict[int, int | None] = {}
+        self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -51,115 +301,87 @@ class Projector:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A dead member's partitions move after 6 s (the broker's minimum) rather than 10 s.
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
         )
         self.dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics)
+        self.lag = Lag(projection, topics.EVENTS, metrics)
+        self.inflight: asyncio.Task[None] | None = None
+        self._inflight_note: tuple[dict[int, list[Any]], dict[int, int]] = ({}, {})
+
+    @property
+    def stored(self) -> dict[int, int | None]:
+        return self.projection.stored
 
     async def seek_to_stored(self, assigned: Any) -> None:
-        async with self.pool.acquire() as conn:
-            offsets = await store.load_offsets(conn, self.projection, topics.EVENTS)
+        offsets = await self.projection.load([tp.partition for tp in assigned])
         for tp in assigned:
-            stored = offsets.get(tp.partition)
-            self.stored[tp.partition] = stored
+            stored = offsets[tp.partition]
             if stored is None:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, stored)
-        log.info("assigned %s at %s", sorted(tp.partition for tp in assigned),
-                 {p: self.stored[p] for p in sorted(self.stored)})
+            self.lag.assigned(tp.partition, stored or 0)
+        log.info("assigned %s at %s", sorted(offsets), offsets)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.dlq.start()
         self.consumer.subscribe([topics.EVENTS], listener=_Seek(self))
         await self.consumer.start()
+        publisher = asyncio.create_task(self._publish_lag(stop))
         try:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                batches = {tp: r for tp, r in batches.items() if r and tp.partition in self.stored}
-                if batches:
-                    await self._with_retry(batches)
+                await self._step(batches)
+            await self._drain()
         finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            if self.inflight is not None:
+                await asyncio.wait({self.inflight})
             await self.consumer.stop()
             await self.dlq.stop()
 
-    async def _with_retry(self, batches: dict[TopicPartition, Sequence[Any]]) -> None:
-        delay = 0.1
-        while True:
+    async def _step(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        owned = {tp.partition: r for tp, r in batches.items() if r and tp.partition in self.stored}
+        positions = {tp.partition: await self.consumer.position(tp)
+                     for tp in self.consumer.assignment() if tp.partition in self.stored}
+        prepared = self.projection.prepare(owned)  # while the previous batch is being written
+        if not await self._drain():
+            return  # offsets were re-read and the consumer moved: what we prepared is stale
+        if prepared is not None:
+            self.inflight = asyncio.create_task(self.projection.commit(prepared))
+            self._inflight_note = (owned, positions)
+        else:
+            for p, position in positions.items():
+                self.lag.moved(p, position)
+        for tp in self.consumer.assignment():
+            self.lag.end(tp.partition, self.consumer.last_stable_offset(tp))
+        self.health.turned(sorted(self.stored))
+
+    async def _drain(self) -> bool:
+        """Wait for the batch in flight; False if it met another instance's offsets."""
+        task, self.inflight = self.inflight, None
+        if task is None:
+            return True
+        try:
+            await task
+        except store.OffsetConflict as exc:
+            log.warning("%s: another instance moved on; re-reading stored offsets", exc)
+            await self.seek_to_stored(list(self.consumer.assignment()))
+            return False
+        owned, positions = self._inflight_note
+        for p, records in owned.items():
+            self.lag.applied(p, positions[p], records[-1].timestamp)
+        return True
+
+    async def _publish_lag(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
             try:
-                await self.project(batches)
-                return
-            except store.OffsetConflict as exc:
-                log.warning("%s: another instance moved on; re-reading stored offsets", exc)
-                await self.seek_to_stored([tp for tp in batches if tp.partition in self.stored])
-                return
-            except (OSError, asyncpg.PostgresConnectionStatusError,
-                    asyncpg.exceptions.ConnectionDoesNotExistError,
-                    asyncpg.CannotConnectNowError) as exc:
-                log.warning("database unavailable (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def project(self, batches: dict[TopicPartition, Sequence[Any]]) -> None:
-        changes = RowChanges()
-        # Dead letters are written before the offsets move on: at least once, never lost.
-        poison: list[tuple[Any, str]] = []
-        for records in batches.values():
-            for record in records:
-                error = self._fold(changes, record)
-                if error is not None:
-                    poison.append((record, error))
-        await self._dead_letter(poison)
-        offsets = {
-            tp.partition: (self.stored.get(tp.partition), records[-1].offset + 1)
-            for tp, records in batches.items()
-        }
-        try:
-            async with self.pool.acquire() as conn:
-                await store.write_batch(conn, changes, self.projection, topics.EVENTS, offsets)
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            log.warning("batch does not apply as a whole (%r); applying record by record", exc)
-            await self._one_by_one(batches)
-            return
-        self._advance(offsets)
-
-    def _fold(self, changes: RowChanges, record: Any) -> str | None:
-        try:
-            env = codec.decode(record.value)
-            apply(changes, env, Position(record.topic, record.partition, record.offset))
-        except (DecodeError, ValueError) as exc:
-            return str(exc)
-        return None
-
-    async def _one_by_one(self, batches: dict[TopicPartition, Sequence[Any]]) -> None:
-        for tp, records in batches.items():
-            for record in records:
-                changes = RowChanges()
-                error = self._fold(changes, record)
-                offsets = {tp.partition: (self.stored.get(tp.partition), record.offset + 1)}
-                async with self.pool.acquire() as conn:
-                    if error is None:
-                        try:
-                            await store.write_batch(
-                                conn, changes, self.projection, topics.EVENTS, offsets
-                            )
-                        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as e:
-                            error = f"cannot apply: {e}"
-                    if error is not None:
-                        await self._dead_letter([(record, error)])
-                        await store.write_batch(
-                            conn, RowChanges(), self.projection, topics.EVENTS, offsets
-                        )
-                self._advance(offsets)
-
-    def _advance(self, offsets: dict[int, tuple[int | None, int]]) -> None:
-        for partition, (_, nxt) in offsets.items():
-            if partition in self.stored:
-                self.stored[partition] = nxt
-
-    async def _dead_letter(self, poison: list[tuple[Any, str]]) -> None:
-        for record, error in poison:
-            log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition,
-                        record.offset, error)
-            await self.dlq.send_and_wait(
-                topics.DLQ, record.value, key=record.key, partition=record.partition,
-                headers=dead_letter_headers(error, record.topic, record.partition, record.offset),
-            )
+                await self.lag.publish(self.pool)
+            except Exception as exc:  # lag is reporting only: never stop the worker for it
+                log.warning("could not publish the projection lag: %r", exc)

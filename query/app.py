@@ -1,8 +1,17 @@
-"""The query process: Strawberry's GraphQL on Starlette, GraphiQL in the browser at /graphql."""
+"""The query process: Strawberry's GraphQL on Starlette, GraphiQL in the browser at /graphql.
+
+Every operation needs a bearer token: in the ``Authorization`` header over HTTP, in the
+``connection_init`` payload (``{"Authorization": "Bearer …"}``) over graphql-transport-ws, the
+only websocket protocol offered. A request may name the command it just sent in
+``X-After-Command``; the answer then waits (at most ``AFTER_COMMAND_SECONDS``) until the
+projection shows that command's outcome, and says in ``extensions.afterCommand`` whether it did.
+"""
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -10,43 +19,138 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.types import ExecutionResult
 
-from ledgerline.auth import AuthError, authenticate
+from ledgerline.auth import AuthError, Principal
 from ledgerline.settings import Settings, asyncpg_dsn
+from projector.fold import FINAL_COMMAND_STATUSES
+from query.context import Context, Loaders
+from query.errors import ErrorCode, coded
+from query.feeds import Feeds
+from query.hub import Hub, wait_for_command
+from query.ids import is_id
 from query.schema import schema
+from query.tokens import Verified
+from query.ws import TransportWS
 
 log = logging.getLogger("ledgerline.query_api")
 
+AFTER_COMMAND_SECONDS = 5.0
+MAX_BODY_BYTES = 64 * 1024
+
 
 class LedgerGraphQL(GraphQL):  # type: ignore[misc]
-    """Every operation needs a bearer token; the GraphiQL page itself does not."""
+    graphql_transport_ws_handler_class = TransportWS
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(schema, subscription_protocols=("graphql-transport-ws",))
+        super().__init__(
+            schema, subscription_protocols=("graphql-transport-ws",), allow_queries_via_get=False,
+            connection_init_wait_timeout=timedelta(seconds=10), max_subscriptions_per_connection=50,
+        )
         self.settings = settings
+        self.tokens = Verified(settings.token_keys())
+        self.feeds = Feeds()
 
-    async def get_context(self, request: Request | WebSocket, response: Any) -> dict[str, Any]:
-        return {
-            "pool": request.app.state.pool,
-            "principal": request.scope["ledgerline.principal"],
-            "request": request,
-        }
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        state = request.app.state
+        if isinstance(request, WebSocket):
+            return Context(db=state.pool, principal=None, hub=state.hub,
+                           loaders=Loaders(state.pool, cache=False), transport="websocket")
+        c = Context(db=state.pool, principal=request.scope["ledgerline.principal"], hub=state.hub,
+                    loaders=Loaders(state.pool))
+        command_id = request.headers.get("x-after-command")
+        if command_id is not None:
+            c.extensions["afterCommand"] = await _after_command(c, command_id)
+        request.state.ledgerline_context = c
+        return c
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        answer: GraphQLHTTPResponse = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [coded(e).formatted for e in result.errors]
+        c = getattr(request.state, "ledgerline_context", None)
+        extensions = {**(result.extensions or {}), **(c.extensions if c else {})}
+        if extensions:
+            answer["extensions"] = extensions
+        return answer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not _wants_ide(scope):
-            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-            try:
-                scope["ledgerline.principal"] = authenticate(
-                    headers.get("authorization"), self.settings.require_jwt_secret()
-                )
-            except AuthError as exc:
-                body = {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]}
-                await JSONResponse(body, status_code=exc.status)(scope, receive, send)
+            checked = _check_http({k.decode().lower(): v.decode() for k, v in scope["headers"]},
+                                  self.tokens)
+            if isinstance(checked, Response):
+                await checked(scope, receive, send)
+                return
+            scope["ledgerline.principal"] = checked
+            if scope["method"] == "POST":
+                await (await self._post(Request(scope, receive)))(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _post(self, request: Request) -> Response:
+        """A query over HTTP POST, straight to the schema: Strawberry's generic HTTP view costs
+        more than the lookup it serves (batches, uploads and HTTP streaming are off anyway)."""
+        if "application/json" not in request.headers.get("content-type", ""):
+            return _refusal(415, ErrorCode.invalid_query, "send the query as application/json")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _refusal(400, ErrorCode.invalid_query, "the body is not JSON")
+        if not isinstance(body, dict):
+            return _refusal(400, ErrorCode.invalid_query, "send one operation, not a batch")
+        query, variables, name = body.get("query"), body.get("variables"), body.get("operationName")
+        well_formed = isinstance(query, str) and isinstance(variables, dict | None)
+        if not (well_formed and isinstance(name, str | None)):
+            return _refusal(400, ErrorCode.invalid_query,
+                            "`query` must be a string, `variables` an object, `operationName` a string")
+        context = await self.get_context(request, None)
+        try:
+            result = await self.schema.execute(query, variable_values=variables, context_value=context,
+                                               operation_name=name)
+        except CannotGetOperationTypeError as exc:
+            return _refusal(400, ErrorCode.invalid_query, exc.as_http_error_reason())
+        return JSONResponse(await self.process_result(request, result))
+
+
+def _refusal(status: int, code: ErrorCode | str, message: str) -> Response:
+    code = code if isinstance(code, str) else code.value
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
+
+
+def _check_http(headers: dict[str, str], tokens: Verified) -> Principal | Response:
+    """The caller, or the answer that refuses the request before GraphQL sees it."""
+    try:
+        principal = tokens.authenticate(headers.get("authorization"))
+    except AuthError as exc:
+        return _refusal(exc.status, exc.code, exc.message)
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return _refusal(413, ErrorCode.query_too_long,
+                        f"the request body may be at most {MAX_BODY_BYTES} bytes")
+    command_id = headers.get("x-after-command")
+    if command_id is not None and not is_id(command_id):
+        return _refusal(400, ErrorCode.invalid_argument, "X-After-Command must be a command id")
+    return principal
+
+
+async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
+    assert c.hub is not None and c.principal is not None
+    row = await wait_for_command(c.hub, c.db, command_id, AFTER_COMMAND_SECONDS)
+    caught_up = row is not None and row["status"] in FINAL_COMMAND_STATUSES
+    answer: dict[str, Any] = {"id": command_id, "caughtUp": caught_up}
+    if row is not None and (c.principal.sees_everything or row["principal"] == c.principal.sub):
+        answer["status"] = row["status"]
+    return answer
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release (one more round trip per statement): this pool
+    only reads and never changes session state, and asyncpg still rolls back an open transaction."""
 
 
 def _wants_ide(scope: Any) -> bool:
@@ -66,6 +170,8 @@ async def readyz(request: Request) -> Response:
         await request.app.state.pool.fetchval("SELECT 1")
     except (OSError, asyncpg.PostgresError) as exc:
         return JSONResponse({"status": "unavailable", "database": repr(exc)}, status_code=503)
+    if not request.app.state.hub.connected.is_set():
+        return JSONResponse({"status": "unavailable", "listener": "reconnecting"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
@@ -74,23 +180,26 @@ async def metrics(_request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require_jwt_secret()
+    settings.token_keys()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(
-            asyncpg_dsn(settings.database_url), min_size=1, max_size=10
-        )
-        log.info("query API ready")
+        dsn = asyncpg_dsn(settings.database_url)
+        app.state.pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        app.state.hub = Hub(dsn, app.state.pool)
         try:
+            await app.state.hub.start()
+            log.info("query API ready")
             yield
         finally:
+            await app.state.hub.stop()
             await app.state.pool.close()
 
     graphql = LedgerGraphQL(settings)
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

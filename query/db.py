@@ -1,48 +1,223 @@
-"""Plain query functions over the views; the resolvers stay thin."""
+"""Plain query functions over the views; the resolvers stay thin.
 
-from typing import Any
+Every function takes a ``Db`` (an asyncpg pool, or anything with the same three methods) and
+answers plain rows. Lookups by id are batched (``= ANY($1)``) so DataLoaders can call them once
+per request; lists are keyset pages (``ORDER BY sort key, id`` with ``(sort key, id) > cursor``)
+and take the principal's scope as a filter, so a cursor never widens what a principal sees.
+"""
 
-import asyncpg
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 Row = dict[str, Any]
 
-_ASSET_COLUMNS = "a.symbol, a.name, a.decimals, a.issuer, a.max_supply, a.supply"
+
+class Db(Protocol):
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
-async def balances(pool: asyncpg.Pool, wallet: str) -> list[Row]:
-    rows = await pool.fetch(
-        f"""SELECT b.available, b.held, b.updated_at, {_ASSET_COLUMNS}
+ASSET_COLUMNS = "a.symbol, a.name, a.decimals, a.issuer, a.max_supply, a.supply, a.registered_at"
+
+
+@dataclass
+class Where:
+    """A conjunction of SQL conditions with numbered parameters, built one condition at a time."""
+
+    clauses: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+
+    def add(self, condition: str, *values: Any) -> None:
+        """``condition`` names its parameters ``{0}``, ``{1}``, … in the order of ``values``."""
+        refs = []
+        for value in values:
+            self.args.append(value)
+            refs.append(f"${len(self.args)}")
+        self.clauses.append(condition.format(*refs))
+
+    def when(self, value: Any, condition: str) -> None:
+        if value is not None:
+            self.add(condition, value)
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) or "TRUE"
+
+    def limit(self, n: int) -> str:
+        self.args.append(n)
+        return f"LIMIT ${len(self.args)}"
+
+
+# --- lookups by id, batched for DataLoaders -------------------------------------------------
+
+async def assets_by_symbol(db: Db, symbols: Sequence[str]) -> dict[str, Row]:
+    rows = await db.fetch(f"SELECT {ASSET_COLUMNS} FROM assets a WHERE a.symbol = ANY($1)", list(symbols))
+    return {r["symbol"]: dict(r) for r in rows}
+
+
+async def balances_by_wallet(db: Db, wallets: Sequence[str]) -> dict[str, list[Row]]:
+    rows = await db.fetch(
+        f"""SELECT b.wallet, b.available, b.held, b.updated_at, {ASSET_COLUMNS}
             FROM wallet_balances b JOIN assets a ON a.symbol = b.asset
-            WHERE b.wallet = $1 ORDER BY b.asset""",
-        wallet,
+            WHERE b.wallet = ANY($1) ORDER BY b.wallet, b.asset""",
+        list(wallets),
+    )
+    out: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        out[r["wallet"]].append(dict(r))
+    return out
+
+
+async def transfers_by_id(db: Db, ids: Sequence[str]) -> dict[str, Row]:
+    rows = await db.fetch("SELECT * FROM transfers WHERE transfer_id = ANY($1)", list(ids))
+    return {r["transfer_id"]: dict(r) for r in rows}
+
+
+async def trades_by_id(db: Db, ids: Sequence[str]) -> dict[str, Row]:
+    rows = await db.fetch("SELECT * FROM trades WHERE trade_id = ANY($1)", list(ids))
+    return {r["trade_id"]: dict(r) for r in rows}
+
+
+async def commands_by_id(db: Db, ids: Sequence[str]) -> dict[str, Row]:
+    rows = await db.fetch("SELECT * FROM command_log WHERE command_id = ANY($1)", list(ids))
+    return {r["command_id"]: dict(r) for r in rows}
+
+
+async def steps_by_correlation(db: Db, ids: Sequence[str]) -> dict[str, list[Row]]:
+    """The events of each transfer or trade, in the order they were decided."""
+    rows = await db.fetch(
+        """SELECT event_id, type, key, correlation_id, occurred_at FROM events
+           WHERE correlation_id = ANY($1) ORDER BY occurred_at, "offset", event_id""",
+        list(ids),
+    )
+    out: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        out[r["correlation_id"]].append(dict(r))
+    return out
+
+
+# --- point in time and statements -----------------------------------------------------------
+
+_LAST_ENTRY = """
+SELECT le.available_after, le.held_after, le.occurred_at FROM ledger_entries le
+JOIN events ev ON ev.event_id = le.event_id
+WHERE le.wallet = $1 AND le.asset = $2 AND le.occurred_at {op} $3
+ORDER BY le.occurred_at DESC, ev."offset" DESC LIMIT 1
+"""
+
+
+async def balance_at(db: Db, wallet: str, asset: str, at: datetime, *, inclusive: bool = True) -> Row | None:
+    """The wallet's last ledger entry at ``at`` (or strictly before it), None if there is none."""
+    row = await db.fetchrow(_LAST_ENTRY.format(op="<=" if inclusive else "<"), wallet, asset, at)
+    return None if row is None else dict(row)
+
+
+async def statement(db: Db, wallet: str, asset: str, start: datetime | None, end: datetime | None,
+                    after: tuple[datetime, int] | None, limit: int) -> list[Row]:
+    w = Where()
+    w.add("le.wallet = {0} AND le.asset = {1}", wallet, asset)
+    w.when(start, "le.occurred_at >= {0}")
+    w.when(end, "le.occurred_at < {0}")
+    if after is not None:
+        w.add('(le.occurred_at, ev."offset") > ({0}, {1})', *after)
+    rows = await db.fetch(
+        f"""SELECT le.*, ev."offset" FROM ledger_entries le JOIN events ev ON ev.event_id = le.event_id
+            WHERE {w.sql()} ORDER BY le.occurred_at, ev."offset" {w.limit(limit)}""",
+        *w.args,
     )
     return [dict(r) for r in rows]
 
 
-async def asset(pool: asyncpg.Pool, symbol: str) -> Row | None:
-    row = await pool.fetchrow(f"SELECT {_ASSET_COLUMNS} FROM assets a WHERE a.symbol = $1", symbol)
-    return None if row is None else dict(row)
+# --- pages ----------------------------------------------------------------------------------
+
+def _scope(w: Where, scope: frozenset[str] | None, *columns: str) -> None:
+    """Only rows one of ``scope``'s wallets takes part in (None: a role that sees everything)."""
+    if scope is not None:
+        either = " OR ".join(f"{c} = ANY({{0}})" for c in columns)
+        w.add(f"({either})", sorted(scope))
 
 
-async def assets(pool: asyncpg.Pool) -> list[Row]:
-    rows = await pool.fetch(f"SELECT {_ASSET_COLUMNS} FROM assets a ORDER BY a.symbol")
+async def transfers(db: Db, *, scope: frozenset[str] | None, status: str | None, asset: str | None,
+                    wallet: str | None, since: datetime | None, until: datetime | None,
+                    after: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """Newest first. A transfer is listed once its initiation is projected."""
+    w = Where(["t.initiated_at IS NOT NULL"])
+    _scope(w, scope, "t.source", "t.target")
+    w.when(status, "t.status = {0}")
+    w.when(asset, "t.asset = {0}")
+    w.when(wallet, "(t.source = {0} OR t.target = {0})")
+    w.when(since, "t.initiated_at >= {0}")
+    w.when(until, "t.initiated_at < {0}")
+    if after is not None:
+        w.add("(t.initiated_at, t.transfer_id) < ({0}, {1})", *after)
+    rows = await db.fetch(
+        f"""SELECT t.* FROM transfers t WHERE {w.sql()}
+            ORDER BY t.initiated_at DESC, t.transfer_id DESC {w.limit(limit)}""",
+        *w.args,
+    )
     return [dict(r) for r in rows]
 
 
-async def transfer(pool: asyncpg.Pool, transfer_id: str) -> Row | None:
-    row = await pool.fetchrow(
-        """SELECT t.*, a.decimals FROM transfers t LEFT JOIN assets a ON a.symbol = t.asset
-           WHERE t.transfer_id = $1""",
-        transfer_id,
+async def trades(db: Db, *, scope: frozenset[str] | None, status: str | None, asset: str | None,
+                 wallet: str | None, since: datetime | None, until: datetime | None,
+                 after: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """Newest first; ``asset`` matches either leg."""
+    w = Where(["t.created_at IS NOT NULL"])
+    _scope(w, scope, "t.seller", "t.buyer")
+    w.when(status, "t.status = {0}")
+    w.when(asset, "(t.asset = {0} OR t.payment_asset = {0})")
+    w.when(wallet, "(t.seller = {0} OR t.buyer = {0})")
+    w.when(since, "t.created_at >= {0}")
+    w.when(until, "t.created_at < {0}")
+    if after is not None:
+        w.add("(t.created_at, t.trade_id) < ({0}, {1})", *after)
+    rows = await db.fetch(
+        f"""SELECT t.* FROM trades t WHERE {w.sql()}
+            ORDER BY t.created_at DESC, t.trade_id DESC {w.limit(limit)}""",
+        *w.args,
     )
-    return None if row is None else dict(row)
+    return [dict(r) for r in rows]
 
 
-async def trade(pool: asyncpg.Pool, trade_id: str) -> Row | None:
-    row = await pool.fetchrow("SELECT * FROM trades WHERE trade_id = $1", trade_id)
-    return None if row is None else dict(row)
+async def events(db: Db, *, scope_keys: list[str] | None, aggregate: str | None,
+                 correlation_id: str | None, command_id: str | None, type_: str | None,
+                 since: datetime | None, until: datetime | None,
+                 after: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """The audit trail, oldest first."""
+    w = Where()
+    if scope_keys is not None:
+        w.add("e.key = ANY({0})", scope_keys)
+    w.when(aggregate, "e.key = {0}")
+    w.when(correlation_id, "e.correlation_id = {0}")
+    w.when(command_id, "e.command_id = {0}")
+    w.when(type_, "e.type = {0}")
+    w.when(since, "e.occurred_at >= {0}")
+    w.when(until, "e.occurred_at < {0}")
+    if after is not None:
+        w.add("(e.occurred_at, e.event_id) > ({0}, {1})", *after)
+    rows = await db.fetch(
+        f"""SELECT e.* FROM events e WHERE {w.sql()}
+            ORDER BY e.occurred_at, e.event_id {w.limit(limit)}""",
+        *w.args,
+    )
+    return [dict(r) for r in rows]
 
 
-async def command(pool: asyncpg.Pool, command_id: str) -> Row | None:
-    row = await pool.fetchrow("SELECT * FROM command_log WHERE command_id = $1", command_id)
-    return None if row is None else dict(row)
+async def assets(db: Db, *, after: str | None, limit: int) -> list[Row]:
+    w = Where()
+    w.when(after, "a.symbol > {0}")
+    rows = await db.fetch(
+        f"SELECT {ASSET_COLUMNS} FROM assets a WHERE {w.sql()} ORDER BY a.symbol {w.limit(limit)}",
+        *w.args,
+    )
+    return [dict(r) for r in rows]
+
+
+async def freshness(db: Db) -> list[Row]:
+    rows = await db.fetch(
+        "SELECT * FROM projection_lag ORDER BY projection, topic, partition"
+    )
+    return [dict(r) for r in rows]

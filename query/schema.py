@@ -1,172 +1,187 @@
-"""The GraphQL schema. Money is a decimal string in the asset's units, with raw base units
-beside it (as strings: 18-decimal amounts overflow GraphQL's Int)."""
+"""The GraphQL schema: the entry points, each checking who may read what.
+
+A wallet owner sees its own wallets, the transfers and trades they take part in, the events of
+its own wallets and the commands it sent; the operator, compliance and auditor roles see
+everything. Assets and projection freshness are reference data every principal may read.
+"""
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
-from events.amounts import format_amount
-from ledgerline.auth import Principal
-from query import db
+from query import db, pages
+from query.context import ctx
+from query.errors import ErrorCode, forbidden, invalid_argument, is_expected
+from query.ids import id_arg, key_arg, symbol_arg, wallet_arg
+from query.limits import QueryGuard
+from query.records import AuditEvent, CommandStatus, Freshness, PartitionLag, Trade, Transfer
+from query.subscriptions import Subscription
+from query.wallets import Asset, Wallet, utc
 
-
-def _units(value: Decimal | int | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _forbidden(what: str) -> GraphQLError:
-    return GraphQLError(f"you may not read {what}", extensions={"code": "FORBIDDEN"})
-
-
-@strawberry.type
-class Asset:
-    symbol: str
-    name: str
-    decimals: int
-    issuer: str
-    supply: str
-    supply_units: str
-    max_supply: str | None
-
-    @staticmethod
-    def from_row(r: dict[str, Any]) -> "Asset":
-        d = r["decimals"]
-        cap = _units(r["max_supply"])
-        return Asset(
-            symbol=r["symbol"], name=r["name"], decimals=d, issuer=r["issuer"],
-            supply=format_amount(int(r["supply"]), d), supply_units=str(int(r["supply"])),
-            max_supply=None if cap is None else format_amount(cap, d),
-        )
+TRANSFER_STATUSES = frozenset({"initiated", "confirmed", "completed", "failed"})
 
 
-@strawberry.type
-class Balance:
-    asset: Asset
-    available: str
-    held: str
-    available_units: str
-    held_units: str
-    updated_at: datetime
+@strawberry.input(description="All given conditions must hold; `since` is inclusive, `until` exclusive.")
+class TransferFilter:
+    status: str | None = None
+    asset: str | None = None
+    wallet: strawberry.ID | None = strawberry.field(default=None, description="Sender or receiver.")
+    since: datetime | None = None
+    until: datetime | None = None
 
 
-@strawberry.type
-class Wallet:
-    id: strawberry.ID
-
-    @strawberry.field
-    async def balances(self, info: Info) -> list[Balance]:
-        rows = await db.balances(info.context["pool"], str(self.id))
-        out = []
-        for r in rows:
-            d = r["decimals"]
-            available, held = int(r["available"]), int(r["held"])
-            out.append(Balance(
-                asset=Asset.from_row(r), available=format_amount(available, d),
-                held=format_amount(held, d), available_units=str(available),
-                held_units=str(held), updated_at=r["updated_at"],
-            ))
-        return out
+@strawberry.input(description="All given conditions must hold; `asset` matches either leg.")
+class TradeFilter:
+    status: str | None = None
+    asset: str | None = None
+    wallet: strawberry.ID | None = strawberry.field(default=None, description="Seller or buyer.")
+    since: datetime | None = None
+    until: datetime | None = None
 
 
-@strawberry.type
-class Transfer:
-    id: strawberry.ID
-    status: str
-    reason: str | None
-    source: str | None = strawberry.field(name="from")
-    target: str | None = strawberry.field(name="to")
-    asset: str | None
-    amount: str | None
-    amount_units: str | None
-    memo: str | None
-    initiated_at: datetime | None
-    confirmed_at: datetime | None
-    completed_at: datetime | None
-    failed_at: datetime | None
+@strawberry.input(description="The audit trail of one aggregate, one transfer or trade, or one command.")
+class EventFilter:
+    aggregate: str | None = strawberry.field(default=None, description="e.g. `wallet:alice`, `asset:USDX`")
+    correlation_id: strawberry.ID | None = None
+    command_id: strawberry.ID | None = None
+    type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
-@strawberry.type
-class Trade:
-    id: strawberry.ID
-    status: str
-    reason: str | None
-
-
-@strawberry.type
-class CommandStatus:
-    id: strawberry.ID
-    type: str | None
-    status: str
-    reason: str | None
-    correlation_id: str | None
-    updated_at: datetime
-
-
-def _principal(info: Info) -> Principal:
-    return info.context["principal"]  # type: ignore[no-any-return]
+def _wallet_filter(info: Info, wallet: str | None) -> str | None:
+    if wallet is not None:
+        wallet_arg(wallet, "filter.wallet")
+        ctx(info).require_wallet(wallet)
+    return wallet
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="A wallet and its balances; owners see only their own wallets.")
-    def wallet(self, info: Info, id: strawberry.ID) -> Wallet:
-        if not _principal(info).may_see_wallet(str(id)):
-            raise _forbidden(f"wallet {id}")
+    @strawberry.field(description="A wallet; only its owner and the roles that see everything may read it.")
+    def wallet(self, info: Info, id: strawberry.ID) -> Wallet | None:
+        ctx(info).require_wallet(wallet_arg(id))
         return Wallet(id=id)
 
-    @strawberry.field
+    @strawberry.field(description="A transfer you send or receive; null if there is none.")
     async def transfer(self, info: Info, id: strawberry.ID) -> Transfer | None:
-        r = await db.transfer(info.context["pool"], str(id))
-        if r is None:
+        row = await ctx(info).loaders.transfer.load(id_arg(id))
+        if row is None:
             return None
-        p = _principal(info)
-        if not (p.sees_everything or {r["source"], r["target"]} & p.wallets):
-            raise _forbidden(f"transfer {id}")
-        amount = _units(r["amount"])
-        d = r["decimals"]
-        return Transfer(
-            id=strawberry.ID(r["transfer_id"]), status=r["status"], reason=r["reason"],
-            source=r["source"], target=r["target"], asset=r["asset"],
-            amount=None if amount is None or d is None else format_amount(amount, d),
-            amount_units=None if amount is None else str(amount), memo=r["memo"],
-            initiated_at=r["initiated_at"], confirmed_at=r["confirmed_at"],
-            completed_at=r["completed_at"], failed_at=r["failed_at"],
-        )
+        if not ctx(info).may_see_any(row["source"], row["target"]):
+            raise forbidden(f"transfer {id}")
+        return Transfer(row=row)
 
-    @strawberry.field
+    @strawberry.field(description="A trade you sell or buy in, with every settlement step; null if none.")
     async def trade(self, info: Info, id: strawberry.ID) -> Trade | None:
-        r = await db.trade(info.context["pool"], str(id))
-        if r is None:
+        row = await ctx(info).loaders.trade.load(id_arg(id))
+        if row is None:
             return None
-        p = _principal(info)
-        if not (p.sees_everything or {r["seller"], r["buyer"]} & p.wallets):
-            raise _forbidden(f"trade {id}")
-        return Trade(id=strawberry.ID(r["trade_id"]), status=r["status"], reason=r["reason"])
+        if not ctx(info).may_see_any(row["seller"], row["buyer"]):
+            raise forbidden(f"trade {id}")
+        return Trade(row=row)
+
+    @strawberry.field(description="Transfers, newest first.")
+    async def transfers(self, info: Info, first: int | None = None, after: str | None = None,
+                        filter: TransferFilter | None = None) -> pages.Connection[Transfer]:
+        f = filter or TransferFilter()
+        size = pages.page_size(first)
+        position = pages.decode("transfers", after, datetime, str)
+        if f.status is not None and f.status not in TRANSFER_STATUSES:
+            raise invalid_argument("filter.status",
+                                   f"a transfer's status is one of {sorted(TRANSFER_STATUSES)}")
+        rows = await db.transfers(
+            ctx(info).db, scope=ctx(info).scope(), status=f.status,
+            asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
+            wallet=_wallet_filter(info, f.wallet), since=utc(f.since), until=utc(f.until),
+            after=position, limit=size + 1,  # type: ignore[arg-type]
+        )
+        return pages.connection(rows, size, after, lambda r: Transfer(row=r),
+                                lambda r: pages.encode("transfers", r["initiated_at"], r["transfer_id"]))
+
+    @strawberry.field(description="Trades, newest first.")
+    async def trades(self, info: Info, first: int | None = None, after: str | None = None,
+                     filter: TradeFilter | None = None) -> pages.Connection[Trade]:
+        f = filter or TradeFilter()
+        size = pages.page_size(first)
+        position = pages.decode("trades", after, datetime, str)
+        rows = await db.trades(
+            ctx(info).db, scope=ctx(info).scope(), status=f.status,
+            asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
+            wallet=_wallet_filter(info, f.wallet), since=utc(f.since), until=utc(f.until),
+            after=position, limit=size + 1,  # type: ignore[arg-type]
+        )
+        return pages.connection(rows, size, after, lambda r: Trade(row=r),
+                                lambda r: pages.encode("trades", r["created_at"], r["trade_id"]))
+
+    @strawberry.field(description="The audit trail, oldest first. Owners see their own wallets' events.")
+    async def events(self, info: Info, first: int | None = None, after: str | None = None,
+                     filter: EventFilter | None = None) -> pages.Connection[AuditEvent]:
+        f = filter or EventFilter()
+        size = pages.page_size(first)
+        position = pages.decode("events", after, datetime, str)
+        c = ctx(info)
+        keys = c.event_keys()
+        if f.aggregate is not None:
+            key_arg(f.aggregate, "filter.aggregate")
+            if keys is not None and f.aggregate not in keys:
+                raise forbidden(f"the events of {f.aggregate}")
+        rows = await db.events(
+            c.db, scope_keys=keys, aggregate=f.aggregate,
+            correlation_id=None if f.correlation_id is None
+            else id_arg(f.correlation_id, "filter.correlationId"),
+            command_id=None if f.command_id is None else id_arg(f.command_id, "filter.commandId"),
+            type_=f.type, since=utc(f.since), until=utc(f.until), after=position, limit=size + 1,  # type: ignore[arg-type]
+        )
+        return pages.connection(rows, size, after, AuditEvent.from_row,
+                                lambda r: pages.encode("events", r["occurred_at"], r["event_id"]))
+
+    @strawberry.field(description="Registered assets, by symbol.")
+    async def assets(self, info: Info, first: int | None = None,
+                     after: str | None = None) -> pages.Connection[Asset]:
+        ctx(info).who()
+        size = pages.page_size(first)
+        position = pages.decode("assets", after, str)
+        rows = await db.assets(ctx(info).db, after=None if position is None else position[0], limit=size + 1)
+        return pages.connection(rows, size, after, Asset.from_row,
+                                lambda r: pages.encode("assets", r["symbol"]))
 
     @strawberry.field
     async def asset(self, info: Info, symbol: str) -> Asset | None:
-        r = await db.asset(info.context["pool"], symbol)
-        return None if r is None else Asset.from_row(r)
+        ctx(info).who()
+        row = await ctx(info).loaders.asset.load(symbol_arg(symbol, "symbol"))
+        return None if row is None else Asset.from_row(row)
 
-    @strawberry.field
-    async def assets(self, info: Info) -> list[Asset]:
-        return [Asset.from_row(r) for r in await db.assets(info.context["pool"])]
-
-    @strawberry.field
+    @strawberry.field(description="What became of a command you sent; null until the projection has it.")
     async def command_status(self, info: Info, id: strawberry.ID) -> CommandStatus | None:
-        r = await db.command(info.context["pool"], str(id))
-        if r is None:
+        c = ctx(info)
+        row = (await db.commands_by_id(c.db, [id_arg(id)])).get(id)
+        if row is None:
             return None
-        p = _principal(info)
-        if not (p.sees_everything or r["principal"] == p.sub):
-            raise _forbidden(f"command {id}")
-        return CommandStatus(id=strawberry.ID(r["command_id"]), type=r["type"], status=r["status"],
-                             reason=r["reason"], correlation_id=r["correlation_id"],
-                             updated_at=r["updated_at"])
+        if not (c.who().sees_everything or row["principal"] == c.who().sub):
+            raise forbidden(f"command {id}")
+        return CommandStatus.from_row(row)
+
+    @strawberry.field(description="How far behind the event log the views are, per partition.")
+    async def freshness(self, info: Info) -> Freshness:
+        ctx(info).who()
+        return Freshness(partitions=[PartitionLag.from_row(r) for r in await db.freshness(ctx(info).db)])
 
 
-schema = strawberry.Schema(query=Query)
+class LedgerSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        # Refusals the client caused are answered, not logged with a traceback.
+        unexpected = [e for e in errors if not is_expected(e)]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
+schema = LedgerSchema(
+    query=Query,
+    subscription=Subscription,
+    types=[ErrorCode],
+    extensions=[QueryGuard],
+)

@@ -44,7 +44,8 @@ def stack() -> Iterator[Stack]:
     cache = Path(env.get("LEDGERLINE_CACHE") or REPO / ".cache")
     infra = local.start_infra(settings, home, cache, env)
     settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
-                       query_port=free_port(), command_port=free_port())
+                       query_port=free_port(), command_port=free_port(),
+                       projector_metrics_port=free_port())
     try:
         yield Stack(settings, infra, home)
     finally:

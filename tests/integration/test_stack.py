@@ -48,6 +48,22 @@ async def _read_committed(bootstrap: str, tp: TopicPartition, offset: int) -> tu
         await consumer.stop()
 
 
+async def _committed_after_restart(bootstrap: str, tp: TopicPartition) -> int | None:
+    """The group's committed offset once the restarted coordinator has loaded it (bounded wait)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        for _ in range(40):
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                return committed
+            await asyncio.sleep(0.25)
+        return None
+    finally:
+        await consumer.stop()
+
+
 async def _stop(*processes: KafkaBroker | LocalPostgres) -> None:
     await asyncio.gather(*(asyncio.to_thread(p.stop) for p in processes))
 
@@ -106,10 +122,8 @@ async def test_stack_round_trip_survives_restart(tmp_path: Path) -> None:
         # Same folders again: the data is reused, not re-initialised.
         await asyncio.gather(asyncio.to_thread(broker.start), asyncio.to_thread(pg.start))
         await ensure_topics(broker.bootstrap, partitions=2)
-        assert await _read_committed(broker.bootstrap, tp, sent.offset) == (
-            value,
-            sent.offset + 1,
-        )
+        assert await _committed_after_restart(broker.bootstrap, tp) == sent.offset + 1
+        assert (await _read_committed(broker.bootstrap, tp, sent.offset))[0] == value
         conn = await asyncpg.connect(pg.url)
         try:
             assert await conn.fetchval("SELECT note FROM kept WHERE id = 1") == value.decode()

@@ -1,0 +1,14 @@
+# One image for the four Ledgerline processes; docker-compose.yml picks the subcommand.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY ledgerline ledgerline
+COPY events events
+COPY command command
+COPY projector projector
+COPY query query
+COPY migrations migrations
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 ledgerline
+USER ledgerline
+ENTRYPOINT ["ledgerline"]

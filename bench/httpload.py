@@ -1,0 +1,155 @@
+"""A small HTTP/1.1 load generator, meant to run in its own process beside the server it loads.
+
+Two modes: closed loop (``connections`` clients, each sending its next request when the last
+answer arrives: the server's maximum rate) and open loop (requests sent on a fixed schedule
+whatever the server does; each latency is measured from the request's scheduled time, so a
+server that falls behind shows it instead of slowing the load down). Requests are prebuilt
+bytes and answers are read by ``Content-Length``, to keep the generator's own cost small.
+
+``python -m bench.httpload '<json spec>'`` prints one JSON result line.
+"""
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Result:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    first_failure: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            return None if not lat else round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2)
+
+        return {"sent": self.sent, "ok": self.ok, "failed": self.failed,
+                "rate": round(self.ok / self.seconds, 1) if self.seconds else 0.0,
+                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+                "first_failure": self.first_failure}
+
+
+def request_bytes(method: str, path: str, host: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "Connection":
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        at = head.lower().find(b"content-length:")
+        length = int(head[at + 15: head.find(b"\r\n", at)]) if at >= 0 else 0
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _check(result: Result, status: int, body: bytes, expect: bytes) -> None:
+    if status == 200 and expect in body:
+        result.ok += 1
+    else:
+        result.failed += 1
+        result.first_failure = result.first_failure or f"{status} {body[:200]!r}"
+
+
+async def closed_loop(host: str, port: int, request: bytes, expect: bytes, connections: int,
+                      seconds: float) -> Result:
+    loop = asyncio.get_running_loop()
+    result = Result()
+    end = loop.time() + seconds
+
+    async def client() -> None:
+        conn = await Connection.open(host, port)
+        try:
+            while loop.time() < end:
+                started = loop.time()
+                result.sent += 1
+                status, body = await conn.exchange(request)
+                result.latencies.append(loop.time() - started)
+                _check(result, status, body, expect)
+        finally:
+            conn.close()
+
+    started = loop.time()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    result.seconds = loop.time() - started
+    return result
+
+
+async def open_loop(host: str, port: int, request: bytes, expect: bytes, rate: float, seconds: float,
+                    max_connections: int = 1000) -> Result:
+    loop = asyncio.get_running_loop()
+    result = Result()
+    idle = [await Connection.open(host, port) for _ in range(16)]
+    opened = len(idle)
+
+    async def fire(scheduled: float) -> None:
+        nonlocal opened
+        if idle:
+            conn = idle.pop()
+        elif opened < max_connections:
+            opened += 1
+            conn = await Connection.open(host, port)
+        else:
+            result.failed += 1
+            result.first_failure = result.first_failure or "no free connection"
+            return
+        status, body = await conn.exchange(request)
+        result.latencies.append(loop.time() - scheduled)
+        _check(result, status, body, expect)
+        idle.append(conn)
+
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        result.sent += 1
+        tasks.append(asyncio.create_task(fire(scheduled)))
+    await asyncio.gather(*tasks)
+    result.seconds = seconds
+    for conn in idle:
+        conn.close()
+    return result
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    host, port = spec["host"], spec["port"]
+    request = request_bytes(spec["method"], spec["path"], f"{host}:{port}", spec["headers"],
+                            spec.get("body", "").encode())
+    expect = spec["expect"].encode()
+    # Warm the server up (and its caches) before measuring.
+    warm = await closed_loop(host, port, request, expect, 4, spec.get("warmup", 1.0))
+    cpu = time.process_time()
+    if spec["mode"] == "closed":
+        result = await closed_loop(host, port, request, expect, spec["connections"], spec["seconds"])
+    else:
+        result = await open_loop(host, port, request, expect, spec["rate"], spec["seconds"])
+    return {**result.summary(), "client_cpu_s": round(time.process_time() - cpu, 2), "warmup_ok": warm.ok}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run(json.loads(sys.argv[1])))))

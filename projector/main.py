@@ -1,0 +1,83 @@
+"""Process wiring for the projector's commands: the worker, ``dlq``, ``rebuild``.
+
+Pools, Kafka clients and the metrics registry are made here, at start, and passed in.
+"""
+
+import asyncio
+import logging
+import sys
+
+import asyncpg
+
+from ledgerline.settings import Settings, SettingsError, asyncpg_dsn
+from projector import dlq, metrics, rebuild, shadow
+from projector.worker import SESSION, Projector
+
+log = logging.getLogger("ledgerline.projector")
+
+
+async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
+    dsn = asyncpg_dsn(settings.database_url)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
+    listener = await shadow.follow_swaps(pool, dsn)
+    registry = metrics.ProjectorMetrics()
+    health = metrics.Health()
+    server = None
+    if settings.projector_metrics_port:
+        try:
+            server = await metrics.serve(registry, health, "127.0.0.1", settings.projector_metrics_port)
+        except OSError as exc:
+            raise SettingsError(
+                f"LEDGERLINE_PROJECTOR_METRICS_PORT={settings.projector_metrics_port}: cannot listen "
+                f"({exc.strerror}); choose a free port, or 0 for no metrics endpoint") from None
+    try:
+        await Projector(settings.kafka_bootstrap, pool, metrics=registry, health=health).run(stop)
+    finally:
+        if server is not None:
+            server.close()
+        await listener.close()
+        await pool.close()
+
+
+async def dlq_list(settings: Settings, *, as_json: bool) -> None:
+    pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=1)
+    try:
+        letters = await dlq.read_letters(settings.kafka_bootstrap)
+        print(dlq.render(letters, await dlq.redriven(pool), as_json=as_json))
+    finally:
+        await pool.close()
+
+
+def _letter_position(text: str) -> tuple[int, int]:
+    try:
+        partition, offset = text.split(":")
+        return int(partition), int(offset)
+    except ValueError:
+        raise SettingsError(f"{text!r} is not a dead letter position PARTITION:OFFSET") from None
+
+
+async def dlq_redrive(settings: Settings, letters: list[str] | None, *, force: bool,
+                      dry_run: bool) -> int:
+    """Re-drive and print one line per letter; 1 if any was refused, else 0."""
+    selected = None if letters is None else {_letter_position(t) for t in letters}
+    pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=1)
+    try:
+        outcomes = await dlq.redrive(settings.kafka_bootstrap, pool, selected, force=force,
+                                     dry_run=dry_run)
+    finally:
+        await pool.close()
+    for o in outcomes:
+        print(f"{o.letter.partition}:{o.letter.offset} {o.status} {o.detail}".rstrip())
+    if selected is not None:
+        for missing in sorted(selected - {(o.letter.partition, o.letter.offset) for o in outcomes}):
+            print(f"{missing[0]}:{missing[1]} not found in the dead-letter topic", file=sys.stderr)
+    return 1 if any(o.status == "refused" for o in outcomes) else 0
+
+
+async def run_rebuild(settings: Settings, views: list[str] | None, *, swap: bool) -> None:
+    try:
+        await rebuild.rebuild(settings.kafka_bootstrap, asyncpg_dsn(settings.database_url), views,
+                              swap=swap)
+    except rebuild.RebuildError as exc:
+        print(f"ledgerline rebuild: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,91 @@
+"""Hostile queries are refused with a clear error code, and the server keeps serving."""
+
+import asyncio
+
+import httpx
+import pytest
+from graphql import get_introspection_query
+
+from tests.conftest import Running, token, unique
+from tests.e2e import gql
+
+pytestmark = pytest.mark.e2e
+
+ALICE = unique("alice")
+ALICE_TOKEN = token(ALICE, wallets=[ALICE])
+
+
+def nested(levels: int) -> str:
+    """A selection ``levels`` deep: refused for its depth before anything looks at its fields."""
+    inner = "id"
+    for _ in range(levels):
+        inner = f"asset {{ {inner} }}"
+    return f'{{ wallet(id: "{ALICE}") {{ balances {{ {inner} }} }} }}'
+
+
+
+def deep_introspection(levels: int) -> str:
+    inner = "name"
+    for _ in range(levels):
+        inner = f"fields {{ type {{ {inner} }} }}"
+    return f"{{ __schema {{ types {{ {inner} }} }} }}"
+
+
+CASES = [
+    ("deep nesting", nested(40), "query_too_deep"),
+    ("huge first", "{ transfers(first: 1000000) { nodes { id } } }", "page_too_large"),
+    ("negative first", "{ transfers(first: -1) { nodes { id } } }", "invalid_argument"),
+    ("many aliases", "{ " + " ".join(f"a{i}: freshness {{ recordsBehind }}" for i in range(50)) + " }",
+     "too_many_aliases"),
+    ("costly fan-out", """{ transfers(first: 100) { nodes { fromWallet { statement(asset: "X", first: 100) {
+        nodes { reference } } } } } }""", "query_too_costly"),
+    ("aliased introspection", "{ " + " ".join(f"s{i}: __schema {{ queryType {{ name }} }}" for i in range(11))
+     + " }", "query_too_costly"),
+    ("deep introspection", deep_introspection(12), "query_too_deep"),
+    ("too many tokens", "{ " + "freshness { recordsBehind } " * 700 + "}", "query_too_long"),
+    ("malformed wallet id", '{ wallet(id: "alice; DROP TABLE assets") { id } }', "invalid_argument"),
+    ("overlong wallet id", '{ wallet(id: "' + "a" * 5000 + '") { id } }', "invalid_argument"),
+    ("malformed transfer id", '{ transfer(id: "../../etc/passwd") { id } }', "invalid_argument"),
+    ("malformed asset", f'{{ wallet(id: "{ALICE}") {{ balance(asset: "usd x") {{ available }} }} }}',
+     "invalid_argument"),
+    ("malformed aggregate", '{ events(filter: {aggregate: "table:events"}) { nodes { id } } }', "invalid_argument"),
+    ("forged cursor", '{ transfers(after: "bm90IGEgY3Vyc29y") { nodes { id } } }', "invalid_cursor"),
+    ("cursor of another list", '{ events(after: "WyJ0cmFuc2ZlcnMiLCAiMjAyNi0wMS0wMVQwMDowMDowMCswMDowMCIsICJ4Il0=") '
+     "{ nodes { id } } }", "invalid_cursor"),
+    ("unknown field", "{ wallets { id } }", "invalid_query"),
+    ("syntax error", "{ transfers(first: ", "invalid_query"),
+]
+
+
+@pytest.mark.parametrize("name, query, code", CASES, ids=[c[0] for c in CASES])
+async def test_hostile_query_is_refused_with_a_code(http: httpx.AsyncClient, running: Running, name: str,
+                                                    query: str, code: str) -> None:
+    answer = await gql.raw(http, running, ALICE_TOKEN, query)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [e["extensions"]["code"] for e in body["errors"]] == [code], body
+    assert body["errors"][0]["message"], body
+
+
+async def test_graphiql_introspection_is_allowed(http: httpx.AsyncClient, running: Running) -> None:
+    got = await gql.data(http, running, ALICE_TOKEN, get_introspection_query(descriptions=True))
+    names = {t["name"] for t in got["__schema"]["types"]}
+    assert {"Query", "Subscription", "Wallet", "ErrorCode"} <= names
+
+
+async def test_huge_body_is_refused_before_parsing(http: httpx.AsyncClient, running: Running) -> None:
+    answer = await http.post(running.graphql_url, content=b'{"query": "' + b" " * 200_000 + b'{ assets { nodes { symbol } } }"}',
+                             headers={"Authorization": f"Bearer {ALICE_TOKEN}", "Content-Type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["errors"][0]["extensions"]["code"] == "query_too_long"
+
+
+async def test_server_keeps_serving_after_a_burst_of_hostile_queries(http: httpx.AsyncClient,
+                                                                    running: Running) -> None:
+    answers = await asyncio.gather(*(gql.raw(http, running, ALICE_TOKEN, q) for _, q, _ in CASES * 3))
+    assert all(a.status_code == 200 for a in answers)
+    ready = await http.get(running.graphql_url.replace("/graphql", "/readyz"))
+    assert ready.status_code == 200
+    assert running.alive()["query-api"]
+    ok = await gql.data(http, running, ALICE_TOKEN, f'{{ wallet(id: "{ALICE}") {{ id balances {{ available }} }} }}')
+    assert ok == {"wallet": {"id": ALICE, "balances": []}}
