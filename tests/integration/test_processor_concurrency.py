@@ -65,6 +65,6 @@ async def test_500_concurrent_transfers_from_a_wallet_funded_for_100(
     assert sum(views[r][0] for r in receivers) == 100_00
     assert sum(a + h for a, h in views.values()) == supply == 100_00  # conservation, base units
 
-    f = facts(await read_events(running.stack.infra.bootstrap), symbol)
+    f = facts(await read_events(running.stack.infra.bootstrap), {symbol})
     assert (len(f.confirmed), len(f.failed)) == (100, 400)
-    assert not f.stale and f.in_flight() == 0
+    assert not f.stale and f.in_flight[symbol] == 0

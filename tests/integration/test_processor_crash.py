@@ -1,5 +1,6 @@
-"""Crash: SIGKILL the processor at several points while it works through a stream of transfers and
-issues, restart it each time -> every command decided exactly once, no credit lost, conservation."""
+"""Crash: SIGKILL the processor at several points while it works through a stream of transfers,
+trades and issues, restart it each time -> every command decided exactly once, no credit lost,
+no hold left behind, conservation."""
 
 import asyncio
 import os
@@ -8,20 +9,18 @@ import signal
 
 import pytest
 
-from tests.conftest import Running, unique_symbol
+from tests.conftest import Running
 from tests.integration.ledger import (
     Workload,
     assert_decided_once,
     assert_views_agree,
     facts,
-    own_processors,
     produce,
     read_events,
     unique_wallets,
     wait_decided,
-    wait_for_exit,
-    wait_for_log,
 )
+from tests.integration.processes import own_processors, wait_for_exit, wait_for_log
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +29,8 @@ async def test_sigkill_at_several_points_decides_every_command_once(running: Run
     bootstrap = running.stack.infra.bootstrap
     all_partitions = f"assigned partitions {list(range(running.stack.settings.partitions))}"
     seed = random.randrange(1 << 30)
-    workload = Workload.build(unique_symbol(), unique_wallets("crash", 6), transfers=400, seed=seed)
-    first, later = workload.stream[:250], workload.stream[250:]
+    workload = Workload.build(unique_wallets("crash", 6), transfers=300, trades=100, seed=seed)
+    first, later = workload.stream[:270], workload.stream[270:]
     with own_processors(running, "crash") as procs:
         await produce(bootstrap, workload.setup + first)
         # Mid-transaction, after N records: the batch's events are in the log, uncommitted.
@@ -46,10 +45,11 @@ async def test_sigkill_at_several_points_decides_every_command_once(running: Run
         await asyncio.sleep(random.Random(seed).uniform(0.05, 0.3))
         os.kill(proc.pid, signal.SIGKILL)
         proc.popen.wait()
-        undecided = facts(await read_events(bootstrap), workload.symbol).undecided(workload)
+        undecided = facts(await read_events(bootstrap), workload.assets).undecided(workload)
         assert undecided, "the kill came after the work: nothing was left for the restart"
         procs.start("crash-final")
         f = await wait_decided(bootstrap, workload)
     assert_decided_once(f, workload)
-    assert f.failed, "the stream was meant to include transfers that cannot be covered"
-    await assert_views_agree(running, f, workload.symbol)
+    assert f.settled and set(f.failed) & set(workload.trades), "trades were meant to settle and to fail"
+    assert set(f.failed) & set(workload.transfers), "some transfers were meant to fail"
+    await assert_views_agree(running, f, workload.assets)

@@ -6,21 +6,18 @@ import signal
 
 import pytest
 
-from tests.conftest import Running, unique_symbol
+from tests.conftest import Running
 from tests.integration.ledger import (
     Workload,
     assert_decided_once,
     assert_views_agree,
     facts,
-    own_processors,
     produce,
     read_events,
     unique_wallets,
     wait_decided,
-    wait_for_exit,
-    wait_for_log,
-    wait_until_stopped,
 )
+from tests.integration.processes import own_processors, wait_for_exit, wait_for_log, wait_until_stopped
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +25,7 @@ pytestmark = pytest.mark.integration
 async def test_a_resumed_zombie_is_fenced_and_nothing_is_decided_twice(running: Running) -> None:
     bootstrap = running.stack.infra.bootstrap
     partitions = list(range(running.stack.settings.partitions))
-    workload = Workload.build(unique_symbol(), unique_wallets("zombie", 10), transfers=300, seed=7)
+    workload = Workload.build(unique_wallets("zombie", 10), transfers=200, trades=100, seed=7)
     with own_processors(running, "zombie") as procs:
         zombie = procs.start("zombie", LEDGERLINE_FAULT_AFTER_RECORDS="12", LEDGERLINE_FAULT_SIGNAL="STOP")
         await wait_for_log(zombie, f"assigned partitions {partitions}")
@@ -49,6 +46,6 @@ async def test_a_resumed_zombie_is_fenced_and_nothing_is_decided_twice(running: 
     assert "was taken over by another instance; this instance must not write" in zombie.text()
     assert_decided_once(f, workload)
     # The zombie did write: its records are in the log, but aborted, never read as committed.
-    written = facts(await read_events(bootstrap, "read_uncommitted"), workload.symbol)
+    written = facts(await read_events(bootstrap, "read_uncommitted"), workload.assets)
     assert sum(written.event_ids.values()) > sum(f.event_ids.values())
-    await assert_views_agree(running, f, workload.symbol)
+    await assert_views_agree(running, f, workload.assets)
