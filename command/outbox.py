@@ -37,6 +37,9 @@ class Partitioner:
         return found
 
 
+_NO_HEADERS: list[tuple[str, bytes]] = []  # read, never written, by the batch builder
+
+
 class Outbox:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
@@ -48,10 +51,11 @@ class Outbox:
         builder = self._open.get((topic, partition))
         if builder is None:
             builder = self._open[(topic, partition)] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+        headers = headers or _NO_HEADERS
+        if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             self._full.append((topic, partition, builder))
             builder = self._open[(topic, partition)] = self.producer.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit a batch")
 
     async def flush(self) -> None:
