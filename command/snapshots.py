@@ -1,8 +1,11 @@
-"""Per-aggregate snapshots kept in the compacted state topic: the state and recent command ids."""
+"""Per-aggregate snapshots kept in the compacted state topic: the state and recent command ids,
+and :func:`restore`, which reads one partition of them back into memory."""
 
 import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from command.decide import State
+from events import topics
 
 RECENT_COMMANDS = 256
 
@@ -30,3 +33,37 @@ def encode(snapshot: Snapshot) -> bytes:
 
 def decode(data: bytes) -> Snapshot:
     return _decoder.decode(data)
+
+
+async def restore(bootstrap: str, partition: int) -> dict[str, Snapshot]:
+    """Read one partition of the snapshot topic, start to end, into memory.
+
+    Called after ``init_transactions`` for the partition's transactional id, so no transaction of
+    an earlier owner is still open on it and the end offset is final.
+    """
+    tp = TopicPartition(topics.STATE, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        # Snapshots are small and many: fetch them in large slices.
+        max_partition_fetch_bytes=32 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    states: dict[str, Snapshot] = {}
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=100_000)
+            for record in batch.get(tp, ()):
+                if record.value is None:
+                    states.pop(record.key.decode(), None)
+                else:
+                    states[record.key.decode()] = _decoder.decode(record.value)
+    finally:
+        await consumer.stop()
+    return states

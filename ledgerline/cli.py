@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -44,10 +45,14 @@ def query_api(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:
+    from command.faults import Fault
     from command.processor import Processor
 
     async def run(stop: asyncio.Event) -> None:
-        await Processor(settings.kafka_bootstrap).run(stop)
+        await Processor(
+            settings.kafka_bootstrap, max_records=settings.processor_max_records,
+            session_timeout_ms=settings.processor_session_timeout_ms, fault=Fault.from_env(os.environ),
+        ).run(stop)
 
     asyncio.run(_until_signalled(run))
 

@@ -33,6 +33,8 @@ class Settings:
     max_body_bytes: int
     max_wait_seconds: float
     log_level: str
+    processor_max_records: int = 10_000
+    processor_session_timeout_ms: int = 10_000
     projector_metrics_port: int = 9101  # 0: no /metrics endpoint
 
     def token_keys(self) -> "TokenKeys":
@@ -95,6 +97,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "LEDGERLINE_MAX_BODY_BYTES", 64 * 1024, 256, 16 * 1024 * 1024),
         max_wait_seconds=float(_int(env, "LEDGERLINE_MAX_WAIT_SECONDS", 30, 0, 300)),
         log_level=(env.get("LEDGERLINE_LOG_LEVEL") or "INFO").upper(),
+        # Records per processor transaction (across its partitions).
+        processor_max_records=_int(env, "LEDGERLINE_PROCESSOR_MAX_RECORDS", 10_000, 1, 100_000),
+        # How long a silent processor keeps its partitions; the broker allows 6 s at least.
+        processor_session_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS", 10_000,
+                                          6_000, 300_000),
         projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
     )
 

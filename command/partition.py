@@ -1,0 +1,201 @@
+"""The worker of one input partition: decides its commands in batches and commits each batch -
+events, follow-up requests, snapshots and the consumed offsets - in one Kafka transaction.
+
+It owns the partition's transactional id: starting it (``init_transactions``) fences any older
+owner. A batch is decided in memory (no awaits per record), handed to the producer as a few record
+batches and committed; the in-memory state takes the batch only once the commit is done, so a
+failed batch can simply be decided again.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
+
+from command import snapshots
+from command.decide import decide, evolve, react
+from command.faults import Fault
+from command.outbox import Outbox, Partitioner, dead_letter_headers
+from command.snapshots import EMPTY, Snapshot, restore
+from events import codec, topics
+from events.codec import DecodeError, Envelope
+
+log = logging.getLogger("ledgerline.processor")
+
+_RETRY_FOR_SECONDS = 60.0
+
+
+class Fenced(RuntimeError):
+    """A newer processor instance owns this partition; this one must stop writing."""
+
+
+class Ids:
+    """Unique ids in UUID (version 4) form, cheaply: 70 random bits drawn per worker start, then
+    a 48-bit counter. Fresh random bits at each start keep them unique across restarts and
+    instances; they name events and follow-up requests and are not meant to be unguessable."""
+
+    def __init__(self) -> None:
+        r = uuid.uuid4().hex  # version and variant digits already in place
+        self.prefix = f"{r[:8]}-{r[8:12]}-{r[12:16]}-{r[16:20]}-"
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
+class PartitionWorker:
+    def __init__(self, bootstrap: str, tp: TopicPartition, group: str, prefix: str, *,
+                 max_records: int, fault: Fault | None = None) -> None:
+        self.tp = tp
+        self.group = group
+        self.bootstrap = bootstrap
+        self.max_records = max_records
+        self.fault = fault
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            transactional_id=f"{prefix}-{tp.partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=0,
+            max_batch_size=512 * 1024,
+        )
+        self.states: dict[str, Snapshot] = {}
+        self.next_offset = 0  # the first offset not decided yet
+        self.fetched_to = 0  # the first offset not handed to this worker yet
+        self.inbox: list[Any] = []
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.task: asyncio.Task[None] | None = None
+        self.partitioner: Partitioner | None = None
+        self.ids = Ids()
+
+    async def start(self, committed: Any) -> None:
+        """Fence older owners, then recover the state and, through ``committed`` (a coroutine
+        function), the committed offset: nothing can move either once the fence is up."""
+        await self.producer.start()  # init_transactions: bumps the epoch, aborts their transaction
+        self.partitioner = Partitioner(sorted(await self.producer.partitions_for(topics.COMMANDS)))
+        self.states = await restore(self.bootstrap, self.tp.partition)
+        self.next_offset = self.fetched_to = await committed(self.tp)
+        log.info("partition %s: recovered %d aggregates, resuming at offset %d",
+                 self.tp.partition, len(self.states), self.next_offset)
+
+    def offer(self, records: list[Any]) -> None:
+        """Queue fetched records; the worker's task decides them in batches."""
+        fresh = [r for r in records if r.offset >= self.fetched_to]
+        if fresh:
+            self.inbox.extend(fresh)
+            self.fetched_to = fresh[-1].offset + 1
+            self.wake.set()
+
+    async def run(self) -> None:
+        while not self.closing:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.inbox and not self.closing:
+                records, self.inbox = self.inbox[: self.max_records], self.inbox[self.max_records :]
+                await self._with_retry(records)
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, drop the queued records (the next owner resumes at the
+        committed offset), and close the producer."""
+        self.closing = True
+        self.wake.set()
+        if self.task is not None:
+            await asyncio.wait([self.task])
+        await self.producer.stop()
+
+    async def _with_retry(self, records: list[Any]) -> None:
+        delay, deadline = 0.1, time.monotonic() + _RETRY_FOR_SECONDS
+        while True:
+            try:
+                await self.process(records)
+                return
+            except KafkaError as exc:
+                # The transaction was aborted and the in-memory state did not take the batch:
+                # deciding the same records again is safe. Anything else, or a failure that
+                # persists, stops the process: a restart rejoins the group from a clean slate.
+                transient = getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                log.warning("batch on partition %s failed (%r); retrying", self.tp.partition, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def process(self, records: list[Any]) -> None:
+        records = [r for r in records if r.offset >= self.next_offset]
+        if not records:
+            return
+        out = Outbox(self.producer)
+        pending: dict[str, Snapshot] = {}
+        for record in records:
+            self._one(record, pending, out)
+        partition = self.tp.partition
+        for key, snap in pending.items():
+            out.add(topics.STATE, partition, key.encode(), snapshots.encode(snap))
+        next_offset = records[-1].offset + 1
+        try:
+            async with self.producer.transaction():
+                # Records first, then the offsets, so the offsets never lead what they cover.
+                await out.flush()
+                if self.fault is not None:
+                    self.fault.decided(len(records))
+                await self.producer.send_offsets_to_transaction({self.tp: next_offset}, self.group)
+        except ProducerFenced as exc:
+            raise Fenced(f"partition {partition} was taken over by another instance") from exc
+        self.states.update(pending)
+        self.next_offset = next_offset
+
+    def _one(self, record: Any, pending: dict[str, Snapshot], out: Outbox) -> None:
+        try:
+            env = codec.decode(record.value)
+        except DecodeError as exc:
+            self._dead_letter(record, str(exc), out)
+            return
+        assert self.partitioner is not None
+        if self.partitioner.partition(env.key.encode()) != self.tp.partition:
+            # Its state lives with another partition's owner; deciding it here would fork it.
+            self._dead_letter(record, f"key {env.key!r} does not belong to this partition", out)
+            return
+        snap = pending.get(env.key) or self.states.get(env.key) or EMPTY
+        if snap.seen(env.id):
+            log.info("duplicate command %s on %s ignored", env.id, env.key)
+            return
+        try:
+            decided = decide(snap.state, env.payload)
+            state = snap.state
+            for event in decided:
+                state = evolve(state, event)
+        except Exception as exc:  # a command no decider can apply is poison, not a crash
+            self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
+            return
+        pending[env.key] = snap.after(state, env.id)
+        self._emit(env, decided, out)
+
+    def _emit(self, cmd: Envelope, decided: list[Any], out: Outbox) -> None:
+        assert self.partitioner is not None
+        key, now, next_id = cmd.key.encode(), datetime.now(UTC), self.ids.next
+        for event in decided:
+            env = codec.envelope(
+                event, key=cmd.key, command_id=cmd.command_id, principal=cmd.principal,
+                correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
+            )
+            out.add(topics.EVENTS, self.tp.partition, key, codec.encode(env))
+            for target, follow_up in react(event):
+                request = codec.envelope(
+                    follow_up, key=target, command_id=cmd.command_id, principal=cmd.principal,
+                    correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
+                )
+                target_key = target.encode()
+                out.add(topics.COMMANDS, self.partitioner.partition(target_key), target_key,
+                        codec.encode(request))
+
+    def _dead_letter(self, record: Any, error: str, out: Outbox) -> None:
+        log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)
+        out.add(topics.DLQ, self.tp.partition, record.key, record.value,
+                dead_letter_headers(error, record.topic, record.partition, record.offset))
