@@ -80,8 +80,12 @@ class PartitionWorker:
         function), the committed offset: nothing can move either once the fence is up."""
         await self.producer.start()  # init_transactions: bumps the epoch, aborts their transaction
         self.partitioner = Partitioner(sorted(await self.producer.partitions_for(topics.COMMANDS)))
-        self.states = await restore(self.bootstrap, self.tp.partition)
-        self.next_offset = self.fetched_to = await committed(self.tp)
+        restored = await restore(self.bootstrap, self.tp.partition)
+        self.states = dict(restored)
+        if restored.checkpoint is not None:
+            self.next_offset = self.fetched_to = restored.checkpoint
+        else:  # nothing decided on this partition yet (or snapshots from before checkpoints)
+            self.next_offset = self.fetched_to = await committed(self.tp)
         log.info("partition %s: recovered %d aggregates, resuming at offset %d",
                  self.tp.partition, len(self.states), self.next_offset)
 
@@ -139,6 +143,8 @@ class PartitionWorker:
         for key, snap in pending.items():
             out.add(topics.STATE, partition, key.encode(), snapshots.encode(snap))
         next_offset = records[-1].offset + 1
+        out.add(topics.STATE, partition, snapshots.CHECKPOINT_KEY,
+                snapshots.encode_checkpoint(next_offset))
         try:
             async with self.producer.transaction():
                 # Records first, then the offsets, so the offsets never lead what they cover.

@@ -9,6 +9,11 @@ from events import topics
 
 RECENT_COMMANDS = 256
 
+# The reserved key of the checkpoint record: the first input offset not decided yet, written in
+# the same transaction as the snapshots. Aggregate keys always have a prefix (``wallet:``), so it
+# cannot collide with one.
+CHECKPOINT_KEY = b"__input_offset__"
+
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     state: State | None = None
@@ -35,8 +40,23 @@ def decode(data: bytes) -> Snapshot:
     return _decoder.decode(data)
 
 
-async def restore(bootstrap: str, partition: int) -> dict[str, Snapshot]:
+def encode_checkpoint(next_offset: int) -> bytes:
+    return _encoder.encode({"next_offset": next_offset})
+
+
+class Restored(dict[str, Snapshot]):
+    """The snapshots of one partition, and the input offset they are complete up to (if any)."""
+
+    checkpoint: int | None = None
+
+
+async def restore(bootstrap: str, partition: int) -> Restored:
     """Read one partition of the snapshot topic, start to end, into memory.
+
+    The checkpoint it carries is the input offset the snapshots cover. It, not the consumer
+    group's committed offset, is where the processor resumes: both are written in one
+    transaction, but right after a broker restart the group coordinator may still be loading
+    and answer "no committed offset", which would replay the partition from the start.
 
     Called after ``init_transactions`` for the partition's transactional id, so no transaction of
     an earlier owner is still open on it and the end offset is final.
@@ -52,7 +72,7 @@ async def restore(bootstrap: str, partition: int) -> dict[str, Snapshot]:
         fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()
-    states: dict[str, Snapshot] = {}
+    states = Restored()
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
@@ -60,7 +80,9 @@ async def restore(bootstrap: str, partition: int) -> dict[str, Snapshot]:
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=100_000)
             for record in batch.get(tp, ()):
-                if record.value is None:
+                if record.key == CHECKPOINT_KEY:
+                    states.checkpoint = int(msgspec.json.decode(record.value)["next_offset"])
+                elif record.value is None:
                     states.pop(record.key.decode(), None)
                 else:
                     states[record.key.decode()] = _decoder.decode(record.value)

@@ -29,8 +29,12 @@ async def test_sigkill_at_several_points_decides_every_command_once(running: Run
     bootstrap = running.stack.infra.bootstrap
     all_partitions = f"assigned partitions {list(range(running.stack.settings.partitions))}"
     seed = random.randrange(1 << 30)
-    workload = Workload.build(unique_wallets("crash", 6), transfers=300, trades=100, seed=seed)
+    wallets = unique_wallets("crash", 6)
+    workload = Workload.build(wallets, transfers=300, trades=100, seed=seed, cash=3_000, bonds=20)
     first, later = workload.stream[:270], workload.stream[270:]
+    # A long tail of small transfers, so the external kill lands while work is left.
+    rng = random.Random(seed)
+    later += [workload.transfer(*rng.sample(wallets, 2), 1) for _ in range(2000)]
     with own_processors(running, "crash") as procs:
         await produce(bootstrap, workload.setup + first)
         # Mid-transaction, after N records: the batch's events are in the log, uncommitted.
