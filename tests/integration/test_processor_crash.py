@@ -25,6 +25,18 @@ from tests.integration.processes import own_processors, wait_for_exit, wait_for_
 pytestmark = pytest.mark.integration
 
 
+async def _funded(bootstrap: str, workload: Workload, credits: int, within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        seen = sum(1 for e in await read_events(bootstrap)
+                   if e.type == "WalletCredited" and e.payload.asset in workload.assets)
+        if seen >= credits:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the setup's issues were not credited in time")
+
+
 async def test_sigkill_at_several_points_decides_every_command_once(running: Running) -> None:
     bootstrap = running.stack.infra.bootstrap
     all_partitions = f"assigned partitions {list(range(running.stack.settings.partitions))}"
@@ -36,10 +48,15 @@ async def test_sigkill_at_several_points_decides_every_command_once(running: Run
     rng = random.Random(seed)
     later += [workload.transfer(*rng.sample(wallets, 2), 1) for _ in range(2000)]
     with own_processors(running, "crash") as procs:
-        await produce(bootstrap, workload.setup + first)
+        # The wallets are funded before the stream arrives; otherwise the issue credits (follow-up
+        # requests) queue behind the whole stream and every transfer and trade fails.
+        await produce(bootstrap, workload.setup)
         # Mid-transaction, after N records: the batch's events are in the log, uncommitted.
         for n, after in enumerate((60, 150, 90)):
             proc = procs.start(f"crash-{n}", LEDGERLINE_FAULT_AFTER_RECORDS=str(after))
+            if n == 0:
+                await _funded(bootstrap, workload, len(wallets) * 2)
+                await produce(bootstrap, first)
             assert await wait_for_exit(proc, 40) == -signal.SIGKILL, proc.text()[-3000:]
             assert "fault injection: sending myself SIGKILL" in proc.text()
         # From outside, at a random moment while it works through a backlog.
