@@ -9,7 +9,7 @@ one ``send_and_wait`` per request on a default producer, nothing tuned):
    answer of ``Prefer: wait=5``, which comes once the read model (the views GraphQL reads) shows
    the transfer ``completed``; alongside, a sample of transfers whose ``completed`` status is
    then read back through GraphQL (the proof, and request -> GraphQL answer latency);
-2. the same at a light 100 commands/s: what batching in the producer costs a lone request;
+2. the same at a light 100 commands/s, short of what the pipeline can carry;
 3. the maximum rate of accepted commands (``202``, no wait), closed loop.
 
 It starts its own Kafka broker and PostgreSQL (``ledgerline.stack``, through the local stack's
@@ -31,19 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.httpload import Connection, request_bytes
 from bench.query import _cpu_seconds, _post, _server_kind, _wait_up
+from events import codec, topics
 from ledgerline import local
 from ledgerline.auth import issue_token
-from ledgerline.settings import asyncpg_dsn, load
+from ledgerline.settings import Settings, asyncpg_dsn, load
 from ledgerline.stack.ports import free_port
 
 SECRET = "bench-secret-" + "c" * 40
 SYMBOL = "BENCHCMD"
 WALLETS = 200
 RATE, LIGHT_RATE = 1000.0, 100.0
-OPEN_SECONDS, LIGHT_SECONDS, MAX_SECONDS = 5.0, 2.0, 3.0
+OPEN_SECONDS, LIGHT_SECONDS, MAX_SECONDS = 5.0, 3.0, 3.0
 CONNECTIONS = 64
 SAMPLE_EVERY = 0.2  # seconds between GraphQL-checked transfers during the open-loop runs
 TRANSFER_QUERY = "query($id: ID!) { transfer(id: $id) { status } }"
@@ -72,53 +74,89 @@ def _spec(port: int, variants: list[dict[str, Any]], wait: bool, **mode: Any) ->
 
 
 class Sampler:
-    """Now and then a transfer with ``Prefer: wait``, then its status read through GraphQL."""
+    """Now and then a transfer with ``Prefer: wait``, then its status read through GraphQL; and
+    where its time went, from Kafka timestamps: the command appended by the API, the debit
+    decided by the processor, the credit decided (once the debit's transaction committed).
+    """
 
-    def __init__(self, port: int, query_port: int, secret: str) -> None:
-        self.port, self.query_port = port, query_port
+    def __init__(self, port: int, query_port: int, secret: str, bootstrap: str, partitions: int) -> None:
+        self.port, self.query_port, self.bootstrap, self.partitions = port, query_port, bootstrap, partitions
         self.token = issue_token(secret, "bench-sampler", wallets=["bench-sampler"])
-        self.answered: list[float] = []  # request -> the API's answer
-        self.in_graphql: list[float] = []  # request -> GraphQL's answer showing it completed
+        self.samples: dict[str, dict[str, float]] = {}  # transfer id -> wall-clock times
         self.wrong: list[str] = []
 
     async def run(self, seconds: float) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for topic in (topics.COMMANDS, topics.EVENTS)
+                   for p in range(self.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+            tasks = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                await asyncio.sleep(SAMPLE_EVERY)
+                tasks.append(asyncio.create_task(self._one()))
+            await asyncio.gather(*tasks)
+            await self._hops(consumer, tps)
+        finally:
+            await consumer.stop()
+
+    async def _one(self) -> None:
         api = await Connection.open("127.0.0.1", self.port)
         gql = await Connection.open("127.0.0.1", self.query_port)
         body = json.dumps({"from": "bench-sampler", "to": _wallet(0), "asset": SYMBOL, "amount": "0.01"})
-        post = request_bytes("POST", "/v1/transfers", f"127.0.0.1:{self.port}", {
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-            "Prefer": "wait=5"}, body.encode())
-        end = time.monotonic() + seconds
         try:
-            while time.monotonic() < end:
-                await asyncio.sleep(SAMPLE_EVERY)
-                started = time.monotonic()
-                status, answer = await api.exchange(post)
-                self.answered.append(time.monotonic() - started)
-                if status != 200:
-                    self.wrong.append(f"{status} {answer[:200]!r}")
-                    continue
-                query = json.dumps({"query": TRANSFER_QUERY,
-                                    "variables": {"id": json.loads(answer)["transfer_id"]}})
-                _, shown = await gql.exchange(request_bytes(
-                    "POST", "/graphql", f"127.0.0.1:{self.query_port}",
-                    {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-                    query.encode()))
-                self.in_graphql.append(time.monotonic() - started)
-                if json.loads(shown)["data"]["transfer"]["status"] != "completed":
-                    self.wrong.append(f"GraphQL shows {shown[:200]!r}")
+            started = time.time()
+            status, answer = await api.exchange(request_bytes(
+                "POST", "/v1/transfers", f"127.0.0.1:{self.port}", {
+                    "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                    "Prefer": "wait=5"}, body.encode()))
+            answered = time.time()
+            if status != 200:
+                self.wrong.append(f"{status} {answer[:200]!r}")
+                return
+            transfer_id = json.loads(answer)["transfer_id"]
+            query = json.dumps({"query": TRANSFER_QUERY, "variables": {"id": transfer_id}})
+            _, shown = await gql.exchange(request_bytes(
+                "POST", "/graphql", f"127.0.0.1:{self.query_port}",
+                {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+                query.encode()))
+            self.samples[transfer_id] = {"start": started, "answer": answered, "graphql": time.time()}
+            if json.loads(shown)["data"]["transfer"]["status"] != "completed":
+                self.wrong.append(f"GraphQL shows {shown[:200]!r}")
         finally:
             api.close()
             gql.close()
 
-    def summary(self) -> dict[str, Any]:
-        def pct(xs: list[float], p: float) -> float | None:
-            xs = sorted(xs)
-            return None if not xs else round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 1)
+    async def _hops(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        ends = await consumer.end_offsets(tps)
+        wanted = {"InitiateTransfer": "appended", "TransferConfirmed": "debit", "WalletCredited": "credit"}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for record in records:
+                    try:
+                        env = codec.decode(record.value)
+                    except codec.DecodeError:
+                        continue
+                    sample = self.samples.get(env.correlation_id or "")
+                    if sample is not None and env.type in wanted:
+                        sample[wanted[env.type]] = record.timestamp / 1000
 
-        return {"n": len(self.answered), "answer_p50_ms": pct(self.answered, 0.5),
-                "graphql_p50_ms": pct(self.in_graphql, 0.5), "graphql_max_ms": pct(self.in_graphql, 1.0),
-                "not_completed": len(self.wrong), "first_wrong": self.wrong[0] if self.wrong else None}
+    def summary(self) -> dict[str, Any]:
+        def p50(step: str) -> float | None:
+            xs = sorted(s[step] - s["start"] for s in self.samples.values() if step in s)
+            return None if not xs else round(xs[len(xs) // 2] * 1000, 1)
+
+        graphql = sorted(s["graphql"] - s["start"] for s in self.samples.values())
+        return {"n": len(self.samples) + len(self.wrong), "not_completed": len(self.wrong),
+                "first_wrong": self.wrong[0] if self.wrong else None,
+                "graphql_max_ms": round(graphql[-1] * 1000, 1) if graphql else None,
+                **{f"{step}_p50_ms": p50(step) for step in ("appended", "debit", "credit", "answer",
+                                                            "graphql")}}
 
 
 async def _load_with_sampler(spec: dict[str, Any], sampler: Sampler | None) -> dict[str, Any]:
@@ -195,23 +233,22 @@ def _fund(command_url: str, secret: str, ledger: Ledger) -> None:
     ledger.expected += 1 + len(wallets)
 
 
-def _run(ports: dict[str, int], pids: dict[str, int], query_port: int, ledger: Ledger) -> dict[str, Any]:
+def _run(ports: dict[str, int], pids: dict[str, int], settings: Settings, ledger: Ledger) -> dict[str, Any]:
     variants = _variants(SECRET)
     out: dict[str, Any] = {}
     drains = []
     for name in ("api", "baseline"):
-        print(f"  {name}: {RATE:,.0f}/s open loop with Prefer: wait …", flush=True)
-        sampler = Sampler(ports[name], query_port, SECRET)
-        out[f"{name}_open"] = _measured(_spec(ports[name], variants, True, mode="open", rate=RATE,
-                                              seconds=OPEN_SECONDS), pids[name], sampler)
-        ledger.add(out[f"{name}_open"])
-        drains.append(ledger.drained())
-        print(f"  {name}: {LIGHT_RATE:,.0f}/s open loop with Prefer: wait …", flush=True)
-        out[f"{name}_light"] = _measured(_spec(ports[name], variants, True, mode="open", rate=LIGHT_RATE,
-                                               seconds=LIGHT_SECONDS, warmup=0.3), pids[name])
-        ledger.add(out[f"{name}_light"])
+        for run, rate, seconds in (("open", RATE, OPEN_SECONDS), ("light", LIGHT_RATE, LIGHT_SECONDS)):
+            print(f"  {name}: {rate:,.0f}/s open loop with Prefer: wait …", flush=True)
+            sampler = Sampler(ports[name], settings.query_port, SECRET, settings.kafka_bootstrap,
+                              settings.partitions)
+            out[f"{name}_{run}"] = _measured(_spec(ports[name], variants, True, mode="open", rate=rate,
+                                                   seconds=seconds, warmup=0.5), pids[name], sampler)
+            ledger.add(out[f"{name}_{run}"])
+            drains.append(ledger.drained())
     for name in ("baseline", "api"):
-        drains.append(ledger.drained())
+        if name == "api":
+            drains.append(ledger.drained())
         print(f"  {name}: maximum accepted rate, {CONNECTIONS} connections …", flush=True)
         out[f"{name}_max"] = _measured(_spec(ports[name], variants, False, mode="closed",
                                              connections=CONNECTIONS, seconds=MAX_SECONDS, warmup=0.5),
@@ -230,14 +267,16 @@ def _report(r: dict[str, Any]) -> None:
     def row(label: str, key: str) -> str:
         o, light, m = r[f"{key}_open"], r[f"{key}_light"], r[f"{key}_max"]
         per_core = 1e6 / m["server_cpu_us"] if m["server_cpu_us"] else 0.0
-        return (f"  {label:<26} {o['p50_ms']:>7} {o['p99_ms']:>7} {o['failed']:>6} {o['server_cpu_us']:>6} |"
+        return (f"  {label:<26} {o['p50_ms']:>7} {o['p99_ms']:>7} {o['rate']:>6,.0f} {o['failed']:>6} |"
                 f" {light['p50_ms']:>6} {light['p99_ms']:>6} |"
                 f" {m['rate']:>7,.0f} {m['server_cpu_us']:>6} {per_core:>7,.0f} {m['failed']:>5}")
 
-    def sample(key: str) -> str:
-        g = r[f"{key}_open"]["graphql"]
-        return (f"{g['n']} sampled, {g['not_completed']} not completed in GraphQL; request -> "
-                f"GraphQL answer p50 {g['graphql_p50_ms']} ms, max {g['graphql_max_ms']} ms")
+    def hops(label: str, key: str) -> str:
+        g = r[key]["graphql"]
+        return (f"  {label:<22} {g['n']:>4} {g['appended_p50_ms']!s:>8} {g['debit_p50_ms']!s:>8}"
+                f" {g['credit_p50_ms']!s:>8}"
+                f" {g['answer_p50_ms']!s:>8} {g['graphql_p50_ms']!s:>8} {g['graphql_max_ms']!s:>8}"
+                f" {g['not_completed']:>6}")
 
     ratio = r["api_max"]["rate"] / r["baseline_max"]["rate"] if r["baseline_max"]["rate"] else 0.0
     cpu_ratio = r["baseline_max"]["server_cpu_us"] / max(r["api_max"]["server_cpu_us"], 1)
@@ -247,20 +286,29 @@ uvicorn worker ({r['server']}), {os.cpu_count()} cores shared with Kafka, Postgr
 processor, the projector, the query API and the load generator.
 Load average (1 min): {r['load_before']} before; after each run: {_loads(r)}.
 
-{"":28}end to end, {RATE:,.0f}/s open loop | {LIGHT_RATE:,.0f}/s open  | accepted (202), closed loop
-                             p50 ms  p99 ms failed us/req | p50 ms p99 ms |   cmd/s us/req cmd/core failed
+{"":28}end to end, {RATE:,.0f}/s offered      | {LIGHT_RATE:,.0f}/s offered | accepted (202), closed loop
+                             p50 ms  p99 ms  done/s failed | p50 ms p99 ms |   cmd/s us/req cmd/core failed
 {row("command API", "api")}
 {row("baseline: produce-and-wait", "baseline")}
 
-  End to end: from each request's scheduled time to its Prefer: wait answer, which comes once
-  the views GraphQL reads show the transfer completed (the debit and the credit).
-  GraphQL check, command API: {sample("api")}
-  GraphQL check, baseline:    {sample("baseline")}
+  End to end: open loop, from each request's scheduled time to its Prefer: wait=5 answer, which
+  comes once the views GraphQL reads show the transfer completed (the debit and the credit).
+  done/s: transfers answered completed per second; failed: not answered completed within the
+  wait, or not sent because all 1,000 connections were waiting (offered faster than done).
   Accepted: {MAX_SECONDS:.0f} s, {CONNECTIONS} connections. The command API accepts {ratio:.1f}x the
-  baseline's rate and needs 1/{cpu_ratio:.1f} of its CPU per command.
-  us/req: the server's CPU time per request; cmd/core: the rate it could reach with a core
-  to itself. failed: answers that were not the expected 200 completed / 202 accepted.
+  baseline's rate and needs 1/{cpu_ratio:.1f} of its CPU per command. us/req: the server's CPU
+  time per request; cmd/core: the rate it could reach with a core to itself.
   Pipeline catch-up before runs (s): {r['drain_s']}.
+
+Sampled transfers during the end-to-end runs (Prefer: wait, then the transfer read through
+GraphQL), p50 ms from the request, by Kafka timestamps: the command appended by the API, the
+debit and the credit decided by the processor (the credit once the debit's transaction has
+committed); then the API's answer and GraphQL's:
+                            n appended    debit   credit   answer  GraphQL  GQL max  not completed
+{hops(f"command API, {RATE:,.0f}/s", "api_open")}
+{hops(f"command API, {LIGHT_RATE:,.0f}/s", "api_light")}
+{hops(f"baseline, {RATE:,.0f}/s", "baseline_open")}
+{hops(f"baseline, {LIGHT_RATE:,.0f}/s", "baseline_light")}
 
 Targets: >= 5,000 commands/s accepted; end to end p50 <= 15 ms, p99 <= 50 ms at 1,000/s.""")
 
@@ -294,7 +342,7 @@ def main() -> None:
         load_before = f"{os.getloadavg()[0]:.1f}"
         results = _run({"api": settings.command_port, "baseline": baseline_port},
                        {"api": services.children["command-api"].pid, "baseline": baseline.pid},
-                       settings.query_port, ledger)
+                       replace(settings, kafka_bootstrap=infra.bootstrap), ledger)
         results["server"] = _server_kind()
         results["load_before"] = load_before
         _report(results)

@@ -387,13 +387,18 @@ async def metrics(_request: Request) -> Response:
     return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """No reset round trip when a connection goes back to the pool: this API never changes a
+    session's settings, holds no advisory locks or cursors, and listens on its own connection."""
+
+
 def create_app(settings: Settings) -> Starlette:
     tokens = Verified(settings.token_keys())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
         producer = command_producer(settings.kafka_bootstrap)
         await producer.start()
         waiters = outcomes.Waiters(pool)

@@ -3,15 +3,17 @@
 One LISTEN connection per process wakes the waiters of the command ids each projector commit
 names (it names a command once its outcome is final). The outcomes of all the commands one
 notification names are read in one statement and handed to their waiters, so a thousand
-waiting requests cost a few reads, not a thousand. A waiter also re-reads on its own now and
-then, so a lost notification costs latency, never truth.
+waiting requests cost a few reads, not a thousand. In case a notification is lost (the listener
+reconnecting), every waited-for command is also re-read, all in one statement, every
+``RECHECK_SECONDS``: a lost notification costs latency, never truth, and waiting never turns
+into one poll per request.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -29,7 +31,6 @@ _COLUMNS = ("c.command_id, c.type, c.principal, c.status, c.reason, c.correlatio
 _STATUS = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = $1"
 _STATUSES = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = ANY($1::text[])"
 
-# Without a notification, a waiter still re-reads this often (the listener may be reconnecting).
 RECHECK_SECONDS = 1.0
 
 
@@ -45,42 +46,27 @@ class Watch:
     def __init__(self, pool: asyncpg.Pool, command_id: str) -> None:
         self.pool = pool
         self.command_id = command_id
-        self.outcome: dict[str, Any] | None = None
-        self.changed = asyncio.Event()
+        self.done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     def deliver(self, outcome: dict[str, Any]) -> None:
-        self.outcome = outcome
-        self.changed.set()
+        if outcome["status"] in FINAL and not self.done.done():
+            self.done.set_result(outcome)
 
     async def final(self, seconds: float, *, read_first: bool = True) -> dict[str, Any] | None:
-        """The outcome once final, or the latest one seen when ``seconds`` run out.
+        """The outcome once final, or the latest one when ``seconds`` run out.
 
         ``read_first=False`` only for a command sent after this watch was registered: nothing
         about it can be in the read model yet that a notification would not bring.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        must_read = read_first
-        while True:
-            if must_read:
-                self.changed.clear()  # before reading, so a commit after the read still wakes us
-                fresh = await read(self.pool, self.command_id)
-                if not self.is_final():  # a final outcome delivered meanwhile is newer
-                    self.outcome = fresh
-            if self.is_final():
-                return self.outcome
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return self.outcome
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(remaining, RECHECK_SECONDS))
-                self.changed.clear()
-                must_read = not self.is_final()
-            except TimeoutError:
-                must_read = True
-
-    def is_final(self) -> bool:
-        return self.outcome is not None and self.outcome["status"] in FINAL
+        if read_first:
+            outcome = await read(self.pool, self.command_id)
+            if outcome is not None:
+                self.deliver(outcome)
+        try:
+            async with asyncio.timeout(seconds):
+                return await self.done
+        except TimeoutError:
+            return await read(self.pool, self.command_id)  # the latest, final or not
 
 
 class Waiters:
@@ -90,21 +76,26 @@ class Waiters:
         self._conn: asyncpg.Connection | None = None
         self._to_read: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, dsn: str) -> None:
         self._conn = await asyncpg.connect(dsn)
         await self._conn.add_listener(CHANNEL, self._notified)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._conn is not None:
             await self._conn.close()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if not self._waiting:  # every projector commit notifies; most find nobody waiting here
+        # Every projector commit notifies, one kind of id per payload ({"commands": [...]},
+        # {"wallets": [...]}, ...); only command ids somebody here waits for matter.
+        if not self._waiting or not payload.startswith('{"commands"'):
             return
         try:
             ids = json.loads(payload).get("commands", [])
@@ -121,16 +112,25 @@ class Waiters:
         # Notifications that arrive while a read is under way are read together by the next one.
         while self._to_read:
             ids, self._to_read = list(self._to_read), set()
-            try:
-                rows = await self.pool.fetch(_STATUSES, ids)
-            except (OSError, asyncpg.PostgresError) as exc:
-                # The waiters' own re-reads take over; nothing is lost but time.
-                log.warning("could not read notified outcomes: %r", exc)
-                return
-            for row in rows:
-                outcome = dict(row)
-                for watch in self._waiting.get(outcome["command_id"], ()):
-                    watch.deliver(outcome)
+            await self._read_and_deliver(ids)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if self._waiting:
+                await self._read_and_deliver(list(self._waiting))
+
+    async def _read_and_deliver(self, ids: Iterable[str]) -> None:
+        try:
+            rows = await self.pool.fetch(_STATUSES, list(ids))
+        except (OSError, asyncpg.PostgresError) as exc:
+            # The next sweep tries again; nothing is lost but time.
+            log.warning("could not read command outcomes: %r", exc)
+            return
+        for row in rows:
+            outcome = dict(row)
+            for watch in self._waiting.get(outcome["command_id"], ()):
+                watch.deliver(outcome)
 
     @contextlib.contextmanager
     def watch(self, command_id: str) -> Iterator[Watch]:

@@ -1,8 +1,9 @@
 """``Prefer: wait`` waiters are woken by the projector's NOTIFY and read in batches, not by polling.
 
-The re-check a waiter does on its own is pushed far beyond the test's patience, so only the
-notification path can answer in time. Real PostgreSQL; rows and notifications are written the
-way the projector writes them (``command_log`` row first, then ``pg_notify`` on its channel).
+The periodic re-check is pushed far beyond the test's patience, so only the notification path
+can answer in time. Real PostgreSQL; rows and notifications are written the way the projector
+writes them (``command_log`` row first, then ``pg_notify`` on its channel), into a
+``command_log`` of the test's own schema, so the shared read model is left alone.
 """
 
 import asyncio
@@ -22,16 +23,30 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def waiters(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[outcomes.Waiters]:
-    monkeypatch.setattr(outcomes, "RECHECK_SECONDS", 600.0)
+@contextlib.asynccontextmanager
+async def _waiters(stack: Stack) -> AsyncIterator[outcomes.Waiters]:
     dsn = asyncpg_dsn(stack.infra.database_url)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    schema = f"waiters_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f"CREATE SCHEMA {schema}; "
+                        f"CREATE TABLE {schema}.command_log (LIKE command_log INCLUDING ALL)")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={"search_path": schema})
     w = outcomes.Waiters(pool)
     await w.start(dsn)
-    yield w
-    await w.stop()
-    await pool.close()
+    try:
+        yield w
+    finally:
+        await w.stop()
+        await pool.close()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+async def waiters(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[outcomes.Waiters]:
+    monkeypatch.setattr(outcomes, "RECHECK_SECONDS", 600.0)  # only a notification can answer
+    async with _waiters(stack) as w:
+        yield w
 
 
 async def _settle(pool: asyncpg.Pool, ids: list[str], status: str, reason: str | None = None) -> None:
@@ -81,3 +96,40 @@ async def test_a_waiter_is_not_answered_before_its_outcome_is_final(waiters: out
     assert got is not None and got["status"] == "completed"
     assert command_id not in waiters._waiting  # the watch is gone once the request is answered
 
+
+
+class CountedPool:
+    """The real pool, counting the batched reads."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.batches: list[list[str]] = []
+
+    async def fetch(self, query: str, ids: list[str]) -> list[asyncpg.Record]:
+        self.batches.append(ids)
+        return await self.pool.fetch(query, ids)
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(query, *args)
+
+
+async def test_a_lost_notification_is_made_up_for_by_one_read_for_all_waiters(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outcomes, "RECHECK_SECONDS", 0.2)
+    async with _waiters(stack) as waiters:
+        counted = CountedPool(waiters.pool)
+        waiters.pool = counted  # type: ignore[assignment]
+        ids = [str(uuid.uuid4()) for _ in range(20)]
+        await counted.pool.executemany(  # final in the read model, but nobody is told
+            "INSERT INTO command_log (command_id, type, principal, status, status_rank, updated_at) "
+            "VALUES ($1, 'InitiateTransfer', 'waiter-test', 'completed', 3, now())",
+            [(i,) for i in ids],
+        )
+        with contextlib.ExitStack() as held:
+            watches = [held.enter_context(waiters.watch(i)) for i in ids]
+            got = await asyncio.wait_for(
+                asyncio.gather(*(w.final(30, read_first=False) for w in watches)), 20)
+        waiters.pool = counted.pool
+    assert {g["status"] for g in got} == {"completed"}
+    assert len(counted.batches) == 1 and sorted(counted.batches[0]) == sorted(ids)
