@@ -76,21 +76,23 @@ def _spec(port: int, variants: list[dict[str, Any]], wait: bool, **mode: Any) ->
 class Sampler:
     """Now and then a transfer with ``Prefer: wait``, then its status read through GraphQL; and
     where its time went, from Kafka timestamps: the command appended by the API, the debit
-    decided by the processor, the credit decided (once the debit's transaction committed).
+    decided by the processor, the credit decided (once the debit's transaction committed); and
+    from the read model: the start of the projector's transaction that made it final.
     """
 
-    def __init__(self, port: int, query_port: int, secret: str, bootstrap: str, partitions: int) -> None:
-        self.port, self.query_port, self.bootstrap, self.partitions = port, query_port, bootstrap, partitions
+    def __init__(self, port: int, query_port: int, secret: str, settings: Settings) -> None:
+        self.port, self.query_port, self.settings = port, query_port, settings
         self.token = issue_token(secret, "bench-sampler", wallets=["bench-sampler"])
         self.samples: dict[str, dict[str, float]] = {}  # transfer id -> wall-clock times
         self.wrong: list[str] = []
 
     async def run(self, seconds: float) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    isolation_level="read_committed")
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for topic in (topics.COMMANDS, topics.EVENTS)
-                   for p in range(self.partitions)]
+                   for p in range(self.settings.partitions)]
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
             for tp in tps:
@@ -102,6 +104,7 @@ class Sampler:
                 tasks.append(asyncio.create_task(self._one()))
             await asyncio.gather(*tasks)
             await self._hops(consumer, tps)
+            await self._projected()
         finally:
             await consumer.stop()
 
@@ -146,6 +149,16 @@ class Sampler:
                     if sample is not None and env.type in wanted:
                         sample[wanted[env.type]] = record.timestamp / 1000
 
+    async def _projected(self) -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(self.settings.database_url))
+        try:
+            rows = await conn.fetch("SELECT correlation_id, updated_at FROM command_log "
+                                    "WHERE correlation_id = ANY($1::text[])", list(self.samples))
+        finally:
+            await conn.close()
+        for row in rows:
+            self.samples[row["correlation_id"]]["projected"] = row["updated_at"].timestamp()
+
     def summary(self) -> dict[str, Any]:
         def p50(step: str) -> float | None:
             xs = sorted(s[step] - s["start"] for s in self.samples.values() if step in s)
@@ -155,8 +168,8 @@ class Sampler:
         return {"n": len(self.samples) + len(self.wrong), "not_completed": len(self.wrong),
                 "first_wrong": self.wrong[0] if self.wrong else None,
                 "graphql_max_ms": round(graphql[-1] * 1000, 1) if graphql else None,
-                **{f"{step}_p50_ms": p50(step) for step in ("appended", "debit", "credit", "answer",
-                                                            "graphql")}}
+                **{f"{step}_p50_ms": p50(step) for step in ("appended", "debit", "credit", "projected",
+                                                            "answer", "graphql")}}
 
 
 async def _load_with_sampler(spec: dict[str, Any], sampler: Sampler | None) -> dict[str, Any]:
@@ -240,8 +253,7 @@ def _run(ports: dict[str, int], pids: dict[str, int], settings: Settings, ledger
     for name in ("api", "baseline"):
         for run, rate, seconds in (("open", RATE, OPEN_SECONDS), ("light", LIGHT_RATE, LIGHT_SECONDS)):
             print(f"  {name}: {rate:,.0f}/s open loop with Prefer: wait …", flush=True)
-            sampler = Sampler(ports[name], settings.query_port, SECRET, settings.kafka_bootstrap,
-                              settings.partitions)
+            sampler = Sampler(ports[name], settings.query_port, SECRET, settings)
             out[f"{name}_{run}"] = _measured(_spec(ports[name], variants, True, mode="open", rate=rate,
                                                    seconds=seconds, warmup=0.5), pids[name], sampler)
             ledger.add(out[f"{name}_{run}"])
@@ -274,7 +286,7 @@ def _report(r: dict[str, Any]) -> None:
     def hops(label: str, key: str) -> str:
         g = r[key]["graphql"]
         return (f"  {label:<22} {g['n']:>4} {g['appended_p50_ms']!s:>8} {g['debit_p50_ms']!s:>8}"
-                f" {g['credit_p50_ms']!s:>8}"
+                f" {g['credit_p50_ms']!s:>8} {g['projected_p50_ms']!s:>9}"
                 f" {g['answer_p50_ms']!s:>8} {g['graphql_p50_ms']!s:>8} {g['graphql_max_ms']!s:>8}"
                 f" {g['not_completed']:>6}")
 
@@ -303,8 +315,9 @@ Load average (1 min): {r['load_before']} before; after each run: {_loads(r)}.
 Sampled transfers during the end-to-end runs (Prefer: wait, then the transfer read through
 GraphQL), p50 ms from the request, by Kafka timestamps: the command appended by the API, the
 debit and the credit decided by the processor (the credit once the debit's transaction has
-committed); then the API's answer and GraphQL's:
-                            n appended    debit   credit   answer  GraphQL  GQL max  not completed
+committed); the start of the projector's transaction that made it final; the API's answer and
+GraphQL's:
+                            n appended    debit   credit projected   answer  GraphQL  GQL max  not completed
 {hops(f"command API, {RATE:,.0f}/s", "api_open")}
 {hops(f"command API, {LIGHT_RATE:,.0f}/s", "api_light")}
 {hops(f"baseline, {RATE:,.0f}/s", "baseline_open")}
@@ -342,7 +355,7 @@ def main() -> None:
         load_before = f"{os.getloadavg()[0]:.1f}"
         results = _run({"api": settings.command_port, "baseline": baseline_port},
                        {"api": services.children["command-api"].pid, "baseline": baseline.pid},
-                       replace(settings, kafka_bootstrap=infra.bootstrap), ledger)
+                       settings, ledger)
         results["server"] = _server_kind()
         results["load_before"] = load_before
         _report(results)

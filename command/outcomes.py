@@ -47,8 +47,10 @@ class Watch:
         self.pool = pool
         self.command_id = command_id
         self.done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.latest: dict[str, Any] | None = None  # the last outcome read, final or not
 
     def deliver(self, outcome: dict[str, Any]) -> None:
+        self.latest = outcome
         if outcome["status"] in FINAL and not self.done.done():
             self.done.set_result(outcome)
 
@@ -66,7 +68,9 @@ class Watch:
             async with asyncio.timeout(seconds):
                 return await self.done
         except TimeoutError:
-            return await read(self.pool, self.command_id)  # the latest, final or not
+            # The state the last sweep saw (at most RECHECK_SECONDS old) or, before any, a read:
+            # when the pipeline falls behind, timed-out requests add no read each.
+            return self.latest or await read(self.pool, self.command_id)
 
 
 class Waiters:
