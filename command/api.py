@@ -171,6 +171,8 @@ async def _submit(call: Call, message: Message, key: str, extra: dict[str, str],
 
 async def _append(call: Call, key: str, record: bytes, command_id: str, request_hash: str,
                   accepted: dict[str, Any]) -> None:
+    """The command into Kafka (acknowledged by all in-sync replicas), then, for a request with
+    an Idempotency-Key (``request_hash`` set), its first answer kept for retries."""
     await call.w.producer.send_and_wait(topics.COMMANDS, record, key=key.encode())
     if request_hash:
         await call.w.pool.execute(
