@@ -5,6 +5,8 @@ answer arrives: the server's maximum rate) and open loop (requests sent on a fix
 whatever the server does; each latency is measured from the request's scheduled time, so a
 server that falls behind shows it instead of slowing the load down). Requests are prebuilt
 bytes and answers are read by ``Content-Length``, to keep the generator's own cost small.
+A spec may give ``variants`` (per-request ``headers`` and ``body``), sent in turn, and the
+``status`` an answer must have (200 unless told).
 
 ``python -m bench.httpload '<json spec>'`` prints one JSON result line.
 """
@@ -25,6 +27,7 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     first_failure: str | None = None
+    statuses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -35,7 +38,7 @@ class Result:
         return {"sent": self.sent, "ok": self.ok, "failed": self.failed,
                 "rate": round(self.ok / self.seconds, 1) if self.seconds else 0.0,
                 "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0),
-                "first_failure": self.first_failure}
+                "first_failure": self.first_failure, "statuses": self.statuses}
 
 
 def request_bytes(method: str, path: str, host: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -64,15 +67,34 @@ class Connection:
         self.writer.close()
 
 
-def _check(result: Result, status: int, body: bytes, expect: bytes) -> None:
-    if status == 200 and expect in body:
+@dataclass
+class Expect:
+    status: int
+    text: bytes
+
+
+def _check(result: Result, status: int, body: bytes, expect: Expect) -> None:
+    result.statuses[status] = result.statuses.get(status, 0) + 1
+    if status == expect.status and expect.text in body:
         result.ok += 1
     else:
         result.failed += 1
         result.first_failure = result.first_failure or f"{status} {body[:200]!r}"
 
 
-async def closed_loop(host: str, port: int, request: bytes, expect: bytes, connections: int,
+class Requests:
+    """The prebuilt requests, handed out in turn."""
+
+    def __init__(self, requests: list[bytes]) -> None:
+        self.requests = requests
+        self.i = 0
+
+    def next(self) -> bytes:
+        self.i += 1
+        return self.requests[self.i % len(self.requests)]
+
+
+async def closed_loop(host: str, port: int, requests: Requests, expect: Expect, connections: int,
                       seconds: float) -> Result:
     loop = asyncio.get_running_loop()
     result = Result()
@@ -84,7 +106,7 @@ async def closed_loop(host: str, port: int, request: bytes, expect: bytes, conne
             while loop.time() < end:
                 started = loop.time()
                 result.sent += 1
-                status, body = await conn.exchange(request)
+                status, body = await conn.exchange(requests.next())
                 result.latencies.append(loop.time() - started)
                 _check(result, status, body, expect)
         finally:
@@ -96,7 +118,7 @@ async def closed_loop(host: str, port: int, request: bytes, expect: bytes, conne
     return result
 
 
-async def open_loop(host: str, port: int, request: bytes, expect: bytes, rate: float, seconds: float,
+async def open_loop(host: str, port: int, requests: Requests, expect: Expect, rate: float, seconds: float,
                     max_connections: int = 1000) -> Result:
     loop = asyncio.get_running_loop()
     result = Result()
@@ -114,7 +136,7 @@ async def open_loop(host: str, port: int, request: bytes, expect: bytes, rate: f
             result.failed += 1
             result.first_failure = result.first_failure or "no free connection"
             return
-        status, body = await conn.exchange(request)
+        status, body = await conn.exchange(requests.next())
         result.latencies.append(loop.time() - scheduled)
         _check(result, status, body, expect)
         idle.append(conn)
@@ -138,17 +160,22 @@ async def open_loop(host: str, port: int, request: bytes, expect: bytes, rate: f
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     host, port = spec["host"], spec["port"]
-    request = request_bytes(spec["method"], spec["path"], f"{host}:{port}", spec["headers"],
-                            spec.get("body", "").encode())
-    expect = spec["expect"].encode()
+    variants = spec.get("variants") or [{}]
+    requests = Requests([
+        request_bytes(spec["method"], spec["path"], f"{host}:{port}",
+                      {**spec["headers"], **v.get("headers", {})},
+                      v.get("body", spec.get("body", "")).encode())
+        for v in variants])
+    expect = Expect(spec.get("status", 200), spec["expect"].encode())
     # Warm the server up (and its caches) before measuring.
-    warm = await closed_loop(host, port, request, expect, 4, spec.get("warmup", 1.0))
+    warm = await closed_loop(host, port, requests, expect, 4, spec.get("warmup", 1.0))
     cpu = time.process_time()
     if spec["mode"] == "closed":
-        result = await closed_loop(host, port, request, expect, spec["connections"], spec["seconds"])
+        result = await closed_loop(host, port, requests, expect, spec["connections"], spec["seconds"])
     else:
-        result = await open_loop(host, port, request, expect, spec["rate"], spec["seconds"])
-    return {**result.summary(), "client_cpu_s": round(time.process_time() - cpu, 2), "warmup_ok": warm.ok}
+        result = await open_loop(host, port, requests, expect, spec["rate"], spec["seconds"])
+    return {**result.summary(), "client_cpu_s": round(time.process_time() - cpu, 2), "warmup_ok": warm.ok,
+            "warmup_statuses": warm.statuses}
 
 
 if __name__ == "__main__":

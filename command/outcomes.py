@@ -1,12 +1,19 @@
 """Command outcomes as the read model shows them, and waiting for them (``Prefer: wait=N``).
 
 One LISTEN connection per process wakes the waiters of the command ids each projector commit
-names; a waiter re-reads the read model, so a lost notification costs latency, never truth.
+names (it names a command once its outcome is final). The outcomes of all the commands one
+notification names are read in one statement and handed to their waiters, so a thousand
+waiting requests cost a few reads, not a thousand. In case a notification is lost (the listener
+reconnecting), every waited-for command is also re-read, all in one statement, every
+``RECHECK_SECONDS``: a lost notification costs latency, never truth, and waiting never turns
+into one poll per request.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -19,10 +26,12 @@ log = logging.getLogger("ledgerline.outcomes")
 # completed, settled (a trade), failed, rejected: the statuses the projector never moves past.
 FINAL = FINAL_COMMAND_STATUSES
 
-_STATUS = """
-SELECT c.command_id, c.type, c.principal, c.status, c.reason, c.correlation_id, c.created_at, c.updated_at
-FROM command_log c WHERE c.command_id = $1
-"""
+_COLUMNS = ("c.command_id, c.type, c.principal, c.status, c.reason, c.correlation_id, c.created_at, "
+            "c.updated_at")
+_STATUS = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = $1"
+_STATUSES = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = ANY($1::text[])"
+
+RECHECK_SECONDS = 1.0
 
 
 async def read(pool: asyncpg.Pool, command_id: str) -> dict[str, Any] | None:
@@ -30,49 +39,117 @@ async def read(pool: asyncpg.Pool, command_id: str) -> dict[str, Any] | None:
     return None if row is None else dict(row)
 
 
+class Watch:
+    """One request's wait for one command; registered before the command is sent, so no
+    notification of its outcome can be missed."""
+
+    def __init__(self, pool: asyncpg.Pool, command_id: str) -> None:
+        self.pool = pool
+        self.command_id = command_id
+        self.done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.latest: dict[str, Any] | None = None  # the last outcome read, final or not
+
+    def deliver(self, outcome: dict[str, Any]) -> None:
+        self.latest = outcome
+        if outcome["status"] in FINAL and not self.done.done():
+            self.done.set_result(outcome)
+
+    async def final(self, seconds: float, *, read_first: bool = True) -> dict[str, Any] | None:
+        """The outcome once final, or the latest one when ``seconds`` run out.
+
+        ``read_first=False`` only for a command sent after this watch was registered: nothing
+        about it can be in the read model yet that a notification would not bring.
+        """
+        if read_first:
+            outcome = await read(self.pool, self.command_id)
+            if outcome is not None:
+                self.deliver(outcome)
+        try:
+            async with asyncio.timeout(seconds):
+                return await self.done
+        except TimeoutError:
+            # The state the last sweep saw (at most RECHECK_SECONDS old) or, before any, a read:
+            # when the pipeline falls behind, timed-out requests add no read each.
+            return self.latest or await read(self.pool, self.command_id)
+
+
 class Waiters:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._waiting: dict[str, list[asyncio.Event]] = {}
+        self._waiting: dict[str, list[Watch]] = {}
         self._conn: asyncpg.Connection | None = None
+        self._to_read: set[str] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, dsn: str) -> None:
         self._conn = await asyncpg.connect(dsn)
         await self._conn.add_listener(CHANNEL, self._notified)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def stop(self) -> None:
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._conn is not None:
             await self._conn.close()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        # Every projector commit notifies, one kind of id per payload ({"commands": [...]},
+        # {"wallets": [...]}, ...); only command ids somebody here waits for matter.
+        if not self._waiting or not payload.startswith('{"commands"'):
+            return
         try:
             ids = json.loads(payload).get("commands", [])
         except ValueError:
             return
-        for command_id in ids:
-            for event in self._waiting.get(command_id, ()):
-                event.set()
+        waited = [i for i in ids if i in self._waiting]
+        if not waited:
+            return
+        self._to_read.update(waited)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_notified())
+
+    async def _read_notified(self) -> None:
+        # Notifications that arrive while a read is under way are read together by the next one.
+        while self._to_read:
+            ids, self._to_read = list(self._to_read), set()
+            await self._read_and_deliver(ids)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if self._waiting:
+                await self._read_and_deliver(list(self._waiting))
+
+    async def _read_and_deliver(self, ids: Iterable[str]) -> None:
+        try:
+            rows = await self.pool.fetch(_STATUSES, list(ids))
+        except (OSError, asyncpg.PostgresError) as exc:
+            # The next sweep tries again; nothing is lost but time.
+            log.warning("could not read command outcomes: %r", exc)
+            return
+        for row in rows:
+            outcome = dict(row)
+            for watch in self._waiting.get(outcome["command_id"], ()):
+                watch.deliver(outcome)
+
+    @contextlib.contextmanager
+    def watch(self, command_id: str) -> Iterator[Watch]:
+        """Wake the watch on notifications for ``command_id`` while the block runs."""
+        watch = Watch(self.pool, command_id)
+        self._waiting.setdefault(command_id, []).append(watch)
+        try:
+            yield watch
+        finally:
+            waiting = self._waiting.get(command_id, [])
+            waiting.remove(watch)
+            if not waiting:
+                self._waiting.pop(command_id, None)
 
     async def wait_final(self, command_id: str, seconds: float) -> dict[str, Any] | None:
         """The command's outcome once final, or its latest state when ``seconds`` run out."""
-        event = asyncio.Event()
-        self._waiting.setdefault(command_id, []).append(event)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        try:
-            while True:
-                event.clear()  # before reading, so a commit after the read still wakes us
-                outcome = await read(self.pool, command_id)
-                remaining = deadline - loop.time()
-                if (outcome is not None and outcome["status"] in FINAL) or remaining <= 0:
-                    return outcome
-                try:
-                    # Re-check now and then even without a notification (listener reconnects).
-                    await asyncio.wait_for(event.wait(), min(remaining, 1.0))
-                except TimeoutError:
-                    pass
-        finally:
-            waiting = self._waiting.get(command_id, [])
-            waiting.remove(event)
-            if not waiting:
-                self._waiting.pop(command_id, None)
+        with self.watch(command_id) as watch:
+            return await watch.final(seconds)

@@ -1,8 +1,9 @@
 """Request bodies -> typed values, with errors that name the offending field."""
 
-import json
 import re
 from typing import Any
+
+import msgspec
 
 from command.errors import ApiError
 from events.amounts import AmountError, parse_amount
@@ -12,9 +13,10 @@ SYMBOL = re.compile(r"^[A-Z][A-Z0-9]{0,11}$")
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
+    # Strict JSON in UTF-8 (RFC 8259): no NaN or Infinity, no other encodings.
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")

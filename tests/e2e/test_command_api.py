@@ -1,5 +1,7 @@
-"""The command API's own contract: its OpenAPI document, and who may read a command's outcome."""
+"""The command API's own contract: its OpenAPI document, who may read a command's outcome, and
+what a wait that runs out answers."""
 
+import asyncio
 import json
 
 import httpx
@@ -69,3 +71,28 @@ async def test_idempotency_survives_a_command_api_restart(
     data = await graphql(http, running, auditor, "query($s: String!) { asset(symbol: $s) { supply } }",
                          s=symbol)
     assert data["asset"]["supply"] == "10.00"
+
+
+async def test_a_wait_that_runs_out_answers_202_with_where_to_look(
+    http: httpx.AsyncClient, running: Running
+) -> None:
+    symbol, alice = unique_symbol(), unique("alice")
+    issuer = token("treasury", roles=["issuer"], assets=[symbol])
+    await new_asset(http, running, issuer, symbol)
+    await post(http, running, f"/v1/assets/{symbol}/issue", issuer, {"to": alice, "amount": "5.00"})
+    alice_token = token(alice, wallets=[alice])
+    # No pipeline decides, projects and notifies within a millisecond.
+    sent = await post(http, running, "/v1/transfers", alice_token,
+                      {"from": alice, "to": "bob", "asset": symbol, "amount": "1.00"}, Prefer="wait=0.001")
+    assert sent.status_code == 202, sent.text
+    accepted = sent.json()
+    assert accepted["status"] not in ("completed", "failed"), accepted
+    assert accepted["links"]["status"] == f"/v1/commands/{accepted['command_id']}"
+
+    for _ in range(150):
+        later = await http.get(running.command_url + accepted["links"]["status"],
+                               headers={"Authorization": f"Bearer {alice_token}"})
+        if later.status_code == 200 and later.json()["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert later.json()["status"] == "completed", later.text
