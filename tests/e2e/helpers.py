@@ -43,3 +43,20 @@ async def new_asset(http: httpx.AsyncClient, running: Running, issuer_token: str
     })
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "completed", answer.text
+
+
+async def assert_refused(http: httpx.AsyncClient, url: str, auth: str | None,
+                         body: dict[str, Any] | bytes, status: int, code: str, field: str | None,
+                         *, field_absent_when_none: bool = False) -> None:
+    """POST ``body`` (raw bytes as they are) and check the one error shape of the command API."""
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = f"Bearer {auth}"
+    content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
+    answer = await http.post(url, content=content, headers=headers)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    if field is not None or field_absent_when_none:
+        assert error.get("field") == field

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import Running, token, unique, unique_symbol
-from tests.e2e.helpers import balances, new_asset, post
+from tests.e2e.helpers import assert_refused, balances, new_asset, post
 
 pytestmark = pytest.mark.e2e
 
@@ -77,17 +77,7 @@ async def test_bad_request_gets_a_clear_error(
     http: httpx.AsyncClient, funded: Running, path: str, auth: str | None,
     body: dict[str, Any] | bytes, status: int, code: str, field: str | None,
 ) -> None:
-    headers = {"Content-Type": "application/json"}
-    if auth is not None:
-        headers["Authorization"] = f"Bearer {auth}"
-    content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
-    answer = await http.post(funded.command_url + path, content=content, headers=headers)
-    assert answer.status_code == status, answer.text
-    error = answer.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
-    if field is not None:
-        assert error["field"] == field
+    await assert_refused(http, funded.command_url + path, auth, body, status, code, field)
 
 
 async def test_wrong_media_type_is_415(http: httpx.AsyncClient, funded: Running) -> None:

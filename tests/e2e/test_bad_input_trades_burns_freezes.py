@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import Running, token, unique, unique_symbol
-from tests.e2e.helpers import new_asset
+from tests.e2e.helpers import assert_refused, new_asset
 
 pytestmark = pytest.mark.e2e
 
@@ -79,16 +79,7 @@ async def test_bad_request_gets_a_clear_error(
     http: httpx.AsyncClient, market: Running, path: str, auth: str | None,
     body: dict[str, Any] | bytes, status: int, code: str, field: str | None,
 ) -> None:
-    headers = {"Content-Type": "application/json"}
-    if auth is not None:
-        headers["Authorization"] = f"Bearer {auth}"
-    content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
-    answer = await http.post(market.command_url + path, content=content, headers=headers)
-    assert answer.status_code == status, answer.text
-    error = answer.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
-    assert error.get("field") == field
+    await assert_refused(http, market.command_url + path, auth, body, status, code, field, field_absent_when_none=True)
 
 
 @pytest.mark.parametrize("path", ["/v1/trades", "/v1/burns", FREEZE, UNFREEZE])
