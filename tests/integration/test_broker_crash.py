@@ -31,14 +31,20 @@ async def test_broker_sigkill_loses_nothing_and_decides_once(running: Running) -
         pytest.skip("the broker is not ours to kill (KAFKA_BOOTSTRAP points elsewhere)")
     bootstrap = running.stack.infra.bootstrap
     seed = random.randrange(1 << 30)
-    workload = Workload.build(unique_wallets("brokercrash", 6), transfers=400, trades=60, seed=seed)
+    wallets = unique_wallets("brokercrash", 6)
+    workload = Workload.build(wallets, transfers=400, trades=60, seed=seed)
+    # A long tail of small transfers, so the kill lands while work is left.
+    rng = random.Random(seed)
+    tail = [workload.transfer(*rng.sample(wallets, 2), 1) for _ in range(3000)]
     # Everything produced is acknowledged (acks=all) before the kill.
-    await produce(bootstrap, workload.setup + workload.stream)
-    await asyncio.sleep(random.Random(seed).uniform(0.05, 0.3))
-    await asyncio.to_thread(broker.kill)
-    await asyncio.to_thread(broker.start)
+    await produce(bootstrap, workload.setup + workload.stream + tail)
+    await asyncio.sleep(rng.uniform(0.05, 0.2))
     before = facts(await read_events(bootstrap), workload.assets)
-    assert before.undecided(workload), "the kill came after the work: nothing left to check"
+    await asyncio.to_thread(broker.kill)
+    try:
+        assert before.undecided(workload), "the kill came after the work: nothing left to check"
+    finally:
+        await asyncio.to_thread(broker.start)
     # And the processor recovers its partitions right after the broker came back.
     processor = running.services.children["processor"]
     processor.kill()
