@@ -39,6 +39,7 @@ from events import codec, topics
 from ledgerline import local
 from ledgerline.auth import issue_token
 from ledgerline.settings import Settings, asyncpg_dsn, load
+from ledgerline.stack.kafka import THROUGHPUT_JVM_OPTS
 from ledgerline.stack.ports import free_port
 
 SECRET = "bench-secret-" + "c" * 40
@@ -333,7 +334,7 @@ def main() -> None:
     env["LEDGERLINE_PG_PORT"] = str(free_port())
     settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}")
     print("starting Kafka, PostgreSQL and the processes …", flush=True)
-    infra = local.start_infra(settings, home, cache, env)
+    infra = local.start_infra(settings, home, cache, env, jvm_opts=THROUGHPUT_JVM_OPTS)
     settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                        query_port=free_port(), command_port=free_port(),
                        projector_metrics_port=free_port())

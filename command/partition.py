@@ -1,5 +1,6 @@
 """The worker of one input partition: decides its commands in batches and commits each batch -
-events, follow-up requests, snapshots and the consumed offsets - in one Kafka transaction.
+events, follow-up requests, snapshots and the checkpoint of the consumed offset - in one Kafka
+transaction.
 
 It owns the partition's transactional id: starting it (``init_transactions``) fences any older
 owner. A batch is decided in memory (no awaits per record), handed to the producer as a few record
@@ -12,6 +13,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,10 @@ from events.codec import DecodeError, Envelope
 log = logging.getLogger("ledgerline.processor")
 
 _RETRY_FOR_SECONDS = 60.0
+#: The producer's pause before retrying a request. A transaction begun right after the previous
+#: commit may hear CONCURRENT_TRANSACTIONS until the broker has written that commit's markers (a
+#: millisecond or two here); the default 100 ms pause would be most of a command's latency.
+_RETRY_BACKOFF_MS = 5
 
 
 class Fenced(RuntimeError):
@@ -50,13 +56,14 @@ class Ids:
 
 
 class PartitionWorker:
-    def __init__(self, bootstrap: str, tp: TopicPartition, group: str, prefix: str, *,
-                 max_records: int, fault: Fault | None = None) -> None:
+    def __init__(self, bootstrap: str, tp: TopicPartition, prefix: str, *,
+                 max_records: int, fault: Fault | None = None,
+                 on_commit: Callable[[TopicPartition, int], None] | None = None) -> None:
         self.tp = tp
-        self.group = group
         self.bootstrap = bootstrap
         self.max_records = max_records
         self.fault = fault
+        self.on_commit = on_commit
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             transactional_id=f"{prefix}-{tp.partition}",
@@ -64,6 +71,7 @@ class PartitionWorker:
             acks="all",
             linger_ms=0,
             max_batch_size=512 * 1024,
+            retry_backoff_ms=_RETRY_BACKOFF_MS,
         )
         self.states: dict[str, Snapshot] = {}
         self.next_offset = 0  # the first offset not decided yet
@@ -146,16 +154,19 @@ class PartitionWorker:
         out.add(topics.STATE, partition, snapshots.CHECKPOINT_KEY,
                 snapshots.encode_checkpoint(next_offset))
         try:
+            # The checkpoint record, not the group's offset, is what this transaction commits
+            # the input position with: sending offsets to a transaction costs two more round
+            # trips to the broker on every commit.
             async with self.producer.transaction():
-                # Records first, then the offsets, so the offsets never lead what they cover.
                 await out.flush()
                 if self.fault is not None:
                     self.fault.decided(len(records))
-                await self.producer.send_offsets_to_transaction({self.tp: next_offset}, self.group)
         except ProducerFenced as exc:
             raise Fenced(f"partition {partition} was taken over by another instance") from exc
         self.states.update(pending)
         self.next_offset = next_offset
+        if self.on_commit is not None:
+            self.on_commit(self.tp, next_offset)
 
     def _one(self, record: Any, pending: dict[str, Snapshot], out: Outbox) -> None:
         try:

@@ -1,6 +1,9 @@
 """The ledger processor: consumes ``ledger.commands`` and hands each partition's records to that
 partition's worker (:mod:`command.partition`), which decides them and commits events, follow-up
-requests, snapshots and offsets in one Kafka transaction per batch.
+requests, snapshots and a checkpoint of the input offset in one Kafka transaction per batch.
+
+The group's committed offsets follow the checkpoints in the background (for lag tooling, and
+where a partition without a checkpoint starts), never on a transaction's path.
 
 Workers run as tasks of their own, so one partition decides while another waits for its commit,
 and a worker's next batch is whatever arrived meanwhile. A partition whose worker falls behind
@@ -15,10 +18,12 @@ A revocation waits for the worker's batch in flight to commit.
 """
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from command.faults import Fault
 from command.outbox import dead_letter_headers
@@ -28,6 +33,9 @@ from events import topics
 __all__ = ["Fenced", "Processor", "dead_letter_headers"]
 
 log = logging.getLogger("ledgerline.processor")
+
+#: At most this often, the group's offsets are moved to what the workers have committed.
+OFFSETS_EVERY_SECONDS = 0.2
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -61,6 +69,8 @@ class Processor:
         self.paused: set[TopicPartition] = set()
         self.generation = 0
         self.failure: BaseException | None = None
+        self.decided: dict[TopicPartition, int] = {}  # committed by a worker, not yet by the group
+        self.decided_more = asyncio.Event()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -81,8 +91,9 @@ class Processor:
         for tp in sorted(assigned):
             if tp in self.workers:
                 continue
-            worker = PartitionWorker(self.bootstrap, tp, self.group, f"{self.group}-tx",
-                                     max_records=self.max_records, fault=self.fault)
+            worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
+                                     max_records=self.max_records, fault=self.fault,
+                                     on_commit=self._decided)
             await worker.start(self._committed)
             self.consumer.seek(tp, worker.next_offset)
             worker.task = asyncio.create_task(worker.run(), name=f"partition-{tp.partition}")
@@ -104,6 +115,26 @@ class Processor:
             committed = (await self.consumer.beginning_offsets([tp]))[tp]
         return int(committed)
 
+    def _decided(self, tp: TopicPartition, next_offset: int) -> None:
+        self.decided[tp] = next_offset
+        self.decided_more.set()
+
+    async def _commit_offsets(self) -> None:
+        """Move the group's offsets up to the workers' checkpoints, a request at a time. Only a
+        convenience (lag tooling, a partition's start before its first checkpoint): a refusal,
+        e.g. during a rebalance, is left for the next round."""
+        while True:
+            await self.decided_more.wait()
+            self.decided_more.clear()
+            offsets = {tp: o for tp, o in self.decided.items() if tp in self.workers}
+            self.decided.clear()
+            if offsets:
+                try:
+                    await self.consumer.commit(offsets)
+                except KafkaError as exc:
+                    log.debug("group offsets not moved this time: %r", exc)
+            await asyncio.sleep(OFFSETS_EVERY_SECONDS)
+
     def _worker_done(self, task: "asyncio.Task[None]") -> None:
         if not task.cancelled() and task.exception() is not None and self.failure is None:
             self.failure = task.exception()
@@ -111,6 +142,7 @@ class Processor:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer.subscribe([topics.COMMANDS], listener=_Rebalance(self))
         await self.consumer.start()
+        reporter = asyncio.create_task(self._commit_offsets(), name="group-offsets")
         try:
             while not stop.is_set():
                 if self.failure is not None:
@@ -129,6 +161,9 @@ class Processor:
             log.error("stopping: %s; this instance must not write any more", exc)
             raise
         finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
             # Workers first: their batches in flight commit while this instance still owns them.
             for worker in list(self.workers.values()):
                 await worker.stop()

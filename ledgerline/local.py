@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from ledgerline.auth import issue_token
 from ledgerline.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
-from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
+from ledgerline.stack.kafka import STARTUP_JVM_OPTS, KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.postgres import LocalPostgres
 from ledgerline.stack.topics import ensure_topics
 
@@ -56,7 +56,11 @@ class Infra:
             self.postgres.stop()
 
 
-def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, str]) -> Infra:
+def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, str], *,
+                jvm_opts: Sequence[str] = STARTUP_JVM_OPTS) -> Infra:
+    """Start what ``env`` does not point at (the broker, the database), create the topics and
+    migrate. ``jvm_opts``: the broker's JVM, quick to start by default; benchmarks pass
+    :data:`THROUGHPUT_JVM_OPTS`."""
     infra = Infra(settings.kafka_bootstrap, settings.database_url)
     try:
         if env.get("KAFKA_BOOTSTRAP"):
@@ -64,7 +68,8 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
         else:
             host, _, port = settings.kafka_bootstrap.rpartition(":")
             jars = ensure_kafka_jars(cache)
-            infra.broker = KafkaBroker(jars, home / "kafka", host=host or "127.0.0.1", port=int(port))
+            infra.broker = KafkaBroker(jars, home / "kafka", host=host or "127.0.0.1", port=int(port),
+                                       jvm_opts=jvm_opts)
             started = time.monotonic()
             infra.broker.start()
             log.info("Kafka broker up at %s in %.1fs", infra.broker.bootstrap,

@@ -35,10 +35,10 @@ async def test_broker_sigkill_loses_nothing_and_decides_once(running: Running) -
     workload = Workload.build(wallets, transfers=400, trades=60, seed=seed)
     # A long tail of small transfers, so the kill lands while work is left.
     rng = random.Random(seed)
-    tail = [workload.transfer(*rng.sample(wallets, 2), 1) for _ in range(3000)]
+    tail = [workload.transfer(*rng.sample(wallets, 2), 1) for _ in range(12_000)]
     # Everything produced is acknowledged (acks=all) before the kill.
     await produce(bootstrap, workload.setup + workload.stream + tail)
-    await asyncio.sleep(rng.uniform(0.05, 0.2))
+    await asyncio.sleep(rng.uniform(0.0, 0.1))
     before = facts(await read_events(bootstrap), workload.assets)
     await asyncio.to_thread(broker.kill)
     try:
