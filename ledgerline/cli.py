@@ -27,7 +27,7 @@ def _serve(app_factory: Callable[[Settings], object], host: str, port: int, sett
     import uvicorn
 
     uvicorn.run(app_factory(settings), host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                access_log=False, lifespan="on")
+                access_log=False, lifespan="on", proxy_headers=False)
 
 
 def command_api(settings: Settings, _args: argparse.Namespace) -> None:
