@@ -342,7 +342,7 @@ def main() -> None:
     infra = local.start_infra(settings, home, cache, env, jvm_opts=THROUGHPUT_JVM_OPTS)
     settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                        query_port=free_port(), command_port=free_port(),
-                       projector_metrics_port=free_port())
+                       projector_metrics_port=free_port(), processor_metrics_port=free_port())
     penv = local.process_env(settings, infra, SECRET, env)
     services = local.Services(penv, home / "logs")
     baseline_port = free_port()

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 from command import snapshots
 from command.decide import decide, evolve, react
 from command.faults import Fault
+from command.metrics import ProcessorMetrics
 from command.outbox import Outbox, Partitioner, dead_letter_headers
 from command.snapshots import EMPTY, Snapshot, restore
 from events import codec, topics
@@ -58,12 +59,14 @@ class Ids:
 class PartitionWorker:
     def __init__(self, bootstrap: str, tp: TopicPartition, prefix: str, *,
                  max_records: int, fault: Fault | None = None,
-                 on_commit: Callable[[TopicPartition, int], None] | None = None) -> None:
+                 on_commit: Callable[[TopicPartition, int], None] | None = None,
+                 metrics: ProcessorMetrics | None = None) -> None:
         self.tp = tp
         self.bootstrap = bootstrap
         self.max_records = max_records
         self.fault = fault
         self.on_commit = on_commit
+        self.metrics = metrics
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             transactional_id=f"{prefix}-{tp.partition}",
@@ -136,6 +139,8 @@ class PartitionWorker:
                 if not transient or time.monotonic() > deadline:
                     raise
                 log.warning("batch on partition %s failed (%r); retrying", self.tp.partition, exc)
+                if self.metrics is not None:
+                    self.metrics.retries.inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -145,14 +150,14 @@ class PartitionWorker:
             return
         out = Outbox(self.producer)
         pending: dict[str, Snapshot] = {}
-        for record in records:
-            self._one(record, pending, out)
+        outcomes = [self._one(record, pending, out) for record in records]
         partition = self.tp.partition
         for key, snap in pending.items():
             out.add(topics.STATE, partition, key.encode(), snapshots.encode(snap))
         next_offset = records[-1].offset + 1
         out.add(topics.STATE, partition, snapshots.CHECKPOINT_KEY,
                 snapshots.encode_checkpoint(next_offset))
+        started = time.monotonic()
         try:
             # The checkpoint record, not the group's offset, is what this transaction commits
             # the input position with: sending offsets to a transaction costs two more round
@@ -167,32 +172,44 @@ class PartitionWorker:
         self.next_offset = next_offset
         if self.on_commit is not None:
             self.on_commit(self.tp, next_offset)
+        if self.metrics is not None:
+            self._measured(records, outcomes, time.monotonic() - started)
 
-    def _one(self, record: Any, pending: dict[str, Snapshot], out: Outbox) -> None:
+    def _measured(self, records: list[Any], outcomes: list[str], seconds: float) -> None:
+        assert self.metrics is not None
+        m = self.metrics
+        m.batch_size.observe(len(records))
+        m.transaction_seconds.observe(seconds)
+        for outcome in set(outcomes):
+            m.commands.labels(outcome).inc(outcomes.count(outcome))
+        now = time.time()
+        for record in records:
+            m.decide_latency.observe(max(0.0, now - record.timestamp / 1000))
+
+    def _one(self, record: Any, pending: dict[str, Snapshot], out: Outbox) -> str:
+        """Decide one record into ``pending`` and ``out``; returns what became of it."""
         try:
             env = codec.decode(record.value)
         except DecodeError as exc:
-            self._dead_letter(record, str(exc), out)
-            return
+            return self._dead_letter(record, str(exc), out)
         assert self.partitioner is not None
         if self.partitioner.partition(env.key.encode()) != self.tp.partition:
             # Its state lives with another partition's owner; deciding it here would fork it.
-            self._dead_letter(record, f"key {env.key!r} does not belong to this partition", out)
-            return
+            return self._dead_letter(record, f"key {env.key!r} does not belong to this partition", out)
         snap = pending.get(env.key) or self.states.get(env.key) or EMPTY
         if snap.seen(env.id):
             log.info("duplicate command %s on %s ignored", env.id, env.key)
-            return
+            return "duplicate"
         try:
             decided = decide(snap.state, env.payload)
             state = snap.state
             for event in decided:
                 state = evolve(state, event)
         except Exception as exc:  # a command no decider can apply is poison, not a crash
-            self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
-            return
+            return self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
         pending[env.key] = snap.after(state, env.id)
         self._emit(env, decided, out)
+        return "decided"
 
     def _emit(self, cmd: Envelope, decided: list[Any], out: Outbox) -> None:
         assert self.partitioner is not None
@@ -212,7 +229,8 @@ class PartitionWorker:
                 out.add(topics.COMMANDS, self.partitioner.partition(target_key), target_key,
                         codec.encode(request))
 
-    def _dead_letter(self, record: Any, error: str, out: Outbox) -> None:
+    def _dead_letter(self, record: Any, error: str, out: Outbox) -> str:
         log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)
         out.add(topics.DLQ, self.tp.partition, record.key, record.value,
                 dead_letter_headers(error, record.topic, record.partition, record.offset))
+        return "dead_letter"

@@ -26,9 +26,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from command.faults import Fault
+from command.metrics import ProcessorMetrics
 from command.outbox import dead_letter_headers
 from command.partition import Fenced, PartitionWorker
 from events import topics
+from ledgerline.ops import Health
 
 __all__ = ["Fenced", "Processor", "dead_letter_headers"]
 
@@ -60,8 +62,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Processor:
     def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
-                 fault: Fault | None = None) -> None:
+                 fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
+                 health: Health | None = None) -> None:
         self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.health = health or Health()
         self.group = group
         self.max_records = max_records
         self.fault = fault
@@ -93,13 +98,14 @@ class Processor:
                 continue
             worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
                                      max_records=self.max_records, fault=self.fault,
-                                     on_commit=self._decided)
+                                     on_commit=self._decided, metrics=self.metrics)
             await worker.start(self._committed)
             self.consumer.seek(tp, worker.next_offset)
             worker.task = asyncio.create_task(worker.run(), name=f"partition-{tp.partition}")
             worker.task.add_done_callback(self._worker_done)
             self.workers[tp] = worker
         log.info("assigned partitions %s", sorted(tp.partition for tp in self.workers))
+        self._owned()
 
     async def release(self, revoked: Any) -> None:
         self.generation += 1
@@ -108,6 +114,13 @@ class Processor:
             worker = self.workers.pop(tp, None)
             if worker is not None:
                 await worker.stop()
+        self._owned()
+
+    def _owned(self) -> None:
+        partitions = sorted(tp.partition for tp in self.workers)
+        self.health.turned(partitions)
+        if self.metrics is not None:
+            self.metrics.partitions.set(len(partitions))
 
     async def _committed(self, tp: TopicPartition) -> int:
         committed = await self.consumer.committed(tp)  # a request to the broker, never a cache
@@ -157,6 +170,7 @@ class Processor:
                     if worker is not None and records:
                         worker.offer(records)
                 self._pace()
+                self.health.turned(self.health.partitions)
         except Fenced as exc:
             log.error("stopping: %s; this instance must not write any more", exc)
             raise

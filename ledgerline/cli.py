@@ -46,13 +46,25 @@ def query_api(settings: Settings, _args: argparse.Namespace) -> None:
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:
     from command.faults import Fault
+    from command.metrics import ProcessorMetrics
     from command.processor import Processor
+    from ledgerline.ops import Health, listen
 
     async def run(stop: asyncio.Event) -> None:
-        await Processor(
-            settings.kafka_bootstrap, max_records=settings.processor_max_records,
-            session_timeout_ms=settings.processor_session_timeout_ms, fault=Fault.from_env(os.environ),
-        ).run(stop)
+        metrics, health = ProcessorMetrics(), Health()
+        server = None
+        if settings.processor_metrics_port:
+            server = await listen(metrics.registry, health, settings.processor_metrics_port,
+                                  "LEDGERLINE_PROCESSOR_METRICS_PORT")
+        try:
+            await Processor(
+                settings.kafka_bootstrap, max_records=settings.processor_max_records,
+                session_timeout_ms=settings.processor_session_timeout_ms,
+                fault=Fault.from_env(os.environ), metrics=metrics, health=health,
+            ).run(stop)
+        finally:
+            if server is not None:
+                server.close()
 
     asyncio.run(_until_signalled(run))
 

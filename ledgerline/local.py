@@ -174,6 +174,7 @@ def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str
         LEDGERLINE_COMMAND_PORT=str(settings.command_port),
         LEDGERLINE_PARTITIONS=str(settings.partitions),
         LEDGERLINE_PROJECTOR_METRICS_PORT=str(settings.projector_metrics_port),
+        LEDGERLINE_PROCESSOR_METRICS_PORT=str(settings.processor_metrics_port),
     )
     return env
 
@@ -221,6 +222,12 @@ def load_demo(command_url: str, tokens: dict[str, str]) -> None:
     log.info("demo transfer alice -> bob: %s %s", status, answer.get("status"))
 
 
+def _metrics(settings: Settings) -> str:
+    ports = [("processor", settings.processor_metrics_port), ("projector", settings.projector_metrics_port)]
+    shown = [f"http://127.0.0.1:{port}/metrics ({name})" for name, port in ports if port]
+    return ", ".join(shown) or "off"
+
+
 def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path) -> str:
     q = f"http://{settings.query_host}:{settings.query_port}/graphql"
     c = f"http://{settings.command_host}:{settings.command_port}"
@@ -232,6 +239,7 @@ Ledgerline is running.
   Command API   {c}
   Kafka         {infra.bootstrap}
   PostgreSQL    {infra.database_url}
+  Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
 
 Tokens (valid 30 days):

@@ -36,6 +36,7 @@ class Settings:
     processor_max_records: int = 10_000
     processor_session_timeout_ms: int = 10_000
     projector_metrics_port: int = 9101  # 0: no /metrics endpoint
+    processor_metrics_port: int = 9102  # 0: no /metrics endpoint
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -103,6 +104,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         processor_session_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS", 10_000,
                                           6_000, 300_000),
         projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
+        processor_metrics_port=_int(env, "LEDGERLINE_PROCESSOR_METRICS_PORT", 9102, 0, 65535),
     )
 
 

@@ -45,7 +45,7 @@ def stack() -> Iterator[Stack]:
     infra = local.start_infra(settings, home, cache, env)
     settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                        query_port=free_port(), command_port=free_port(),
-                       projector_metrics_port=free_port())
+                       projector_metrics_port=free_port(), processor_metrics_port=free_port())
     try:
         yield Stack(settings, infra, home)
     finally:

@@ -15,7 +15,9 @@ from tests.conftest import Running
 
 # Test processors: a short session so a killed one's partitions move on quickly, and small
 # batches so a stream is worked through in many transactions (more points to crash at).
-FAST = {"LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS": "6000", "LEDGERLINE_PROCESSOR_MAX_RECORDS": "40"}
+# No metrics endpoint: several run at once, and the stack's own processor has one.
+FAST = {"LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS": "6000", "LEDGERLINE_PROCESSOR_MAX_RECORDS": "40",
+        "LEDGERLINE_PROCESSOR_METRICS_PORT": "0"}
 
 
 @dataclass
