@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from command.faults import Fault
 from command.metrics import ProcessorMetrics
 from command.outbox import dead_letter_headers
-from command.partition import Fenced, PartitionWorker
+from command.partition import Fenced, PartitionWorker, quick_transaction_restarts
 from events import topics
 from ledgerline.ops import Health
 
@@ -64,6 +64,7 @@ class Processor:
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
                  health: Health | None = None) -> None:
+        quick_transaction_restarts()
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.health = health or Health()
