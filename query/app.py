@@ -29,6 +29,7 @@ from strawberry.types import ExecutionResult
 from ledgerline.auth import AuthError, Principal
 from ledgerline.settings import Settings, asyncpg_dsn
 from projector.fold import FINAL_COMMAND_STATUSES
+from query import post
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
 from query.feeds import Feeds
@@ -61,11 +62,8 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         if isinstance(request, WebSocket):
             return Context(db=state.pool, principal=None, hub=state.hub,
                            loaders=Loaders(state.pool, cache=False), transport="websocket")
-        c = Context(db=state.pool, principal=request.scope["ledgerline.principal"], hub=state.hub,
-                    loaders=Loaders(state.pool))
-        command_id = request.headers.get("x-after-command")
-        if command_id is not None:
-            c.extensions["afterCommand"] = await _after_command(c, command_id)
+        c = await _http_context(state, request.scope["ledgerline.principal"],
+                                request.headers.get("x-after-command"))
         request.state.ledgerline_context = c
         return c
 
@@ -81,45 +79,50 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not _wants_ide(scope):
-            checked = _check_http({k.decode().lower(): v.decode() for k, v in scope["headers"]},
-                                  self.tokens)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            checked = _check_http(headers, self.tokens)
             if isinstance(checked, Response):
                 await checked(scope, receive, send)
                 return
             scope["ledgerline.principal"] = checked
             if scope["method"] == "POST":
-                await (await self._post(Request(scope, receive)))(scope, receive, send)
+                try:
+                    await self._post(scope, receive, send, headers, checked)
+                except post.Refused as refused:
+                    await post.respond(send, refused.status, refused.body())
                 return
         await super().__call__(scope, receive, send)
 
-    async def _post(self, request: Request) -> Response:
-        """A query over HTTP POST, straight to the schema: Strawberry's generic HTTP view costs
-        more than the lookup it serves (batches, uploads and HTTP streaming are off anyway)."""
-        if "application/json" not in request.headers.get("content-type", ""):
-            return _refusal(415, ErrorCode.invalid_query, "send the query as application/json")
+    async def _post(self, scope: Any, receive: Any, send: Any, headers: dict[str, str],
+                    principal: Principal) -> None:
+        """A query over HTTP POST, straight to graphql-core (see :mod:`query.post`)."""
+        if "application/json" not in headers.get("content-type", ""):
+            raise post.Refused(415, ErrorCode.invalid_query, "send the query as application/json")
+        raw = await post.read_body(receive, MAX_BODY_BYTES)
+        if raw is None:
+            return  # the client went away
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
-            return _refusal(400, ErrorCode.invalid_query, "the body is not JSON")
-        if not isinstance(body, dict):
-            return _refusal(400, ErrorCode.invalid_query, "send one operation, not a batch")
-        query, variables, name = body.get("query"), body.get("variables"), body.get("operationName")
-        well_formed = isinstance(query, str) and isinstance(variables, dict | None)
-        if not (well_formed and isinstance(name, str | None)):
-            return _refusal(400, ErrorCode.invalid_query,
-                            "`query` must be a string, `variables` an object, `operationName` a string")
-        context = await self.get_context(request, None)
+            raise post.Refused(400, ErrorCode.invalid_query, "the body is not JSON") from None
+        query, variables, name = post.operation(body)
+        context = await _http_context(scope["app"].state, principal, headers.get("x-after-command"))
         try:
-            result = await self.schema.execute(query, variable_values=variables, context_value=context,
-                                               operation_name=name)
+            result = await post.run(query, variables, name, context)
         except CannotGetOperationTypeError as exc:
-            return _refusal(400, ErrorCode.invalid_query, exc.as_http_error_reason())
-        return JSONResponse(await self.process_result(request, result))
+            raise post.Refused(400, ErrorCode.invalid_query, exc.as_http_error_reason()) from None
+        await post.respond(send, 200, post.answer(result, context.extensions))
+
+
+async def _http_context(state: Any, principal: Principal, after_command: str | None) -> Context:
+    c = Context(db=state.pool, principal=principal, hub=state.hub, loaders=Loaders(state.pool))
+    if after_command is not None:
+        c.extensions["afterCommand"] = await _after_command(c, after_command)
+    return c
 
 
 def _refusal(status: int, code: ErrorCode | str, message: str) -> Response:
-    code = code if isinstance(code, str) else code.value
-    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status)
+    return JSONResponse(post.Refused(status, code, message).body(), status)
 
 
 def _check_http(headers: dict[str, str], tokens: Verified) -> Principal | Response:
