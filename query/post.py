@@ -25,6 +25,7 @@ from strawberry.types.graphql import OperationType
 
 from query.errors import ErrorCode, coded, is_expected
 from query.limits import MAX_TOKENS, parse_cached, refusal
+from query.plan import Plans
 from query.schema import schema
 
 Scope = MutableMapping[str, Any]
@@ -32,6 +33,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.Encoder().encode
+_plans = Plans(schema._schema)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -96,10 +98,14 @@ async def run(query: str, variables: dict[str, Any] | None, operation_name: str 
     if refused:
         return _failed(refused)
     try:
-        result = execute(schema._schema, document, context_value=context, variable_values=variables,
-                         operation_name=name, is_awaitable=optimized_is_awaitable)
-        if optimized_is_awaitable(result):
-            result = await result  # type: ignore[misc]
+        plan = _plans.get(query, name, document)
+        if plan is not None:
+            result = await plan.run(context, variables)
+        else:
+            result = execute(schema._schema, document, context_value=context, variable_values=variables,
+                             operation_name=name, is_awaitable=optimized_is_awaitable)
+            if optimized_is_awaitable(result):
+                result = await result  # type: ignore[misc]
     except Exception as exc:  # as Strawberry does: answered, and logged
         return _failed([GraphQLError(str(exc), original_error=exc)])
     assert isinstance(result, ExecutionResult)
