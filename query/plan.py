@@ -22,8 +22,11 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     FieldNode,
+    GraphQLBoolean,
     GraphQLError,
     GraphQLField,
+    GraphQLID,
+    GraphQLInt,
     GraphQLLeafType,
     GraphQLList,
     GraphQLNonNull,
@@ -31,6 +34,7 @@ from graphql import (
     GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLSchema,
+    GraphQLString,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -38,7 +42,13 @@ from graphql import (
     default_field_resolver,
     located_error,
 )
-from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.execution.get_variable_signature import get_variable_signature
+from graphql.execution.values import (
+    VariableValues,
+    VariableValueSource,
+    get_argument_values,
+    get_variable_values,
+)
 from graphql.language import ListValueNode, ObjectValueNode, ValueNode
 from graphql.pyutils import Path, Undefined, inspect, is_iterable
 from strawberry.execution.is_awaitable import optimized_is_awaitable as is_awaitable
@@ -46,18 +56,19 @@ from strawberry.execution.is_awaitable import optimized_is_awaitable as is_await
 log = logging.getLogger("ledgerline.query.plan")
 
 Complete = Callable[["_Run", "_Field", GraphQLResolveInfo, Path, Any], Any]
+ResolverFor = Callable[[GraphQLField], Callable[..., Any] | None]
 
 
 class _Field:
     __slots__ = ("args", "complete", "definition", "key", "name", "nodes", "parent", "resolve",
                  "return_type")
 
-    def __init__(self, key: str, node: FieldNode, parent: GraphQLObjectType,
-                 definition: GraphQLField) -> None:
+    def __init__(self, key: str, node: FieldNode, parent: GraphQLObjectType, definition: GraphQLField,
+                 resolve: Callable[..., Any] | None) -> None:
         self.key, self.name, self.nodes, self.parent = key, node.name.value, [node], parent
         self.definition = definition
         self.return_type: GraphQLOutputType = definition.type
-        self.resolve = definition.resolve or default_field_resolver
+        self.resolve = resolve or definition.resolve or default_field_resolver
         self.args: dict[str, Any] | None = {} if not node.arguments and not definition.args else None
         if self.args is None and not any(_has_variable(a.value) for a in node.arguments or ()):
             try:  # literal arguments (and defaults): the same on every request
@@ -110,12 +121,15 @@ class _Run:
 class Plan:
     def __init__(self, schema: GraphQLSchema, operation: OperationDefinitionNode, root: Selection) -> None:
         self.schema, self.operation, self.root = schema, operation, root
+        self.simple_variables = _simple_variables(schema, operation)
 
     async def run(self, context: Any, inputs: dict[str, Any] | None) -> ExecutionResult:
-        variables = get_variable_values(self.schema, self.operation.variable_definitions or (),
-                                        inputs or {}, max_errors=50)
-        if isinstance(variables, list):
-            return ExecutionResult(data=None, errors=variables)
+        variables = self._plain_variables(inputs or {})
+        if variables is None:
+            variables = get_variable_values(self.schema, self.operation.variable_definitions or (),
+                                            inputs or {}, max_errors=50)
+            if isinstance(variables, list):
+                return ExecutionResult(data=None, errors=variables)
         run = _Run(self.schema, self.operation, context, variables)
         data: dict[str, Any] | None
         try:
@@ -126,6 +140,52 @@ class Plan:
             run.add(error, None)
             data = None
         return ExecutionResult(data=data, errors=run.errors or None)
+
+
+    def _plain_variables(self, inputs: dict[str, Any]) -> VariableValues | None:
+        """The variables when each is a plain scalar given as the value it coerces to (a string
+        for ``String`` and ``ID``, an int for ``Int``, a bool for ``Boolean``); else None, and
+        graphql-core coerces them (and answers what is wrong)."""
+        if self.simple_variables is None:
+            return None
+        sources: dict[str, VariableValueSource] = {}
+        coerced: dict[str, Any] = {}
+        for name, signature, accepts, non_null in self.simple_variables:
+            value = inputs.get(name, Undefined)
+            if value is Undefined or value is None:
+                if non_null:
+                    return None
+                if value is Undefined:
+                    sources[name] = VariableValueSource(signature)
+                    continue
+            elif not accepts(value):
+                return None
+            sources[name] = VariableValueSource(signature, value)
+            coerced[name] = value
+        return VariableValues(sources, coerced)
+
+
+_ACCEPTS: dict[Any, Callable[[Any], bool]] = {
+    GraphQLString: lambda v: type(v) is str,
+    GraphQLID: lambda v: type(v) is str,
+    GraphQLInt: lambda v: type(v) is int and -(2**31) <= v < 2**31,
+    GraphQLBoolean: lambda v: type(v) is bool,
+}
+
+
+def _simple_variables(schema: GraphQLSchema, operation: OperationDefinitionNode) -> list[Any] | None:
+    out = []
+    for definition in operation.variable_definitions or ():
+        signature = get_variable_signature(schema, definition)
+        if isinstance(signature, GraphQLError) or definition.default_value is not None:
+            return None
+        non_null = isinstance(signature.type, GraphQLNonNull)
+        named = signature.type.of_type if non_null else signature.type  # type: ignore[union-attr]
+        accepts = _ACCEPTS.get(named)
+        if accepts is None:
+            return None
+        out.append((signature.name, signature, accepts, non_null))
+    return out
 
 
 def _fields(run: _Run, selection: Selection, source: Any, path: Path | None) -> Any:
@@ -339,7 +399,8 @@ def _named(t: GraphQLOutputType) -> Any:
     return t
 
 
-def _selection(selection_set: SelectionSetNode | None, parent: GraphQLObjectType) -> Selection | None:
+def _selection(selection_set: SelectionSetNode | None, parent: GraphQLObjectType,
+               resolver_for: ResolverFor) -> Selection | None:
     """The compiled fields of a selection set, None if it holds what plans do not cover."""
     if selection_set is None:
         return None
@@ -359,11 +420,11 @@ def _selection(selection_set: SelectionSetNode | None, parent: GraphQLObjectType
         definition = parent.fields.get(name)
         if definition is None or name.startswith("__"):
             return None
-        f = _Field(key, node, parent, definition)
+        f = _Field(key, node, parent, definition, resolver_for(definition))
         named = _named(definition.type)
         below: Selection | None = None
         if isinstance(named, GraphQLObjectType):
-            below = _selection(node.selection_set, named)
+            below = _selection(node.selection_set, named, resolver_for)
             if below is None:
                 return None
         elif not isinstance(named, GraphQLLeafType) or node.selection_set is not None:
@@ -373,7 +434,10 @@ def _selection(selection_set: SelectionSetNode | None, parent: GraphQLObjectType
     return tuple(out)
 
 
-def build(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None) -> Plan | None:
+def build(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+          resolver_for: ResolverFor = lambda _definition: None) -> Plan | None:
+    """The plan of the operation, None if the document holds what plans do not cover. A field
+    is resolved by ``resolver_for(field)`` when that gives a resolver, else by its own."""
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if len(operations) != len(document.definitions):
         return None  # fragments
@@ -387,15 +451,15 @@ def build(schema: GraphQLSchema, document: DocumentNode, operation_name: str | N
     root = schema.query_type
     if root is None:
         return None
-    selection = _selection(operation.selection_set, root)
+    selection = _selection(operation.selection_set, root, resolver_for)
     return None if selection is None else Plan(schema, operation, selection)
 
 
 class Plans:
     """Plans by query text and operation name (None remembered too: that document has none)."""
 
-    def __init__(self, schema: GraphQLSchema, size: int = 256) -> None:
-        self.schema, self.size = schema, size
+    def __init__(self, schema: GraphQLSchema, resolver_for: ResolverFor, size: int = 256) -> None:
+        self.schema, self.resolver_for, self.size = schema, resolver_for, size
         self._known: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
 
     def get(self, query: str, operation_name: str | None, document: DocumentNode) -> Plan | None:
@@ -404,7 +468,7 @@ class Plans:
             self._known.move_to_end(key)
             return self._known[key]
         try:
-            plan = build(self.schema, document, operation_name)
+            plan = build(self.schema, document, operation_name, self.resolver_for)
         except Exception:  # a plan is only a shortcut: graphql-core runs the document instead
             log.exception("cannot plan %.200r; it runs on graphql-core", query)
             plan = None

@@ -23,6 +23,7 @@ from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from query.direct import resolver_for
 from query.errors import ErrorCode, coded, is_expected
 from query.limits import MAX_TOKENS, parse_cached, refusal
 from query.plan import Plans
@@ -33,7 +34,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.Encoder().encode
-_plans = Plans(schema._schema)
+_plans = Plans(schema._schema, lambda field: resolver_for(schema, field))
 _JSON = [(b"content-type", b"application/json")]
 
 
