@@ -182,7 +182,27 @@ async def metrics(_request: Request) -> Response:
     return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(settings: Settings) -> Starlette:
+class QueryApp:
+    """The Starlette app, with ``POST /graphql`` handed straight to the GraphQL view: its route
+    lookup and middleware stack cost a tenth of a balance lookup, and the view answers its own
+    errors. Everything else (GET, GraphiQL, websockets, health, metrics) goes through Starlette."""
+
+    def __init__(self, app: Starlette, graphql: LedgerGraphQL) -> None:
+        self.app, self.graphql = app, graphql
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/graphql":
+            scope["app"] = self.app
+            await self.graphql(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> QueryApp:
     settings.token_keys()
 
     @contextlib.asynccontextmanager
@@ -199,7 +219,7 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.pool.close()
 
     graphql = LedgerGraphQL(settings)
-    return Starlette(
+    return QueryApp(Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
@@ -208,4 +228,4 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics),
         ],
         lifespan=lifespan,
-    )
+    ), graphql)
