@@ -61,7 +61,7 @@ ResolverFor = Callable[[GraphQLField], Callable[..., Any] | None]
 
 class _Field:
     __slots__ = ("args", "complete", "definition", "key", "name", "nodes", "parent", "resolve",
-                 "return_type")
+                 "return_type", "variable_args")
 
     def __init__(self, key: str, node: FieldNode, parent: GraphQLObjectType, definition: GraphQLField,
                  resolve: Callable[..., Any] | None) -> None:
@@ -75,7 +75,40 @@ class _Field:
                 self.args = get_argument_values(definition, node, None)
             except GraphQLError:
                 self.args = None  # left to each request, which answers the error
+        self.variable_args = None if self.args is not None else _variable_args(definition, node)
         self.complete: Complete = _no_completion
+
+    def arguments(self, variables: VariableValues) -> dict[str, Any]:
+        if self.args is not None:
+            return self.args
+        if self.variable_args is not None:  # each argument a variable: its value, when it has one
+            args = {}
+            coerced = variables.coerced
+            for name, variable, non_null in self.variable_args:
+                value = coerced.get(variable, Undefined)
+                if value is Undefined or (value is None and non_null):
+                    break  # a default or an error: graphql-core's rules decide
+                args[name] = value
+            else:
+                return args
+        return get_argument_values(self.definition, self.nodes[0], variables)
+
+
+def _variable_args(definition: GraphQLField, node: FieldNode) -> list[tuple[str, str, bool]] | None:
+    """(argument, variable, non-null) when every argument given is a bare variable and those
+    not given have no default; else None."""
+    given = {a.name.value: a.value for a in node.arguments or ()}
+    out = []
+    for name, argument in definition.args.items():
+        value = given.pop(name, None)
+        if value is None:
+            if argument.default_value is not Undefined or isinstance(argument.type, GraphQLNonNull):
+                return None
+            continue
+        if not isinstance(value, VariableNode):
+            return None
+        out.append((argument.out_name or name, value.name.value, isinstance(argument.type, GraphQLNonNull)))
+    return None if given else out
 
 
 class _Typename:
@@ -225,7 +258,7 @@ def _field(run: _Run, f: _Field, source: Any, path: Path) -> Any:
     info = GraphQLResolveInfo(f.name, f.nodes, f.return_type, f.parent, path, run.schema, {}, None,
                               run.operation, run.variables, run.context, is_awaitable, None, None)
     try:
-        args = f.args if f.args is not None else get_argument_values(f.definition, f.nodes[0], run.variables)
+        args = f.arguments(run.variables)
         result = f.resolve(source, info, **args)
         if is_awaitable(result):
             return _resolved_later(run, f, info, path, result)
