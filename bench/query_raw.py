@@ -5,6 +5,7 @@ decimal string) without GraphQL around it. ``python -m bench.query_raw PORT``.
 """
 
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator
 
@@ -35,6 +36,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
         app.state.pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        gc.collect()
+        gc.freeze()  # as the query API does after start-up
         yield
         await app.state.pool.close()
 
