@@ -9,7 +9,6 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 
 import contextlib
 import gc
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -103,7 +102,7 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         if raw is None:
             return  # the client went away
         try:
-            body = json.loads(raw)
+            body = post.decode(raw)
         except ValueError:
             raise post.Refused(400, ErrorCode.invalid_query, "the body is not JSON") from None
         query, variables, name = post.operation(body)

@@ -34,6 +34,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.Encoder().encode
+decode = msgspec.json.Decoder().decode  # its errors are ValueErrors, as json.loads's
 _plans = Plans(schema._schema, lambda field: resolver_for(schema, field))
 _JSON = [(b"content-type", b"application/json")]
 
