@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ledgerline import logs
 from ledgerline.settings import Settings, SettingsError, asyncpg_dsn, load
@@ -24,7 +25,7 @@ async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> N
 
 
 def _serve(app_factory: Callable[[Settings], object], host: str, port: int, settings: Settings,
-           **options: object) -> None:
+           **options: Any) -> None:
     import uvicorn
 
     uvicorn.run(app_factory(settings), host=host, port=port, log_level="warning",  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from strawberry.types.base import StrawberryOptional
 from strawberry.types.field import StrawberryField
 
 Resolve = Callable[..., Any]
+Info = GraphQLResolveInfo[Any]
 
 # Argument types whose GraphQL value is already the Python value (Strawberry returns it as is).
 _PLAIN = (str, int, float, bool, strawberry.ID)
@@ -36,7 +37,7 @@ def resolver_for(schema: strawberry.Schema, definition: GraphQLField) -> Resolve
             return None
         name = field.python_name
 
-        def attribute(source: Any, _info: GraphQLResolveInfo) -> Any:
+        def attribute(source: Any, _info: Info) -> Any:
             return getattr(source, name)
 
         return attribute
@@ -53,7 +54,7 @@ def resolver_for(schema: strawberry.Schema, definition: GraphQLField) -> Resolve
     arguments = [(config.name_converter.from_argument(a), a.python_name, a.type, _plain(a.type))
                  for a in field.arguments]
 
-    def resolve(source: Any, info: GraphQLResolveInfo, **values: Any) -> Any:
+    def resolve(source: Any, info: Info, **values: Any) -> Any:
         strawberry_info = make_info(_raw_info=info, _field=field)
         kwargs: dict[str, Any] = {}
         for graphql_name, python_name, type_, plain in arguments:

@@ -55,7 +55,9 @@ from strawberry.execution.is_awaitable import optimized_is_awaitable as is_await
 
 log = logging.getLogger("ledgerline.query.plan")
 
-Complete = Callable[["_Run", "_Field", GraphQLResolveInfo, Path, Any], Any]
+Info = GraphQLResolveInfo[Any]
+
+Complete = Callable[["_Run", "_Field", Info, Path, Any], Any]
 ResolverFor = Callable[[GraphQLField], Callable[..., Any] | None]
 
 
@@ -159,10 +161,11 @@ class Plan:
     async def run(self, context: Any, inputs: dict[str, Any] | None) -> ExecutionResult:
         variables = self._plain_variables(inputs or {})
         if variables is None:
-            variables = get_variable_values(self.schema, self.operation.variable_definitions or (),
-                                            inputs or {}, max_errors=50)
-            if isinstance(variables, list):
-                return ExecutionResult(data=None, errors=variables)
+            coerced = get_variable_values(self.schema, self.operation.variable_definitions or (),
+                                          inputs or {}, max_errors=50)
+            if isinstance(coerced, list):
+                return ExecutionResult(data=None, errors=coerced)
+            variables = coerced
         run = _Run(self.schema, self.operation, context, variables)
         data: dict[str, Any] | None
         try:
@@ -255,8 +258,10 @@ async def _settle(into: Any, waiting: list[tuple[Any, Awaitable[Any]]]) -> Any:
 
 
 def _field(run: _Run, f: _Field, source: Any, path: Path) -> Any:
-    info = GraphQLResolveInfo(f.name, f.nodes, f.return_type, f.parent, path, run.schema, {}, None,
-                              run.operation, run.variables, run.context, is_awaitable, None, None)
+    # No abort signal and no async helpers: resolvers here use neither.
+    info: Info = GraphQLResolveInfo(
+        f.name, f.nodes, f.return_type, f.parent, path, run.schema, {}, None, run.operation, run.variables,
+        run.context, is_awaitable, None, None)  # type: ignore[arg-type]
     try:
         args = f.arguments(run.variables)
         result = f.resolve(source, info, **args)
@@ -271,7 +276,7 @@ def _field(run: _Run, f: _Field, source: Any, path: Path) -> Any:
         return None
 
 
-async def _resolved_later(run: _Run, f: _Field, info: GraphQLResolveInfo, path: Path,
+async def _resolved_later(run: _Run, f: _Field, info: Info, path: Path,
                           result: Awaitable[Any]) -> Any:
     try:
         completed = f.complete(run, f, info, path, await result)
@@ -294,7 +299,7 @@ async def _completed_later(run: _Run, f: _Field, return_type: GraphQLOutputType,
 
 # --- completion, built once per field for its type --------------------------------------------
 
-def _no_completion(_run: _Run, _f: _Field, _info: GraphQLResolveInfo, _path: Path, value: Any) -> Any:
+def _no_completion(_run: _Run, _f: _Field, _info: Info, _path: Path, value: Any) -> Any:
     return value  # replaced when the plan is built
 
 
@@ -302,7 +307,7 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
     if isinstance(return_type, GraphQLNonNull):
         inner = _completion(return_type.of_type, selection)
 
-        def non_null(run: _Run, f: _Field, info: GraphQLResolveInfo, path: Path, value: Any) -> Any:
+        def non_null(run: _Run, f: _Field, info: Info, path: Path, value: Any) -> Any:
             completed = inner(run, f, info, path, value)
             if is_awaitable(completed):
                 return _not_null_later(info, completed)
@@ -316,7 +321,7 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
     if isinstance(return_type, GraphQLLeafType):
         leaf = return_type
 
-        def scalar(_run: _Run, _f: _Field, _info: GraphQLResolveInfo, _path: Path, value: Any) -> Any:
+        def scalar(_run: _Run, _f: _Field, _info: Info, _path: Path, value: Any) -> Any:
             if isinstance(value, Exception):
                 raise value
             if value is None or value is Undefined:
@@ -331,7 +336,7 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
     assert isinstance(return_type, GraphQLObjectType) and selection is not None
     object_type, fields = return_type, selection
 
-    def obj(run: _Run, f: _Field, info: GraphQLResolveInfo, path: Path, value: Any) -> Any:
+    def obj(run: _Run, f: _Field, info: Info, path: Path, value: Any) -> Any:
         if isinstance(value, Exception):
             raise value
         if value is None or value is Undefined:
@@ -339,7 +344,7 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
         if object_type.is_type_of is not None:
             fits = object_type.is_type_of(value, info)
             if is_awaitable(fits):
-                return _object_later(run, object_type, fields, f, path, value, fits)
+                return _object_later(run, object_type, fields, f, path, value, fits)  # type: ignore[arg-type]
             if not fits:
                 raise _wrong_type(object_type, value, f)
         return _fields(run, fields, value, path)
@@ -347,14 +352,14 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
     return obj
 
 
-async def _not_null_later(info: GraphQLResolveInfo, completed: Awaitable[Any]) -> Any:
+async def _not_null_later(info: Info, completed: Awaitable[Any]) -> Any:
     value = await completed
     if value is None:
         raise _null_error(info)
     return value
 
 
-def _null_error(info: GraphQLResolveInfo) -> TypeError:
+def _null_error(info: Info) -> TypeError:
     return TypeError(f"Cannot return null for non-nullable field {info.parent_type}.{info.field_name}.")
 
 
@@ -373,7 +378,7 @@ def _wrong_type(object_type: GraphQLObjectType, value: Any, f: _Field) -> GraphQ
 def _list_completion(return_type: GraphQLList[Any], item: Complete) -> Complete:
     item_type = return_type.of_type
 
-    def items(run: _Run, f: _Field, info: GraphQLResolveInfo, path: Path, value: Any) -> Any:
+    def items(run: _Run, f: _Field, info: Info, path: Path, value: Any) -> Any:
         if isinstance(value, Exception):
             raise value
         if value is None or value is Undefined:
@@ -405,7 +410,7 @@ def _list_completion(return_type: GraphQLList[Any], item: Complete) -> Complete:
 
 
 async def _item_later(run: _Run, f: _Field, item: Complete, item_type: GraphQLOutputType,
-                      info: GraphQLResolveInfo, path: Path, element: Awaitable[Any]) -> Any:
+                      info: Info, path: Path, element: Awaitable[Any]) -> Any:
     try:
         completed = item(run, f, info, path, await element)
         return await completed if is_awaitable(completed) else completed

@@ -94,7 +94,7 @@ async def run(query: str, variables: dict[str, Any] | None, operation_name: str 
     if chosen is None:
         raise CannotGetOperationTypeError(operation_name)
     # Strawberry runs the first operation of a document when none is named: so does this path.
-    name = operation_name if operation_name is not None else chosen.name and chosen.name.value
+    name = operation_name if operation_name is not None else chosen.name.value if chosen.name else None
     refused = refusal(document, query, name, variables, OperationType(chosen.operation.value),
                       True, schema._schema)
     if refused:
@@ -104,10 +104,9 @@ async def run(query: str, variables: dict[str, Any] | None, operation_name: str 
         if plan is not None:
             result = await plan.run(context, variables)
         else:
-            result = execute(schema._schema, document, context_value=context, variable_values=variables,
-                             operation_name=name, is_awaitable=optimized_is_awaitable)
-            if optimized_is_awaitable(result):
-                result = await result  # type: ignore[misc]
+            executed = execute(schema._schema, document, context_value=context, variable_values=variables,
+                               operation_name=name, is_awaitable=optimized_is_awaitable)  # type: ignore[arg-type]
+            result = await executed if optimized_is_awaitable(executed) else executed  # type: ignore[misc,assignment]
     except Exception as exc:  # as Strawberry does: answered, and logged
         return _failed([GraphQLError(str(exc), original_error=exc)])
     assert isinstance(result, ExecutionResult)
