@@ -35,6 +35,7 @@ from query.errors import ErrorCode, coded
 from query.feeds import Feeds
 from query.hub import Hub, wait_for_command
 from query.ids import is_id
+from query.pool import Pool
 from query.schema import schema
 from query.tokens import Verified
 from query.ws import TransportWS
@@ -151,11 +152,6 @@ async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
     return answer
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's reset query on release (one more round trip per statement): this pool
-    only reads and never changes session state, and asyncpg still rolls back an open transaction."""
-
-
 def _wants_ide(scope: Any) -> bool:
     if scope["method"] != "GET":
         return False
@@ -171,7 +167,7 @@ async def healthz(_request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         await request.app.state.pool.fetchval("SELECT 1")
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return JSONResponse({"status": "unavailable", "database": repr(exc)}, status_code=503)
     if not request.app.state.hub.connected.is_set():
         return JSONResponse({"status": "unavailable", "listener": "reconnecting"}, status_code=503)
@@ -216,7 +212,7 @@ def create_app(settings: Settings) -> QueryApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        app.state.pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()
         app.state.hub = Hub(dsn, app.state.pool)
         try:
             await app.state.hub.start()
