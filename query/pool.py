@@ -77,6 +77,10 @@ class Pool:
                 raise asyncpg.InterfaceError("the pool is closed")
             if self._free:
                 conn = self._free.pop()  # the most recently used: warm caches
+                if conn.is_closed():  # closed by the server while it was free
+                    conn.terminate()
+                    self.size -= 1
+                    continue
                 return conn
             if self.size < self.max_size:
                 self.size += 1

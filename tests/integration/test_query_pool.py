@@ -65,10 +65,10 @@ async def test_a_connection_killed_by_the_server_is_replaced(stack: Stack) -> No
         assert len(pids) == 2
         await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", list(pids))
         failures = 0
-        for _ in range(4):  # each dead connection fails at most once, then is replaced
+        for _ in range(4):  # each dead connection fails at most once (however asyncpg words it), then is replaced
             try:
                 await pool.fetchval("SELECT 1")
-            except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+            except (asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresError, OSError):
                 failures += 1
         assert failures <= 2
         fresh = await asyncio.gather(*(pool.fetchval("SELECT pg_backend_pid() FROM pg_sleep(0.05)")
