@@ -5,10 +5,10 @@ decimal string) without GraphQL around it. ``python -m bench.query_raw PORT``.
 """
 
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator
 
-import asyncpg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,14 +18,11 @@ from starlette.routing import Route
 from events.amounts import format_amount
 from ledgerline.auth import AuthError
 from ledgerline.settings import Settings, asyncpg_dsn, load
+from query.pool import Pool
 from query.tokens import Verified
 
 _BALANCE = """SELECT b.available, a.decimals FROM wallet_balances b JOIN assets a ON a.symbol = b.asset
               WHERE b.wallet = $1 AND b.asset = $2"""
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """As the query API's pool: no reset query on release."""
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -34,7 +31,9 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        app.state.pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()  # as the query API's
+        gc.collect()
+        gc.freeze()  # as the query API does after start-up
         yield
         await app.state.pool.close()
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ledgerline import logs
 from ledgerline.settings import Settings, SettingsError, asyncpg_dsn, load
@@ -23,11 +24,12 @@ async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> N
     await run(stop)
 
 
-def _serve(app_factory: Callable[[Settings], object], host: str, port: int, settings: Settings) -> None:
+def _serve(app_factory: Callable[[Settings], object], host: str, port: int, settings: Settings,
+           **options: Any) -> None:
     import uvicorn
 
     uvicorn.run(app_factory(settings), host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                access_log=False, lifespan="on", proxy_headers=False)
+                access_log=False, lifespan="on", proxy_headers=False, **options)
 
 
 def command_api(settings: Settings, _args: argparse.Namespace) -> None:
@@ -41,7 +43,9 @@ def query_api(settings: Settings, _args: argparse.Namespace) -> None:
     from query.app import create_app
 
     log.info("GraphQL API on http://%s:%d/graphql", settings.query_host, settings.query_port)
-    _serve(create_app, settings.query_host, settings.query_port, settings)
+    # Subscription messages are small states sent to many sockets: compressing each one for
+    # each socket costs more CPU than the bytes it saves.
+    _serve(create_app, settings.query_host, settings.query_port, settings, ws_per_message_deflate=False)
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:

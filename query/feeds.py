@@ -3,9 +3,10 @@
 Subscribers that send the same subscription (query text, variables, operation) with the same
 rights (the wallets they may see, or everything) would receive the same results, so one stream
 runs for all of them and each result goes to every member. A change watched by a thousand
-browser tabs is then executed once, not a thousand times. Results are whole states (balances,
-a transfer's status), so a member that joins late starts from the last one, and a member that
-falls behind keeps only the latest few.
+browser tabs is then executed once, not a thousand times, and what the members derive from a
+result (its encoded payload) is computed once too (:class:`Shared`). Results are whole states
+(balances, a transfer's status), so a member that joins late starts from the last one, and a
+member that falls behind keeps only the latest few.
 """
 
 import asyncio
@@ -19,6 +20,21 @@ from query.context import Context
 
 _END = object()
 _BACKLOG = 16
+
+
+class Shared:
+    """One result of a shared stream, and what its members derive from it, computed once."""
+
+    __slots__ = ("_derived", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._derived: dict[str, Any] = {}
+
+    def once(self, name: str, derive: Callable[[Any], Any]) -> Any:
+        if name not in self._derived:
+            self._derived[name] = derive(self.value)
+        return self._derived[name]
 
 
 class _Member:
@@ -56,11 +72,11 @@ class _Feed:
         try:
             source = await start()
             if not hasattr(source, "__aiter__"):  # an answer at once, not a stream
-                self._send(source)
+                self._send(Shared(source))
                 return
             async for result in source:
-                self.last = result
-                self._send(result)
+                self.last = Shared(result)
+                self._send(self.last)
         finally:
             on_end(self)
             if source is not None and hasattr(source, "aclose"):
@@ -90,7 +106,7 @@ class Feeds:
         if self._feeds.get(key) is feed:
             del self._feeds[key]
 
-    async def follow(self, key: Hashable, start: Callable[[], Awaitable[Any]]) -> AsyncIterator[Any]:
+    async def follow(self, key: Hashable, start: Callable[[], Awaitable[Any]]) -> AsyncIterator[Shared]:
         """The results of the stream ``key``, started with ``start()`` if nobody follows it yet."""
         feed = self._feeds.get(key)
         if feed is None or feed.task.done():

@@ -20,15 +20,17 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
     parse,
+    specified_rules,
 )
+from graphql.validation import ASTValidationRule
 from strawberry.schema.schema import validate_document
-from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from query.errors import CodedErrors, ErrorCode, error
@@ -147,47 +149,57 @@ def check(m: Measure) -> None:
 _measures: OrderedDict[tuple[str, str | None], Measure] = OrderedDict()
 
 
-def _measured(ec: ExecutionContext) -> Measure:
-    assert ec.graphql_document is not None
-    key = (ec.query or "", ec.operation_name)
-    m = _measures.get(key) if ec.query else None
+def measured(query: str | None, document: DocumentNode, operation_name: str | None,
+             variables: Mapping[str, Any] | None) -> Measure:
+    """:func:`measure`, remembered by query text when the variables do not change it."""
+    key = (query or "", operation_name)
+    m = _measures.get(key) if query else None
     if m is None:
-        m = measure(ec.graphql_document, ec.operation_name, ec.variables)
-        if ec.query and not m.uses_variables:
+        m = measure(document, operation_name, variables)
+        if query and not m.uses_variables:
             _measures[key] = m
             if len(_measures) > 256:
                 _measures.popitem(last=False)
     return m
 
 
-class _ValidationCache:
-    """Validation outcomes by query text (hashing a parsed document walks all of it)."""
-
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
-        self._known: OrderedDict[str, list[GraphQLError]] = OrderedDict()
-
-    def validate(self, ec: ExecutionContext) -> list[GraphQLError]:
-        assert ec.graphql_document is not None
-        if ec.query is None:  # a document given ready-parsed: nothing to key on
-            return validate_document(ec.schema._schema, ec.graphql_document, tuple(ec.validation_rules))
-        errors = self._known.get(ec.query)
-        if errors is None:
-            errors = validate_document(ec.schema._schema, ec.graphql_document, tuple(ec.validation_rules))
-            self._known[ec.query] = errors
-            if len(self._known) > self.size:
-                self._known.popitem(last=False)
-        else:
-            self._known.move_to_end(ec.query)
-        return errors
+_RULES = tuple(specified_rules)
+_validated: OrderedDict[str, list[GraphQLError]] = OrderedDict()
 
 
-_validated = _ValidationCache()
+def validated(schema: GraphQLSchema, query: str | None, document: DocumentNode,
+              rules: tuple[type[ASTValidationRule], ...] = _RULES) -> list[GraphQLError]:
+    """Validation errors by query text (hashing a parsed document walks all of it)."""
+    if query is None or rules != _RULES:  # nothing to key on, or other rules than usual
+        return validate_document(schema, document, rules)
+    errors = _validated.get(query)
+    if errors is None:
+        errors = _validated[query] = validate_document(schema, document, rules)
+        if len(_validated) > 256:
+            _validated.popitem(last=False)
+    else:
+        _validated.move_to_end(query)
+    return errors
 
 
 @functools.lru_cache(maxsize=256)
 def parse_cached(query: str, max_tokens: int) -> DocumentNode:
     return parse(query, max_tokens=max_tokens)
+
+
+def refusal(document: DocumentNode, query: str | None, operation_name: str | None,
+            variables: Mapping[str, Any] | None, operation_type: OperationType, over_http: bool,
+            schema: GraphQLSchema, rules: tuple[type[ASTValidationRule], ...] = _RULES) -> list[GraphQLError]:
+    """What stops an operation before it runs: the transport, a limit, or validation (in that
+    order: a limit is checked first so an abusive document is not even validated)."""
+    try:
+        if operation_type is OperationType.SUBSCRIPTION and over_http:
+            raise error(ErrorCode.invalid_query, "subscriptions are served over the "
+                        "graphql-transport-ws websocket protocol at this address, not over HTTP")
+        check(measured(query, document, operation_name, variables))
+    except GraphQLError as refused:
+        return [refused]
+    return validated(schema, query, document, rules)
 
 
 class QueryGuard(CodedErrors):
@@ -210,14 +222,8 @@ class QueryGuard(CodedErrors):
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
         if ec.pre_execution_errors is None and ec.graphql_document is not None:
-            try:
-                over_http = getattr(ec.context, "transport", "") == "http"
-                if ec.operation_type is OperationType.SUBSCRIPTION and over_http:
-                    raise error(ErrorCode.invalid_query, "subscriptions are served over the "
-                                "graphql-transport-ws websocket protocol at this address, not over HTTP")
-                check(_measured(ec))
-            except GraphQLError as refused:
-                ec.pre_execution_errors = [refused]
-            else:
-                ec.pre_execution_errors = _validated.validate(ec)
+            ec.pre_execution_errors = refusal(
+                ec.graphql_document, ec.query, ec.operation_name, ec.variables, ec.operation_type,
+                getattr(ec.context, "transport", "") == "http", ec.schema._schema,
+                tuple(ec.validation_rules))
         yield

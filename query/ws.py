@@ -1,9 +1,13 @@
 """The graphql-transport-ws handler: authentication at ``connection_init`` and shared streams."""
 
+import json
 from collections.abc import Hashable
 from typing import Any
 
+import msgspec
 from graphql import GraphQLError, OperationDefinitionNode, OperationType
+from starlette.websockets import WebSocketDisconnect
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -13,6 +17,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     CompleteMessage,
     ConnectionInitMessage,
 )
+from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from ledgerline.auth import AuthError
@@ -20,6 +25,8 @@ from query.context import Context
 from query.feeds import Feeds
 from query.limits import MAX_TOKENS, parse_cached
 from query.tokens import Verified
+
+_encode = msgspec.json.Encoder().encode
 
 
 class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
@@ -55,15 +62,36 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
         try:
             first = True
-            async for result in feeds.follow(key, start):
-                if first and isinstance(result, PreExecutionError):
-                    await self._handle_pre_execution_error(operation, result)
+            head = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
+            async for shared in feeds.follow(key, start):
+                if first and isinstance(shared.value, PreExecutionError):
+                    await self._handle_pre_execution_error(operation, shared.value)
                     return
-                await operation.send_next(result)
+                await self._send_text(operation, head + shared.once("next", _next_payload) + "}")
                 first = False
             await operation.send_operation_message(CompleteMessage(id=operation.id, type="complete"))
         except _OperationStreamClosed:
             return
+
+    async def _send_text(self, operation: Operation[Context, None], text: str) -> None:
+        """A ``next`` message already encoded: a change seen by a thousand subscribers of one
+        feed is encoded once, each of them gets only its operation id put in front."""
+        if operation.completed:
+            return
+        try:
+            await self.websocket.ws.send_text(text)  # type: ignore[attr-defined]
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
+def _next_payload(result: ExecutionResult) -> str:
+    """The payload of a ``next`` message, as Strawberry's ``Operation.send_next`` builds it."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [e.formatted for e in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return _encode(payload).decode()
 
 
 def _feed_key(operation: Operation[Context, None], context: Context) -> Hashable | None:
