@@ -5,7 +5,6 @@ decimal string) without GraphQL around it. ``python -m bench.query_raw PORT``.
 """
 
 import contextlib
-import gc
 import sys
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ from starlette.routing import Route
 
 from events.amounts import format_amount
 from ledgerline.auth import AuthError
+from ledgerline.runtime import settle_heap
 from ledgerline.settings import Settings, asyncpg_dsn, load
 from query.pool import Pool
 from query.tokens import Verified
@@ -32,8 +32,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
         app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()  # as the query API's
-        gc.collect()
-        gc.freeze()  # as the query API does after start-up
+        settle_heap()  # as the query API does after start-up
         yield
         await app.state.pool.close()
 

@@ -8,7 +8,6 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 """
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -27,6 +26,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 
 from ledgerline.auth import AuthError, Principal
+from ledgerline.runtime import settle_heap
 from ledgerline.settings import Settings, asyncpg_dsn
 from projector.fold import FINAL_COMMAND_STATUSES
 from query import post
@@ -198,14 +198,6 @@ class QueryApp:
             await self.app(scope, receive, send)
 
 
-def _freeze_startup_objects() -> None:
-    """Keep what start-up made (modules, the schema, the pool) out of the garbage collector's
-    full passes: each of them walked all of it, some tens of milliseconds during which no
-    request is answered, about once a second under load."""
-    gc.collect()
-    gc.freeze()
-
-
 def create_app(settings: Settings) -> QueryApp:
     settings.token_keys()
 
@@ -216,7 +208,7 @@ def create_app(settings: Settings) -> QueryApp:
         app.state.hub = Hub(dsn, app.state.pool)
         try:
             await app.state.hub.start()
-            _freeze_startup_objects()
+            settle_heap()
             log.info("query API ready")
             yield
         finally:
