@@ -1,15 +1,18 @@
 """Set-based writes of one batch of row changes, its offsets and its NOTIFY, in one transaction.
 
-One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFLICT …``). Money
-travels as text and is cast to ``NUMERIC(78,0)`` so no value passes through a float.
+One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFLICT …``), text
+``COPY`` for the append-only tables. Money and times travel as text (see :mod:`projector.wire`)
+and are cast by the server: no value passes through a float, and Python does the least work.
 """
 
+import io
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
+from projector import wire
 from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
 
 CHANNEL = "ledger_changes"
@@ -24,26 +27,30 @@ class OffsetConflict(RuntimeError):
 
 def _col(rows: Sequence[Row], name: str, money: bool = False) -> list[Any]:
     if money:
-        return [None if r.get(name) is None else str(r[name]) for r in rows]
+        return [wire.money(r.get(name)) for r in rows]
     return [r.get(name) for r in rows]
+
+
+def _times(rows: Sequence[Row], name: str) -> list[str | None]:
+    return [wire.ts(r.get(name)) for r in rows]
 
 
 _ASSETS = """
 INSERT INTO assets (symbol, name, decimals, issuer, max_supply, supply, burned, registered_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::numeric[],
-                     $6::numeric[], $7::numeric[], $8::timestamptz[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[]::numeric[],
+                     $6::text[]::numeric[], $7::text[]::numeric[], $8::text[]::timestamptz[])
 ON CONFLICT (symbol) DO NOTHING
 """
 
 _SUPPLY = """
 UPDATE assets SET supply = u.supply, burned = COALESCE(u.burned, assets.burned), updated_at = now()
-FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS u(symbol, supply, burned)
+FROM unnest($1::text[], $2::text[]::numeric[], $3::text[]::numeric[]) AS u(symbol, supply, burned)
 WHERE assets.symbol = u.symbol
 """
 
 _WALLETS = """
 INSERT INTO wallets (wallet, first_seen_at)
-SELECT * FROM unnest($1::text[], $2::timestamptz[])
+SELECT * FROM unnest($1::text[], $2::text[]::timestamptz[])
 ON CONFLICT (wallet) DO UPDATE SET first_seen_at = LEAST(wallets.first_seen_at, EXCLUDED.first_seen_at)
 WHERE EXCLUDED.first_seen_at < wallets.first_seen_at
 """
@@ -52,13 +59,14 @@ WHERE EXCLUDED.first_seen_at < wallets.first_seen_at
 _FREEZES = """
 UPDATE wallets SET frozen = u.frozen, freeze_reason = u.reason, frozen_changed_at = u.at,
                    updated_at = now()
-FROM unnest($1::text[], $2::boolean[], $3::text[], $4::timestamptz[]) AS u(wallet, frozen, reason, at)
+FROM unnest($1::text[], $2::boolean[], $3::text[], $4::text[]::timestamptz[]) AS u(wallet, frozen, reason, at)
 WHERE wallets.wallet = u.wallet
 """
 
 _BALANCES = """
 INSERT INTO wallet_balances (wallet, asset, available, held, updated_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::timestamptz[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::numeric[], $4::text[]::numeric[],
+                     $5::text[]::timestamptz[])
 ON CONFLICT (wallet, asset) DO UPDATE
 SET available = EXCLUDED.available, held = EXCLUDED.held, updated_at = EXCLUDED.updated_at
 """
@@ -79,9 +87,9 @@ _TRANSFER_COLUMNS = (
 _TRANSFERS = f"""
 INSERT INTO transfers (transfer_id, command_id, source, target, asset, amount, memo, status,
                        status_rank, reason, initiated_at, confirmed_at, completed_at, failed_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
-                     $7::text[], $8::text[], $9::smallint[], $10::text[], $11::timestamptz[],
-                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[],
+                     $7::text[], $8::text[], $9::smallint[], $10::text[], $11::text[]::timestamptz[],
+                     $12::text[]::timestamptz[], $13::text[]::timestamptz[], $14::text[]::timestamptz[])
 ON CONFLICT (transfer_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(transfers.{c}, EXCLUDED.{c})" for c in _TRANSFER_COLUMNS)},
 {_RANKED.format(t="transfers")}
@@ -94,10 +102,11 @@ _TRADE_COLUMNS = (
 
 _TRADES = f"""
 INSERT INTO trades (trade_id, {", ".join(_TRADE_COLUMNS)}, status, status_rank, reason)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[],
-                     $7::text[], $8::numeric[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-                     $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::timestamptz[],
-                     $16::timestamptz[], $17::text[], $18::smallint[], $19::text[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[],
+                     $7::text[], $8::text[]::numeric[], $9::text[], $10::text[]::timestamptz[],
+                     $11::text[]::timestamptz[], $12::text[]::timestamptz[], $13::text[]::timestamptz[],
+                     $14::text[]::timestamptz[], $15::text[]::timestamptz[], $16::text[]::timestamptz[],
+                     $17::text[], $18::smallint[], $19::text[])
 ON CONFLICT (trade_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(trades.{c}, EXCLUDED.{c})" for c in _TRADE_COLUMNS)},
 {_RANKED.format(t="trades")}
@@ -107,7 +116,7 @@ _COMMANDS = f"""
 INSERT INTO command_log (command_id, type, principal, correlation_id, status, status_rank,
                          reason, created_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[],
-                     $7::text[], $8::timestamptz[])
+                     $7::text[], $8::text[]::timestamptz[])
 ON CONFLICT (command_id) DO UPDATE SET
 type = COALESCE(command_log.type, EXCLUDED.type),
 correlation_id = COALESCE(command_log.correlation_id, EXCLUDED.correlation_id),
@@ -121,6 +130,9 @@ _ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "he
                   "reference", "occurred_at")
 _EVENT_COLUMNS = ("event_id", "type", "version", "key", "command_id", "correlation_id", "principal",
                   "occurred_at", "topic", "partition", "offset", "payload")
+# Columns that hold text from outside the projector (everything but numbers, times, kinds).
+_ENTRY_FREE = (0, 1, 2, 7)
+_EVENT_FREE = (0, 1, 3, 4, 5, 6, 8, 11)
 
 _OFFSET = """
 INSERT INTO projection_offsets (projection, topic, partition, next_offset)
@@ -173,7 +185,7 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
         await conn.execute(
             _ASSETS, _col(rows, "symbol"), _col(rows, "name"), _col(rows, "decimals"),
             _col(rows, "issuer"), _col(rows, "max_supply", True), _col(rows, "supply", True),
-            _col(rows, "burned", True), _col(rows, "registered_at"),
+            _col(rows, "burned", True), _times(rows, "registered_at"),
         )
     if c.supply:
         rows = list(c.supply.values())
@@ -181,16 +193,16 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
                            _col(rows, "burned", True))
     if c.wallets:
         rows = list(c.wallets.values())
-        await conn.execute(_WALLETS, _col(rows, "wallet"), _col(rows, "first_seen_at"))
+        await conn.execute(_WALLETS, _col(rows, "wallet"), _times(rows, "first_seen_at"))
     if c.freezes:
         rows = list(c.freezes.values())
         await conn.execute(_FREEZES, _col(rows, "wallet"), _col(rows, "frozen"),
-                           _col(rows, "freeze_reason"), _col(rows, "frozen_changed_at"))
+                           _col(rows, "freeze_reason"), _times(rows, "frozen_changed_at"))
     if c.balances:
         rows = list(c.balances.values())
         await conn.execute(
             _BALANCES, _col(rows, "wallet"), _col(rows, "asset"), _col(rows, "available", True),
-            _col(rows, "held", True), _col(rows, "updated_at"),
+            _col(rows, "held", True), _times(rows, "updated_at"),
         )
     if c.transfers:
         rows = list(c.transfers.values())
@@ -198,14 +210,16 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _TRANSFERS, _col(rows, "transfer_id"), _col(rows, "command_id"), _col(rows, "source"),
             _col(rows, "target"), _col(rows, "asset"), _col(rows, "amount", True),
             _col(rows, "memo"), _col(rows, "status"), _col(rows, "status_rank"),
-            _col(rows, "reason"), _col(rows, "initiated_at"), _col(rows, "confirmed_at"),
-            _col(rows, "completed_at"), _col(rows, "failed_at"),
+            _col(rows, "reason"), _times(rows, "initiated_at"), _times(rows, "confirmed_at"),
+            _times(rows, "completed_at"), _times(rows, "failed_at"),
         )
     if c.trades:
         rows = list(c.trades.values())
         money = {"quantity", "price"}
         await conn.execute(
-            _TRADES, _col(rows, "trade_id"), *(_col(rows, n, n in money) for n in _TRADE_COLUMNS),
+            _TRADES, _col(rows, "trade_id"),
+            *(_times(rows, n) if n in TRADE_TIMES else _col(rows, n, n in money)
+              for n in _TRADE_COLUMNS),
             _col(rows, "status"), _col(rows, "status_rank"), _col(rows, "reason"),
         )
     if c.commands:
@@ -213,18 +227,25 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
         await conn.execute(
             _COMMANDS, _col(rows, "command_id"), _col(rows, "type"), _col(rows, "principal"),
             _col(rows, "correlation_id"), _col(rows, "status"), _col(rows, "status_rank"),
-            _col(rows, "reason"), _col(rows, "created_at"),
+            _col(rows, "reason"), _times(rows, "created_at"),
         )
     if c.entries:
-        await conn.copy_records_to_table(
-            "ledger_entries", columns=_ENTRY_COLUMNS,
-            records=[tuple(r[k] for k in _ENTRY_COLUMNS) for r in c.entries],
-        )
+        await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _ENTRY_FREE, (
+            (r["event_id"], r["wallet"], r["asset"], r["delta"], r["available_after"],
+             r["held_after"], r["kind"], r["reference"], wire.ts(r["occurred_at"]))
+            for r in c.entries))
     if c.events:
-        await conn.copy_records_to_table(
-            "events", columns=_EVENT_COLUMNS,
-            records=[tuple(r[k] for k in _EVENT_COLUMNS) for r in c.events],
-        )
+        await _copy(conn, "events", _EVENT_COLUMNS, _EVENT_FREE, (
+            (r["event_id"], r["type"], r["version"], r["key"], r["command_id"],
+             r["correlation_id"], r["principal"], wire.ts(r["occurred_at"]), r["topic"],
+             r["partition"], r["offset"], r["payload"])
+            for r in c.events))
+
+
+async def _copy(conn: asyncpg.Connection, table: str, columns: Sequence[str], free: Sequence[int],
+                rows: Iterable[Sequence[Any]]) -> None:
+    await conn.copy_to_table(table, source=io.BytesIO(wire.copy_lines(rows, free)),
+                             columns=columns, format="text")
 
 
 def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:

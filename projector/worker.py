@@ -289,7 +289,7 @@ class Projector:
     """
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
-                 projection: str = PROJECTION, max_records: int = 5000,
+                 projection: str = PROJECTION, max_records: int = 20_000,
                  metrics: ProjectorMetrics | None = None, health: Health | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
