@@ -7,9 +7,7 @@ ISO 8601 text msgspec writes, so nothing is lost on the way.
 """
 
 import re
-from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -36,19 +34,9 @@ def escape(value: str | None) -> str:
     return value.translate(_ESCAPES) if _SPECIAL(value) else value
 
 
-def copy_lines(rows: Iterable[Sequence[Any]], free: Sequence[int]) -> bytes:
-    """COPY text format for ``rows`` of ``str``/``int``/None values.
-
-    Only the columns at indexes ``free`` may hold text from outside (ids, names, JSON): each row
-    is checked once for a character COPY would read as a separator, and escaped only if it has
-    one. The other columns are numbers, ISO times or fixed words, safe as they are.
-    """
-    lines = []
-    for row in rows:
-        fields = [NULL if v is None else v if v.__class__ is str else str(v) for v in row]
-        if _SPECIAL("".join([row[i] or "" for i in free])):
-            for i in free:
-                fields[i] = escape(row[i])
-        lines.append("\t".join(fields))
-    lines.append("")
-    return "\n".join(lines).encode()
+def fields(*values: str | None) -> tuple[str, ...]:
+    """Text from outside (ids, names, JSON) as COPY text fields: checked together, escaped only
+    when one of them holds a character COPY would read as a separator; None is ``\\N``."""
+    if _SPECIAL("".join([v for v in values if v is not None])):
+        return tuple(escape(v) for v in values)
+    return tuple(NULL if v is None else v for v in values)
