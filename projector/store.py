@@ -1,20 +1,19 @@
 """Set-based writes of one batch of row changes, its offsets and its NOTIFY, in one transaction.
 
-One statement per table per batch: ``INSERT … SELECT … ON CONFLICT …`` from a staging table
-loaded by text ``COPY`` (see :mod:`projector.stage`), ``unnest(…)`` for the rare ones, text
+One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFLICT …``), text
 ``COPY`` for the append-only tables. Money and times travel as text (see :mod:`projector.wire`)
 and are cast by the server: no value passes through a float, and Python does the least work.
 """
 
+import io
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
-from projector import stage, wire
+from projector import wire
 from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
-from projector.stage import Stage
 
 CHANNEL = "ledger_changes"
 #: Taken shared by every batch of the live projector, exclusively by a rebuild's swap.
@@ -49,34 +48,12 @@ FROM unnest($1::text[], $2::text[]::numeric[], $3::text[]::numeric[]) AS u(symbo
 WHERE assets.symbol = u.symbol
 """
 
-WALLETS = Stage("wallets", (("wallet", "text"), ("first_seen_at", "timestamptz")))
-BALANCES = Stage("wallet_balances", (("wallet", "text"), ("asset", "text"), ("available", "numeric"),
-                                     ("held", "numeric"), ("updated_at", "timestamptz")))
-TRANSFERS = Stage("transfers", (
-    ("transfer_id", "text"), ("command_id", "text"), ("source", "text"), ("target", "text"),
-    ("asset", "text"), ("amount", "numeric"), ("memo", "text"), ("status", "text"),
-    ("status_rank", "smallint"), ("reason", "text"), ("initiated_at", "timestamptz"),
-    ("confirmed_at", "timestamptz"), ("completed_at", "timestamptz"), ("failed_at", "timestamptz")))
-TRADES = Stage("trades", (
-    ("trade_id", "text"), ("command_id", "text"), ("seller", "text"), ("buyer", "text"),
-    ("asset", "text"), ("quantity", "numeric"), ("payment_asset", "text"), ("price", "numeric"),
-    ("failed_party", "text"), *((t, "timestamptz") for t in TRADE_TIMES), ("status", "text"),
-    ("status_rank", "smallint"), ("reason", "text")))
-COMMANDS = Stage("command_log", (
-    ("command_id", "text"), ("type", "text"), ("principal", "text"), ("correlation_id", "text"),
-    ("status", "text"), ("status_rank", "smallint"), ("reason", "text"),
-    ("created_at", "timestamptz")))
-STAGES = (WALLETS, BALANCES, TRANSFERS, TRADES, COMMANDS)
-
-
-def _upsert(stage: Stage, conflict: str) -> str:
-    return (f"INSERT INTO {stage.table} ({stage.names}) SELECT {stage.names} FROM {stage.name}\n"
-            f"ON CONFLICT {conflict}")
-
-
-_WALLETS = _upsert(WALLETS, """(wallet) DO UPDATE
-SET first_seen_at = LEAST(wallets.first_seen_at, EXCLUDED.first_seen_at)
-WHERE EXCLUDED.first_seen_at < wallets.first_seen_at""")
+_WALLETS = """
+INSERT INTO wallets (wallet, first_seen_at)
+SELECT * FROM unnest($1::text[], $2::text[]::timestamptz[])
+ON CONFLICT (wallet) DO UPDATE SET first_seen_at = LEAST(wallets.first_seen_at, EXCLUDED.first_seen_at)
+WHERE EXCLUDED.first_seen_at < wallets.first_seen_at
+"""
 
 # Freezes of one wallet come from one partition, in order: the last one in a batch is current.
 _FREEZES = """
@@ -86,8 +63,13 @@ FROM unnest($1::text[], $2::boolean[], $3::text[], $4::text[]::timestamptz[]) AS
 WHERE wallets.wallet = u.wallet
 """
 
-_BALANCES = _upsert(BALANCES, """(wallet, asset) DO UPDATE
-SET available = EXCLUDED.available, held = EXCLUDED.held, updated_at = EXCLUDED.updated_at""")
+_BALANCES = """
+INSERT INTO wallet_balances (wallet, asset, available, held, updated_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[]::numeric[], $4::text[]::numeric[],
+                     $5::text[]::timestamptz[])
+ON CONFLICT (wallet, asset) DO UPDATE
+SET available = EXCLUDED.available, held = EXCLUDED.held, updated_at = EXCLUDED.updated_at
+"""
 
 _RANKED = """
 status = CASE WHEN EXCLUDED.status_rank > {t}.status_rank THEN EXCLUDED.status ELSE {t}.status END,
@@ -102,24 +84,45 @@ _TRANSFER_COLUMNS = (
     "initiated_at", "confirmed_at", "completed_at", "failed_at",
 )
 
-_TRANSFERS = _upsert(TRANSFERS, f"""(transfer_id) DO UPDATE SET
+_TRANSFERS = f"""
+INSERT INTO transfers (transfer_id, command_id, source, target, asset, amount, memo, status,
+                       status_rank, reason, initiated_at, confirmed_at, completed_at, failed_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[],
+                     $7::text[], $8::text[], $9::smallint[], $10::text[], $11::text[]::timestamptz[],
+                     $12::text[]::timestamptz[], $13::text[]::timestamptz[], $14::text[]::timestamptz[])
+ON CONFLICT (transfer_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(transfers.{c}, EXCLUDED.{c})" for c in _TRANSFER_COLUMNS)},
-{_RANKED.format(t="transfers")}""")
+{_RANKED.format(t="transfers")}
+"""
 
 _TRADE_COLUMNS = (
     "command_id", "seller", "buyer", "asset", "quantity", "payment_asset", "price", "failed_party",
     *TRADE_TIMES,
 )
 
-_TRADES = _upsert(TRADES, f"""(trade_id) DO UPDATE SET
+_TRADES = f"""
+INSERT INTO trades (trade_id, {", ".join(_TRADE_COLUMNS)}, status, status_rank, reason)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::numeric[],
+                     $7::text[], $8::text[]::numeric[], $9::text[], $10::text[]::timestamptz[],
+                     $11::text[]::timestamptz[], $12::text[]::timestamptz[], $13::text[]::timestamptz[],
+                     $14::text[]::timestamptz[], $15::text[]::timestamptz[], $16::text[]::timestamptz[],
+                     $17::text[], $18::smallint[], $19::text[])
+ON CONFLICT (trade_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(trades.{c}, EXCLUDED.{c})" for c in _TRADE_COLUMNS)},
-{_RANKED.format(t="trades")}""")
+{_RANKED.format(t="trades")}
+"""
 
-_COMMANDS = _upsert(COMMANDS, f"""(command_id) DO UPDATE SET
+_COMMANDS = f"""
+INSERT INTO command_log (command_id, type, principal, correlation_id, status, status_rank,
+                         reason, created_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[],
+                     $7::text[], $8::text[]::timestamptz[])
+ON CONFLICT (command_id) DO UPDATE SET
 type = COALESCE(command_log.type, EXCLUDED.type),
 correlation_id = COALESCE(command_log.correlation_id, EXCLUDED.correlation_id),
 created_at = LEAST(command_log.created_at, EXCLUDED.created_at),
-{_RANKED.format(t="command_log")}""")
+{_RANKED.format(t="command_log")}
+"""
 
 # Append-only tables are loaded with COPY. COPY cannot skip conflicts, and needs not: the offsets
 # are moved (and fenced) first in the same transaction, so no record is ever written twice.
@@ -174,8 +177,6 @@ async def write_batch(
 
 
 async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
-    if c.wallets or c.balances or c.transfers or c.trades or c.commands:
-        await stage.create(conn, STAGES)
     if c.assets:
         rows = list(c.assets.values())
         await conn.execute(
@@ -188,32 +189,51 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
         await conn.execute(_SUPPLY, _col(rows, "symbol"), _col(rows, "supply", True),
                            _col(rows, "burned", True))
     if c.wallets:
-        await _staged(conn, WALLETS, _WALLETS, c.wallets.values())
+        rows = list(c.wallets.values())
+        await conn.execute(_WALLETS, _col(rows, "wallet"), _times(rows, "first_seen_at"))
     if c.freezes:
         rows = list(c.freezes.values())
         await conn.execute(_FREEZES, _col(rows, "wallet"), _col(rows, "frozen"),
                            _col(rows, "freeze_reason"), _times(rows, "frozen_changed_at"))
     if c.balances:
-        await _staged(conn, BALANCES, _BALANCES, c.balances.values())
+        rows = list(c.balances.values())
+        await conn.execute(
+            _BALANCES, _col(rows, "wallet"), _col(rows, "asset"), _col(rows, "available", True),
+            _col(rows, "held", True), _times(rows, "updated_at"),
+        )
     if c.transfers:
-        await _staged(conn, TRANSFERS, _TRANSFERS, c.transfers.values())
+        rows = list(c.transfers.values())
+        await conn.execute(
+            _TRANSFERS, _col(rows, "transfer_id"), _col(rows, "command_id"), _col(rows, "source"),
+            _col(rows, "target"), _col(rows, "asset"), _col(rows, "amount", True),
+            _col(rows, "memo"), _col(rows, "status"), _col(rows, "status_rank"),
+            _col(rows, "reason"), _times(rows, "initiated_at"), _times(rows, "confirmed_at"),
+            _times(rows, "completed_at"), _times(rows, "failed_at"),
+        )
     if c.trades:
-        await _staged(conn, TRADES, _TRADES, c.trades.values())
+        rows = list(c.trades.values())
+        money = {"quantity", "price"}
+        await conn.execute(
+            _TRADES, _col(rows, "trade_id"),
+            *(_times(rows, n) if n in TRADE_TIMES else _col(rows, n, n in money)
+              for n in _TRADE_COLUMNS),
+            _col(rows, "status"), _col(rows, "status_rank"), _col(rows, "reason"),
+        )
     if c.commands:
-        await _staged(conn, COMMANDS, _COMMANDS, c.commands.values())
+        rows = list(c.commands.values())
+        await conn.execute(
+            _COMMANDS, _col(rows, "command_id"), _col(rows, "type"), _col(rows, "principal"),
+            _col(rows, "correlation_id"), _col(rows, "status"), _col(rows, "status_rank"),
+            _col(rows, "reason"), _times(rows, "created_at"),
+        )
     if c.entries:
         await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _entry_lines(c.entries))
     if c.events:
         await _copy(conn, "events", _EVENT_COLUMNS, _event_lines(c.events))
 
 
-async def _staged(conn: asyncpg.Connection, into: Stage, upsert: str, rows: Iterable[Row]) -> None:
-    await stage.load(conn, into, rows)
-    await conn.execute(upsert)
-
-
 async def _copy(conn: asyncpg.Connection, table: str, columns: Sequence[str], lines: list[str]) -> None:
-    await conn.copy_to_table(table, source=wire.source("".join(lines).encode()), columns=columns,
+    await conn.copy_to_table(table, source=io.BytesIO("".join(lines).encode()), columns=columns,
                              format="text")
 
 

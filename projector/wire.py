@@ -7,14 +7,13 @@ ISO 8601 text msgspec writes, so nothing is lost on the way.
 """
 
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import msgspec
 
 _encode = msgspec.json.Encoder().encode
 #: Characters COPY's text format gives a meaning to; a value holding one is escaped.
-needs_escape = re.compile(r"[\\\t\n\r]").search
+_SPECIAL = re.compile(r"[\\\t\n\r]").search
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
 
@@ -32,19 +31,12 @@ def escape(value: str | None) -> str:
     """One field of a COPY text line."""
     if value is None:
         return NULL
-    return value.translate(_ESCAPES) if needs_escape(value) else value
+    return value.translate(_ESCAPES) if _SPECIAL(value) else value
 
 
 def fields(*values: str | None) -> tuple[str, ...]:
     """Text from outside (ids, names, JSON) as COPY text fields: checked together, escaped only
     when one of them holds a character COPY would read as a separator; None is ``\\N``."""
-    if needs_escape("".join(filter(None, values))):
+    if _SPECIAL("".join([v for v in values if v is not None])):
         return tuple(escape(v) for v in values)
-    if None in values:
-        return tuple(NULL if v is None else v for v in values)
-    return values  # type: ignore[return-value]  # no None among them
-
-
-async def source(data: bytes) -> AsyncIterator[bytes]:
-    """``data`` as the asynchronous iterable asyncpg's COPY reads without a thread."""
-    yield data
+    return tuple(NULL if v is None else v for v in values)
