@@ -19,6 +19,7 @@ import itertools
 import os
 import random
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -358,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_run(args, infra.bootstrap, asyncpg_dsn(infra.database_url), servers))
     finally:
         infra.stop()
+        shutil.rmtree(home, ignore_errors=True)  # a million events leave about 3 GB behind
 
 
 async def _run(args: argparse.Namespace, bootstrap: str, dsn: str,
