@@ -18,6 +18,8 @@ import bisect
 import itertools
 import os
 import random
+import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -207,6 +209,49 @@ async def naive(bootstrap: str, dsn: str, partitions: int, count: int) -> float:
                 await shadow.drop_shadow(conn)
 
 
+def _process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) a process has used, 0 if it is gone; Linux /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class Cpu:
+    """CPU used over a stretch of time by this process and by each server's process tree."""
+
+    def __init__(self, servers: dict[str, int | None]) -> None:
+        self.servers = {name: pid for name, pid in servers.items() if pid is not None}
+        self.started = self._now()
+
+    def _now(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = {"projector (Python)": usage.ru_utime + usage.ru_stime}
+        for name, pid in self.servers.items():
+            now[name] = sum(_process_cpu(p) for p in [pid, *_children(pid)])
+        return now
+
+    def per_event(self, events: int) -> str:
+        now = self._now()
+        return ", ".join(f"{name} {1e6 * (now[name] - self.started[name]) / events:.0f}"
+                         for name in now)
+
+
 class Timed(Projection):
     """The worker's projection, noting produced -> committed for every record it commits."""
 
@@ -220,7 +265,8 @@ class Timed(Projection):
 
 
 async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: Ledger, rate: int,
-                            seconds: float) -> tuple[float, int, list[float]]:
+                            seconds: float, servers: dict[str, int | None]
+                            ) -> tuple[float, int, list[float], str]:
     ends = await end_offsets(bootstrap, partitions)
     total = sum(ends.values())
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
@@ -235,12 +281,14 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
         while not worker.stored:  # noqa: ASYNC110 - polling another task's progress
             await asyncio.sleep(0.01)
         started = time.perf_counter()
+        cpu = Cpu(servers)
         while True:
             at = await stored(pool)
             if all(at.get(p, 0) >= ends[p] for p in range(partitions)):
                 break
             await asyncio.sleep(0.05)
         catch_up = total / (time.perf_counter() - started)
+        cpu_per_event = cpu.per_event(total)
         print(f"catch-up: {_batches(metrics)}", file=sys.stderr)
         # Live: a steady rate for a while, the worker caught up from the start.
         timed.latencies.clear()
@@ -267,7 +315,7 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
                 break
             await asyncio.sleep(0.05)
         print(f"catch-up + live: {_batches(metrics)}", file=sys.stderr)
-        return catch_up, sent, timed.latencies
+        return catch_up, sent, timed.latencies, cpu_per_event
     finally:
         stop.set()
         await task
@@ -306,25 +354,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"starting a broker and a database in {home} ...", file=sys.stderr)
     infra = local.start_infra(settings, home, local.cache_dir(env), env)
     try:
-        asyncio.run(_run(args, infra.bootstrap, asyncpg_dsn(infra.database_url)))
+        servers = {"PostgreSQL": infra.postgres.pid if infra.postgres else None,
+                   "Kafka": infra.broker.pid if infra.broker else None}
+        asyncio.run(_run(args, infra.bootstrap, asyncpg_dsn(infra.database_url), servers))
     finally:
         infra.stop()
+        shutil.rmtree(home, ignore_errors=True)  # a million events leave about 3 GB behind
 
 
-async def _run(args: argparse.Namespace, bootstrap: str, dsn: str) -> None:
+async def _run(args: argparse.Namespace, bootstrap: str, dsn: str,
+               servers: dict[str, int | None]) -> None:
     ledger = Ledger(args.wallets, args.partitions)
     started = time.perf_counter()
     produced = await produce(bootstrap, ledger.events(args.events))
     print(f"produced {produced:,} events in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     baseline = await naive(bootstrap, dsn, args.partitions, min(args.naive_events, produced))
-    rate, sent, latencies = await catch_up_and_live(bootstrap, dsn, args.partitions, ledger,
-                                                    args.rate, args.live_seconds)
+    rate, sent, latencies, cpu = await catch_up_and_live(bootstrap, dsn, args.partitions, ledger,
+                                                         args.rate, args.live_seconds, servers)
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     print(f"""
 projector catch-up: {produced:,} events over {args.wallets:,} wallets (skewed), {args.partitions} partitions
   batched worker          {rate:>10,.0f} events/s
   one transaction/event  {baseline:>10,.0f} events/s  (same code, {min(args.naive_events, produced):,} events)
   speed-up                {rate / baseline:>10.1f} x
+  CPU per event (µs)      {cpu}
 live: {sent:,} events at {args.rate:,}/s for {args.live_seconds:.0f}s, produced -> committed
   p50 {1000 * q[49]:.1f} ms   p99 {1000 * q[98]:.1f} ms   max {1000 * max(latencies):.1f} ms
 """)

@@ -80,9 +80,10 @@ def merge(old: Row | None, new: Row, rank_column: str = "status_rank") -> Row:
     """Combine two partial rows: known values win over ``None``; the higher status rank wins."""
     if old is None:
         return new
-    merged = {k: (v if v is not None else old.get(k)) for k, v in new.items()}
-    for k, v in old.items():
-        merged.setdefault(k, v)
+    merged = old.copy()
+    for k, v in new.items():
+        if v is not None or k not in merged:
+            merged[k] = v
     if rank_column in old and old[rank_column] >= new.get(rank_column, 0):
         merged["status"], merged[rank_column] = old["status"], old[rank_column]
         merged["reason"] = old.get("reason") if old.get("reason") is not None else new.get("reason")
@@ -234,26 +235,8 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
     """Fold one event into ``changes``. Raises ``ValueError`` if the event cannot apply."""
     e = env.payload
     at = env.occurred_at
+    # Most frequent first: each case is an isinstance check (through ABCMeta for msgspec Structs).
     match e:
-        case AssetRegistered():
-            changes.assets[e.symbol] = {
-                "symbol": e.symbol,
-                "name": e.name,
-                "decimals": e.decimals,
-                "issuer": e.issuer,
-                "max_supply": e.max_supply,
-                "supply": 0,
-                "burned": 0,
-                "registered_at": at,
-            }
-            _command(changes, env, "completed", command_type="RegisterAsset")
-        case AssetRegistrationRejected():
-            _command(changes, env, "rejected", e.reason, command_type="RegisterAsset")
-        case TokensIssued():
-            _supply(changes, e.symbol, e.supply_after, None)
-            _command(changes, env, "pending", command_type="IssueTokens")
-        case IssueRejected():
-            _command(changes, env, "rejected", e.reason, command_type="IssueTokens")
         case TransferInitiated():
             _transfer(changes, e.transfer_id, "initiated", command_id=env.command_id,
                       source=e.source, target=e.target, asset=e.asset, amount=e.amount,
@@ -275,6 +258,25 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
             elif e.kind == "trade_delivery":
                 _trade(changes, e.reference, "settled", settled_at=at)
             _command(changes, env, _CREDIT_STATUS[e.kind])
+        case AssetRegistered():
+            changes.assets[e.symbol] = {
+                "symbol": e.symbol,
+                "name": e.name,
+                "decimals": e.decimals,
+                "issuer": e.issuer,
+                "max_supply": e.max_supply,
+                "supply": 0,
+                "burned": 0,
+                "registered_at": at,
+            }
+            _command(changes, env, "completed", command_type="RegisterAsset")
+        case AssetRegistrationRejected():
+            _command(changes, env, "rejected", e.reason, command_type="RegisterAsset")
+        case TokensIssued():
+            _supply(changes, e.symbol, e.supply_after, None)
+            _command(changes, env, "pending", command_type="IssueTokens")
+        case IssueRejected():
+            _command(changes, env, "rejected", e.reason, command_type="IssueTokens")
         case TradeTerms():
             _apply_trade(changes, env, e)
         case TokensBurned():

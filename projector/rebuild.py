@@ -109,7 +109,7 @@ class Replay:
                     self.consumer.seek(tp, bound)  # the rest is for a later round
                 if kept:
                     owned[tp.partition] = kept
-            prepared = self.projection.prepare(owned)
+            prepared = await asyncio.to_thread(self.projection.prepare, owned)  # see worker.Projector
             if inflight is not None:
                 await inflight
             inflight = asyncio.create_task(self.projection.commit(prepared))

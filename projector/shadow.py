@@ -2,9 +2,9 @@
 
 The live views are the tables of schema ``ledger`` (clients find them through the database's
 ``search_path``). A rebuild copies their definitions into ``ledger_rebuild`` — columns,
-defaults, checks, primary and unique keys; the other indexes are added after the bulk load —
-replays into it, then, in one transaction, moves each rebuilt table into ``ledger`` in place of
-the live one. Moving or dropping a table invalidates every cached plan that uses it, so
+defaults, checks, primary and unique keys, storage parameters; the other indexes are added
+after the bulk load — replays into it, then, in one transaction, moves each rebuilt table into
+``ledger`` in place of the live one. Moving or dropping a table invalidates every cached plan that uses it, so
 prepared statements of long-lived connections are re-planned, by name, onto the new tables.
 Views of other schemas (``reporting``) that read a swapped table are re-created from their own
 definitions, and the table's grants are carried over.
@@ -54,6 +54,11 @@ async def create_shadow(conn: asyncpg.Connection) -> list[str]:
                 f"{LIVE}.{_q(t)}"):
                 await conn.execute(
                     f"ALTER TABLE {SHADOW}.{_q(t)} ADD CONSTRAINT {_q(name)} {definition}")
+            # Storage parameters (fillfactor) are not part of LIKE.
+            options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = $1::regclass",
+                                          f"{LIVE}.{_q(t)}")
+            if options:
+                await conn.execute(f"ALTER TABLE {SHADOW}.{_q(t)} SET ({', '.join(options)})")
     return names
 
 

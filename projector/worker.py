@@ -284,12 +284,13 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
 class Projector:
     """The live projector: one member of the consumer group that shares ``ledger.events``.
 
-    One batch is written while the next is fetched and folded, so Python's work and the
-    database's overlap; a batch is committed only after the one before it.
+    One batch is written while the next is fetched and folded (in a thread, so the event loop
+    keeps feeding the database its statements), so Python's work and the database's overlap; a
+    batch is committed only after the one before it.
     """
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
-                 projection: str = PROJECTION, max_records: int = 5000,
+                 projection: str = PROJECTION, max_records: int = 20_000,
                  metrics: ProjectorMetrics | None = None, health: Health | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
@@ -349,7 +350,9 @@ class Projector:
         owned = {tp.partition: r for tp, r in batches.items() if r and tp.partition in self.stored}
         positions = {tp.partition: await self.consumer.position(tp)
                      for tp in self.consumer.assignment() if tp.partition in self.stored}
-        prepared = self.projection.prepare(owned)  # while the previous batch is being written
+        # In a thread, while the previous batch is being written: a batch is written in several
+        # statements, and the event loop must be free to send each one as the last completes.
+        prepared = await asyncio.to_thread(self.projection.prepare, owned)
         if not await self._drain():
             return  # offsets were re-read and the consumer moved: what we prepared is stale
         if prepared is not None:

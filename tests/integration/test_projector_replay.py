@@ -40,6 +40,8 @@ async def test_rebuild_from_offset_zero_gives_identical_tables(
 
     # The same, through the command line, swapping the rebuilt tables in.
     oid_before = await pool.fetchval("SELECT 'ledger.events'::regclass::oid")
+    layout = await _layout(pool)
+    assert layout["command_log"][0] == ["fillfactor=80"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ledgerline", "rebuild", env=running.stack.env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -51,6 +53,7 @@ async def test_rebuild_from_offset_zero_gives_identical_tables(
     assert await pool.fetchval("SELECT 'ledger.events'::regclass::oid") != oid_before
     async with pool.acquire() as conn:
         assert await shadow.checksums(conn) == before
+    assert await _layout(pool) == layout  # same indexes and storage parameters as before
 
 
 async def test_rebuild_while_events_arrive_swaps_readers_and_projector_onto_new_tables(
@@ -130,3 +133,12 @@ async def test_rebuilding_one_view_swaps_that_table_only(running: Running, pool:
 async def _checksums(pool: asyncpg.Pool) -> dict[str, tuple[int, str]]:
     async with pool.acquire() as conn:
         return await shadow.checksums(conn)
+
+
+async def _layout(pool: asyncpg.Pool) -> dict[str, tuple[list[str] | None, list[str]]]:
+    """Per view: its storage parameters and the definitions of its indexes."""
+    rows = await pool.fetch(
+        "SELECT c.relname, c.reloptions, array(SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x "
+        "WHERE x.indrelid = c.oid ORDER BY 1) FROM pg_class c "
+        "WHERE c.relnamespace = 'ledger'::regnamespace AND c.relkind = 'r'")
+    return {name: (options, list(indexes)) for name, options, indexes in rows}

@@ -1,0 +1,57 @@
+"""The projector's writes reach the real tables value for value: text COPY of outside text that
+holds COPY's own separators, money beyond 64 bits, times to the microsecond."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from events import codec
+from events.messages import WalletCredited
+from ledgerline.settings import asyncpg_dsn
+from projector import store
+from projector.fold import Position, RowChanges, apply
+from tests.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+AWKWARD = 'tab\there, line\nbreak, \\N, back\\slash, "quoted"\r'
+
+
+class _RolledBack(Exception):
+    pass
+
+
+async def test_copied_rows_read_back_exactly(stack: Stack) -> None:
+    wallet = f"w-{uuid.uuid4().hex[:8]}{AWKWARD}"
+    huge = 10**30 + 7  # an 18-decimal asset's amounts do not fit 64 bits
+    at = datetime(2026, 3, 4, 5, 6, 7, 891_234, tzinfo=UTC)
+    event = WalletCredited(wallet=wallet, asset="USDX", amount=huge, kind="transfer",
+                           reference=AWKWARD, available_after=huge, held_after=0)
+    env = codec.envelope(event, key=f"wallet:{wallet}", command_id=str(uuid.uuid4()),
+                         principal=AWKWARD, correlation_id=None, occurred_at=at)
+    changes = RowChanges()
+    apply(changes, env, Position("ledger.events", 0, 0))
+
+    conn = await asyncpg.connect(asyncpg_dsn(stack.settings.database_url))
+    try:
+        with pytest.raises(_RolledBack):  # nothing of this test stays in the views
+            async with conn.transaction():
+                await store.write_batch(conn, changes, f"test-{uuid.uuid4()}", "ledger.events",
+                                        {0: (None, 1)}, swap_lock=False)
+                ev = await conn.fetchrow("SELECT * FROM events WHERE event_id = $1", env.id)
+                le = await conn.fetchrow("SELECT * FROM ledger_entries WHERE event_id = $1", env.id)
+                bal = await conn.fetchrow("SELECT * FROM wallet_balances WHERE wallet = $1", wallet)
+                raise _RolledBack
+    finally:
+        await conn.close()
+
+    assert (ev["key"], ev["principal"], ev["correlation_id"], ev["occurred_at"]) == (
+        f"wallet:{wallet}", AWKWARD, None, at)
+    payload = json.loads(ev["payload"])
+    assert (payload["wallet"], payload["reference"], payload["amount"]) == (wallet, AWKWARD, huge)
+    assert (le["wallet"], le["reference"], le["delta"], le["available_after"], le["occurred_at"]) == (
+        wallet, AWKWARD, huge, huge, at)
+    assert (bal["available"], bal["updated_at"]) == (huge, at)
