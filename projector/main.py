@@ -9,6 +9,7 @@ import sys
 
 import asyncpg
 
+from ledgerline.ops import Health, listen
 from ledgerline.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
 from projector.worker import SESSION, Projector
@@ -21,15 +22,11 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
     listener = await shadow.follow_swaps(pool, dsn)
     registry = metrics.ProjectorMetrics()
-    health = metrics.Health()
+    health = Health()
     server = None
     if settings.projector_metrics_port:
-        try:
-            server = await metrics.serve(registry, health, "127.0.0.1", settings.projector_metrics_port)
-        except OSError as exc:
-            raise SettingsError(
-                f"LEDGERLINE_PROJECTOR_METRICS_PORT={settings.projector_metrics_port}: cannot listen "
-                f"({exc.strerror}); choose a free port, or 0 for no metrics endpoint") from None
+        server = await listen(registry.registry, health, settings.projector_metrics_port,
+                              "LEDGERLINE_PROJECTOR_METRICS_PORT")
     try:
         await Projector(settings.kafka_bootstrap, pool, metrics=registry, health=health).run(stop)
     finally:

@@ -1,20 +1,9 @@
-"""The projector's Prometheus metrics and its small ``/metrics`` + ``/healthz`` HTTP endpoint.
+"""The projector's Prometheus metrics (served with ``/healthz`` by :mod:`ledgerline.ops`).
 
-The registry is made per process (in ``main``), never at import. The endpoint is a few lines of
-asyncio rather than a web framework: it serves two fixed paths and nothing else.
+The registry is made per process (in ``main``), never at import.
 """
 
-import asyncio
-import contextlib
-import json
-import logging
-import time
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-log = logging.getLogger("ledgerline.projector")
 
 
 class ProjectorMetrics:
@@ -39,58 +28,3 @@ class ProjectorMetrics:
         self.lag_seconds = Gauge("ledgerline_projection_lag_seconds",
                                  "Age of the newest applied record while records are pending, else 0",
                                  labels, registry=r)
-
-
-class Health:
-    """Alive while the consume loop has turned recently."""
-
-    def __init__(self, stale_after: float = 30.0) -> None:
-        self.stale_after = stale_after
-        self.last_turn = time.monotonic()
-        self.partitions: list[int] = []
-
-    def turned(self, partitions: list[int]) -> None:
-        self.last_turn = time.monotonic()
-        self.partitions = partitions
-
-    def healthy(self) -> bool:
-        return time.monotonic() - self.last_turn < self.stale_after
-
-
-async def serve(metrics: ProjectorMetrics, health: Health, host: str, port: int) -> asyncio.Server:
-    """Start serving ``GET /metrics`` and ``GET /healthz``; the caller closes the server."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request.decode("latin-1").split()
-            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
-            status, kind, body = _route(path, metrics, health.healthy, health.partitions)
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode() + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    server = await asyncio.start_server(answer, host, port)
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    return server
-
-
-def _route(path: str, metrics: ProjectorMetrics, healthy: Callable[[], bool],
-           partitions: list[int]) -> tuple[str, str, bytes]:
-    if path == "/metrics":
-        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
-    if path == "/healthz":
-        ok = healthy()
-        body = json.dumps({"status": "ok" if ok else "stalled", "partitions": partitions}).encode()
-        return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
-    return "404 Not Found", "text/plain", b"not found\n"

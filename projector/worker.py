@@ -26,10 +26,11 @@ from aiokafka.errors import KafkaError
 from command.processor import dead_letter_headers
 from events import codec, topics
 from events.codec import Envelope
+from ledgerline.ops import Health
 from projector import dlq, store
 from projector.fold import Position, RowChanges, apply
 from projector.lag import Lag
-from projector.metrics import Health, ProjectorMetrics
+from projector.metrics import ProjectorMetrics
 
 log = logging.getLogger("ledgerline.projector")
 
