@@ -23,23 +23,19 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import stack
 from bench.httpload import Connection, request_bytes
 from bench.query import _cpu_seconds, _post, _server_kind, _wait_up
 from events import codec, topics
-from ledgerline import local
 from ledgerline.auth import issue_token
-from ledgerline.settings import Settings, asyncpg_dsn, load
-from ledgerline.stack.kafka import THROUGHPUT_JVM_OPTS
+from ledgerline.settings import Settings, asyncpg_dsn
 from ledgerline.stack.ports import free_port
 
 SECRET = "bench-secret-" + "c" * 40
@@ -333,46 +329,27 @@ Targets: >= 5,000 commands/s accepted; end to end p50 <= 15 ms, p99 <= 50 ms at 
 
 
 def main() -> None:
-    cache = Path(os.environ.get("LEDGERLINE_CACHE") or local.cache_dir(os.environ))
-    home = Path(tempfile.mkdtemp(prefix="ledgerline-bench-command-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
-    env["LEDGERLINE_PG_PORT"] = str(free_port())
-    settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}")
-    print("starting Kafka, PostgreSQL and the processes …", flush=True)
-    infra = local.start_infra(settings, home, cache, env, jvm_opts=THROUGHPUT_JVM_OPTS)
-    settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
-                       query_port=free_port(), command_port=free_port(),
-                       projector_metrics_port=free_port(), processor_metrics_port=free_port())
-    penv = local.process_env(settings, infra, SECRET, env)
-    services = local.Services(penv, home / "logs")
-    baseline_port = free_port()
-    baseline = None
-    try:
-        services.start()
-        command_url = f"http://127.0.0.1:{settings.command_port}"
-        services.wait_http(f"{command_url}/readyz", "command-api")
-        services.wait_http(f"http://127.0.0.1:{settings.query_port}/readyz", "query-api")
+    with stack.full("command", SECRET) as bench:
+        settings = bench.settings
+        baseline_port = free_port()
         baseline = subprocess.Popen([sys.executable, "-m", "bench.command_api_baseline", str(baseline_port)],
-                                    env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_up(f"http://127.0.0.1:{baseline_port}/healthz")
-        ledger = Ledger(asyncpg_dsn(infra.database_url))
-        print(f"funding {WALLETS} wallets …", flush=True)
-        _fund(command_url, SECRET, ledger)
-        load_before = f"{os.getloadavg()[0]:.1f}"
-        results = _run({"api": settings.command_port, "baseline": baseline_port},
-                       {"api": services.children["command-api"].pid, "baseline": baseline.pid},
-                       settings, ledger)
-        results["server"] = _server_kind()
-        results["load_before"] = load_before
-        _report(results)
-        (home / "results.json").write_text(json.dumps(results, indent=1))
-        print(f"raw figures: {home / 'results.json'}")
-    finally:
-        if baseline is not None:
+                                    env=bench.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_up(f"http://127.0.0.1:{baseline_port}/healthz")
+            ledger = Ledger(asyncpg_dsn(settings.database_url))
+            print(f"funding {WALLETS} wallets …", flush=True)
+            _fund(bench.command_url, SECRET, ledger)
+            load_before = f"{os.getloadavg()[0]:.1f}"
+            results = _run({"api": settings.command_port, "baseline": baseline_port},
+                           {"api": bench.pid("command-api"), "baseline": baseline.pid}, settings, ledger)
+            results["server"] = _server_kind()
+            results["load_before"] = load_before
+            _report(results)
+            (bench.home / "results.json").write_text(json.dumps(results, indent=1))
+            print(f"raw figures: {bench.home / 'results.json'}")
+        finally:
             baseline.terminate()
             baseline.wait(10)
-        services.stop()
-        infra.stop()
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             "warmup_statuses": warm.statuses}
 
 
-def _event_loop_runner() -> Any:
+def event_loop_runner() -> Any:
     """uvloop when installed (it is, with uvicorn's extras): the client's own cost per message
     is then well below the server's, so the client is not what the figures measure."""
     try:
@@ -191,4 +191,4 @@ def _event_loop_runner() -> Any:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_event_loop_runner()(run(json.loads(sys.argv[1])))))
+    print(json.dumps(event_loop_runner()(run(json.loads(sys.argv[1])))))

@@ -19,15 +19,12 @@ import itertools
 import os
 import random
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench import stack
 from events import codec, topics
 from events.keys import asset_key, wallet_key
 from events.messages import (
@@ -44,9 +42,7 @@ from events.messages import (
     TransferInitiated,
     WalletCredited,
 )
-from ledgerline import local
-from ledgerline.settings import asyncpg_dsn, load
-from ledgerline.stack.ports import free_port
+from ledgerline.settings import asyncpg_dsn
 from projector import shadow
 from projector.metrics import ProjectorMetrics
 from projector.worker import SESSION, Prepared, Projection, Projector
@@ -345,21 +341,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args(argv)
 
-    home = Path(tempfile.mkdtemp(prefix="ledgerline-bench-"))
-    env = dict(os.environ)
-    env.pop("KAFKA_BOOTSTRAP", None)
-    env.pop("DATABASE_URL", None)
-    env["LEDGERLINE_PG_PORT"] = str(free_port())
-    settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}", partitions=args.partitions)
-    print(f"starting a broker and a database in {home} ...", file=sys.stderr)
-    infra = local.start_infra(settings, home, local.cache_dir(env), env)
-    try:
+    # keep=False: a million events leave about 3 GB behind.
+    with stack.infra("projector", partitions=args.partitions, keep=False) as bench:
+        infra = bench.infra
         servers = {"PostgreSQL": infra.postgres.pid if infra.postgres else None,
                    "Kafka": infra.broker.pid if infra.broker else None}
         asyncio.run(_run(args, infra.bootstrap, asyncpg_dsn(infra.database_url), servers))
-    finally:
-        infra.stop()
-        shutil.rmtree(home, ignore_errors=True)  # a million events leave about 3 GB behind
 
 
 async def _run(args: argparse.Namespace, bootstrap: str, dsn: str,

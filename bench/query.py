@@ -17,16 +17,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ledgerline import local
+from bench import stack
 from ledgerline.auth import issue_token
-from ledgerline.settings import load
 from ledgerline.stack.ports import free_port
 
 SECRET = "bench-secret-" + "b" * 40
@@ -145,49 +142,33 @@ subscribers p99 <= 200 ms.""")
 
 
 def main() -> None:
-    cache = Path(os.environ.get("LEDGERLINE_CACHE") or local.cache_dir(os.environ))
-    home = Path(tempfile.mkdtemp(prefix="ledgerline-bench-query-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
-    env["LEDGERLINE_PG_PORT"] = str(free_port())
-    settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}")
-    print("starting Kafka, PostgreSQL and the processes …", flush=True)
-    infra = local.start_infra(settings, home, cache, env)
-    settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
-                       query_port=free_port(), command_port=free_port())
-    penv = local.process_env(settings, infra, SECRET, env)
-    services = local.Services(penv, home / "logs")
-    raw_port = free_port()
-    raw = None
-    try:
-        services.start()
-        command_url = f"http://127.0.0.1:{settings.command_port}"
-        services.wait_http(f"{command_url}/readyz", "command-api")
-        services.wait_http(f"http://127.0.0.1:{settings.query_port}/readyz", "query-api")
-        raw = subprocess.Popen([sys.executable, "-m", "bench.query_raw", str(raw_port)], env=penv,
+    with stack.full("query", SECRET) as bench:
+        raw_port = free_port()
+        raw = subprocess.Popen([sys.executable, "-m", "bench.query_raw", str(raw_port)], env=bench.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_up(f"http://127.0.0.1:{raw_port}/healthz")
-        issuer = issue_token(SECRET, "treasury", roles=["issuer"], assets=[SYMBOL])
-        _post(f"{command_url}/v1/assets", issuer,
-              {"symbol": SYMBOL, "name": "Bench dollar", "decimals": 2, "issuer": "treasury"})
-        _post(f"{command_url}/v1/assets/{SYMBOL}/issue", issuer, {"to": ALICE, "amount": "1000000.00"})
-        print("measuring lookups …", flush=True)
-        load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        results = _lookups(settings.query_port, services.children["query-api"].pid, raw_port, raw.pid,
-                           issue_token(SECRET, ALICE, wallets=[ALICE]))
-        print(f"measuring {SUBSCRIBERS} subscribers …", flush=True)
-        results["subscribers"] = _subscribers(penv, settings.query_port, settings.command_port)
-        results["server"] = _server_kind()
-        results["load_before"] = load_before
-        results["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        _report(results)
-        (home / "results.json").write_text(json.dumps(results, indent=1))
-        print(f"raw figures: {home / 'results.json'}")
-    finally:
-        if raw is not None:
+        try:
+            _wait_up(f"http://127.0.0.1:{raw_port}/healthz")
+            issuer = issue_token(SECRET, "treasury", roles=["issuer"], assets=[SYMBOL])
+            _post(f"{bench.command_url}/v1/assets", issuer,
+                  {"symbol": SYMBOL, "name": "Bench dollar", "decimals": 2, "issuer": "treasury"})
+            _post(f"{bench.command_url}/v1/assets/{SYMBOL}/issue", issuer,
+                  {"to": ALICE, "amount": "1000000.00"})
+            print("measuring lookups …", flush=True)
+            load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            query_port = bench.settings.query_port
+            results = _lookups(query_port, bench.pid("query-api"), raw_port, raw.pid,
+                               issue_token(SECRET, ALICE, wallets=[ALICE]))
+            print(f"measuring {SUBSCRIBERS} subscribers …", flush=True)
+            results["subscribers"] = _subscribers(bench.env, query_port, bench.settings.command_port)
+            results["server"] = _server_kind()
+            results["load_before"] = load_before
+            results["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            _report(results)
+            (bench.home / "results.json").write_text(json.dumps(results, indent=1))
+            print(f"raw figures: {bench.home / 'results.json'}")
+        finally:
             raw.terminate()
             raw.wait(10)
-        services.stop()
-        infra.stop()
 
 
 def _server_kind() -> str:

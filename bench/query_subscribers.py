@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.httpload import event_loop_runner
 from ledgerline.auth import issue_token
 from ledgerline.settings import asyncpg_dsn
 from projector.store import CHANNEL
@@ -192,15 +193,5 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             "request_p99_ms": _pct(from_request, 0.99), "request_max_ms": _pct(from_request, 1.0)}
 
 
-def _event_loop_runner() -> Any:
-    """uvloop when installed (it is, with uvicorn's extras): the client's own cost per message
-    is then well below the server's, so the client is not what the figures measure."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
 if __name__ == "__main__":
-    print(json.dumps(_event_loop_runner()(run(json.loads(sys.argv[1])))))
+    print(json.dumps(event_loop_runner()(run(json.loads(sys.argv[1])))))
