@@ -127,13 +127,23 @@ _ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "he
 _EVENT_COLUMNS = ("event_id", "type", "version", "key", "command_id", "correlation_id", "principal",
                   "occurred_at", "topic", "partition", "offset", "payload")
 
-_OFFSET = """
-INSERT INTO projection_offsets (projection, topic, partition, next_offset)
-VALUES ($1, $2, $3, $5)
-ON CONFLICT (projection, topic, partition) DO UPDATE
-SET next_offset = EXCLUDED.next_offset, updated_at = now()
-WHERE projection_offsets.next_offset = $4
-RETURNING next_offset
+# Every partition of a batch moved in one statement: each row only from the offset this instance
+# expects (an update) or, where it expects none, created (an insert that loses to a concurrent
+# one). Fewer rows moved than partitions given means another instance got there first.
+_OFFSETS = """
+WITH u AS (SELECT * FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS u(partition, expected, next)),
+moved AS (
+    UPDATE projection_offsets o SET next_offset = u.next, updated_at = now() FROM u
+    WHERE o.projection = $1 AND o.topic = $2 AND o.partition = u.partition
+      AND o.next_offset = u.expected
+    RETURNING o.partition
+), created AS (
+    INSERT INTO projection_offsets (projection, topic, partition, next_offset)
+    SELECT $1, $2, u.partition, u.next FROM u WHERE u.expected IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING partition
+)
+SELECT array_agg(partition) FROM (SELECT partition FROM moved UNION ALL SELECT partition FROM created) m
 """
 
 
@@ -163,13 +173,18 @@ async def write_batch(
     async with conn.transaction():
         if swap_lock:
             await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK)
-        for partition, (expected, nxt) in sorted(offsets.items()):
-            got = await conn.fetchval(_OFFSET, projection, topic, partition, expected, nxt)
-            if got is None:
-                raise OffsetConflict(f"{topic}[{partition}] moved past {expected}")
+        partitions = sorted(offsets)
+        moved = await conn.fetchval(_OFFSETS, projection, topic, partitions,
+                                    [offsets[p][0] for p in partitions],
+                                    [offsets[p][1] for p in partitions])
+        stale = sorted(set(partitions) - set(moved or ()))
+        if stale:
+            raise OffsetConflict(", ".join(f"{topic}[{p}] moved past {offsets[p][0]}" for p in stale))
         await _write_rows(conn, changes)
-        for payload in _notifications(changes):
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        notifications = list(_notifications(changes))
+        if notifications:  # delivered at commit, in this order
+            await conn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) WITH ORDINALITY AS t(n, i) "
+                               "ORDER BY i", CHANNEL, notifications)
 
 
 async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:

@@ -55,3 +55,28 @@ async def test_copied_rows_read_back_exactly(stack: Stack) -> None:
     assert (le["wallet"], le["reference"], le["delta"], le["available_after"], le["occurred_at"]) == (
         wallet, AWKWARD, huge, huge, at)
     assert (bal["available"], bal["updated_at"]) == (huge, at)
+
+
+async def test_offsets_move_only_from_where_this_instance_expects_them(stack: Stack) -> None:
+    projection, topic = f"test-{uuid.uuid4()}", "ledger.events"
+    empty = RowChanges()
+    conn = await asyncpg.connect(asyncpg_dsn(stack.settings.database_url))
+    try:
+        await store.write_batch(conn, empty, projection, topic, {0: (None, 5), 1: (None, 3)},
+                                swap_lock=False)
+        assert await store.load_offsets(conn, projection, topic) == {0: 5, 1: 3}
+        # Partition 1 was created by someone else: expecting none there is stale, and nothing
+        # of the batch moves, partition 0 included.
+        with pytest.raises(store.OffsetConflict, match=r"\[1\]"):
+            await store.write_batch(conn, empty, projection, topic, {0: (5, 9), 1: (None, 4)},
+                                    swap_lock=False)
+        # Expecting an offset another instance has moved on from is stale too.
+        with pytest.raises(store.OffsetConflict, match=r"\[0\]"):
+            await store.write_batch(conn, empty, projection, topic, {0: (4, 9)}, swap_lock=False)
+        assert await store.load_offsets(conn, projection, topic) == {0: 5, 1: 3}
+        await store.write_batch(conn, empty, projection, topic, {0: (5, 9), 1: (3, 4), 2: (None, 1)},
+                                swap_lock=False)
+        assert await store.load_offsets(conn, projection, topic) == {0: 9, 1: 4, 2: 1}
+    finally:
+        await conn.execute("DELETE FROM projection_offsets WHERE projection = $1", projection)
+        await conn.close()
