@@ -76,15 +76,25 @@ class PartitionWorker:
         self.fault = fault
         self.on_commit = on_commit
         self.metrics = metrics
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            transactional_id=f"{prefix}-{tp.partition}",
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=0,
-            max_batch_size=512 * 1024,
-            retry_backoff_ms=_RETRY_BACKOFF_MS,
-        )
+        # Two transactional producers, taking turns: the broker completes a commit (writes its
+        # markers) after it has answered it, and a producer's next transaction must wait for
+        # that; the other producer can begin at once. Both are this partition's: starting them
+        # fences both ids of any older owner. A batch still starts only after the previous one
+        # committed, so decisions keep their order; so do the records in every partition, and
+        # a reader (read_committed) sees a batch only once the one before it is complete.
+        self.producers = [
+            AIOKafkaProducer(
+                bootstrap_servers=bootstrap,
+                transactional_id=transactional_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=0,
+                max_batch_size=512 * 1024,
+                retry_backoff_ms=_RETRY_BACKOFF_MS,
+            )
+            for transactional_id in (f"{prefix}-{tp.partition}", f"{prefix}-{tp.partition}-b")
+        ]
+        self.turn = 0
         self.states: dict[str, Snapshot] = {}
         self.next_offset = 0  # the first offset not decided yet
         self.fetched_to = 0  # the first offset not handed to this worker yet
@@ -98,8 +108,9 @@ class PartitionWorker:
     async def start(self, committed: Any) -> None:
         """Fence older owners, then recover the state and, through ``committed`` (a coroutine
         function), the committed offset: nothing can move either once the fence is up."""
-        await self.producer.start()  # init_transactions: bumps the epoch, aborts their transaction
-        self.partitioner = Partitioner(sorted(await self.producer.partitions_for(topics.COMMANDS)))
+        for producer in self.producers:  # init_transactions: bumps the epoch, aborts theirs
+            await producer.start()
+        self.partitioner = Partitioner(sorted(await self.producers[0].partitions_for(topics.COMMANDS)))
         restored = await restore(self.bootstrap, self.tp.partition)
         self.states = dict(restored)
         if restored.checkpoint is not None:
@@ -127,12 +138,13 @@ class PartitionWorker:
 
     async def stop(self) -> None:
         """Finish the batch in flight, drop the queued records (the next owner resumes at the
-        committed offset), and close the producer."""
+        committed offset), and close the producers."""
         self.closing = True
         self.wake.set()
         if self.task is not None:
             await asyncio.wait([self.task])
-        await self.producer.stop()
+        for producer in self.producers:
+            await producer.stop()
 
     async def _with_retry(self, records: list[Any]) -> None:
         delay, deadline = 0.1, time.monotonic() + _RETRY_FOR_SECONDS
@@ -157,7 +169,8 @@ class PartitionWorker:
         records = [r for r in records if r.offset >= self.next_offset]
         if not records:
             return
-        out = Outbox(self.producer)
+        producer = self.producers[self.turn]
+        out = Outbox(producer)
         pending: dict[str, Snapshot] = {}
         outcomes = [self._one(record, pending, out) for record in records]
         partition = self.tp.partition
@@ -171,7 +184,7 @@ class PartitionWorker:
             # The checkpoint record, not the group's offset, is what this transaction commits
             # the input position with: sending offsets to a transaction costs two more round
             # trips to the broker on every commit.
-            async with self.producer.transaction():
+            async with producer.transaction():
                 await out.flush()
                 if self.fault is not None:
                     self.fault.decided(len(records))
@@ -179,6 +192,7 @@ class PartitionWorker:
             raise Fenced(f"partition {partition} was taken over by another instance") from exc
         self.states.update(pending)
         self.next_offset = next_offset
+        self.turn ^= 1
         if self.on_commit is not None:
             self.on_commit(self.tp, next_offset)
         if self.metrics is not None:
