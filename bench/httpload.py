@@ -52,16 +52,27 @@ def request_bytes(method: str, path: str, host: str, headers: dict[str, str], bo
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 address: tuple[str, int]) -> None:
+        self.reader, self.writer, self.address = reader, writer, address
 
     @classmethod
     async def open(cls, host: str, port: int) -> "Connection":
-        return cls(*await asyncio.open_connection(host, port))
+        return cls(*await asyncio.open_connection(host, port), (host, port))
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            # A server closes a connection left idle past its keep-alive time; like any HTTP
+            # client, send again on a new one (the request was never read: nothing came back).
+            if exc.partial:
+                raise
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection(*self.address)
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         at = head.lower().find(b"content-length:")
         length = int(head[at + 15: head.find(b"\r\n", at)]) if at >= 0 else 0
