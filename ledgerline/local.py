@@ -257,11 +257,29 @@ Press Ctrl-C to stop everything.
 """
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (a process manager, ``kill``) and SIGHUP (the terminal went away) stop the stack
+    as Ctrl-C does: the processes, the broker and the database are stopped, never left running.
+    SIGINT too when the shell that started us ignores it (a background job)."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
     env = dict(os.environ)
     home = home_dir(env)
     started = time.monotonic()
-    infra = start_infra(settings, home, cache_dir(env), env)
+    _stop_on_signals()
+    try:
+        infra = start_infra(settings, home, cache_dir(env), env)  # stops what it started if stopped
+    except KeyboardInterrupt:
+        log.info("stopped while starting")
+        return
     secret = jwt_secret(home, env)
     settings = replace(settings, jwt_secret=secret, database_url=infra.database_url)
     services = Services(process_env(settings, infra, secret, env), home / "logs")
