@@ -32,7 +32,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import stack
 from bench.httpload import Connection, request_bytes
-from bench.query import _cpu_seconds, _post, _server_kind, _wait_up
 from events import codec, topics
 from ledgerline.auth import issue_token
 from ledgerline.settings import Settings, asyncpg_dsn
@@ -187,9 +186,9 @@ async def _load_with_sampler(spec: dict[str, Any], sampler: Sampler | None) -> d
 
 def _measured(spec: dict[str, Any], server_pid: int, sampler: Sampler | None = None) -> dict[str, Any]:
     """The load's figures and the server's CPU time per answered request (us)."""
-    before = _cpu_seconds(server_pid)
+    before = stack.cpu_seconds(server_pid)
     out = asyncio.run(_load_with_sampler(spec, sampler))
-    used = _cpu_seconds(server_pid) - before
+    used = stack.cpu_seconds(server_pid) - before
     out["server_cpu_us"] = round(used / max(out["ok"] + out["warmup_ok"], 1) * 1e6)
     out["load"] = f"{os.getloadavg()[0]:.1f}"
     if sampler is not None:
@@ -228,7 +227,7 @@ class Ledger:
 
 
 def _completed(url: str, token: str, body: dict[str, Any]) -> None:
-    answer = _post(url, token, body)
+    answer = stack.post(url, token, body)
     if answer.get("status") != "completed":
         raise RuntimeError(f"setting up: {url} answered {answer}")
 
@@ -341,14 +340,14 @@ def main() -> None:
         baseline = subprocess.Popen([sys.executable, "-m", "bench.command_api_baseline", str(baseline_port)],
                                     env=bench.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_up(f"http://127.0.0.1:{baseline_port}/healthz")
+            stack.wait_up(f"http://127.0.0.1:{baseline_port}/healthz")
             ledger = Ledger(asyncpg_dsn(settings.database_url))
             print(f"funding {WALLETS} wallets …", flush=True)
             _fund(bench.command_url, SECRET, ledger)
             load_before = f"{os.getloadavg()[0]:.1f}"
             results = _run({"api": settings.command_port, "baseline": baseline_port},
                            {"api": bench.pid("command-api"), "baseline": baseline.pid}, settings, ledger)
-            results["server"] = _server_kind()
+            results["server"] = stack.server_kind()
             results["load_before"] = load_before
             _report(results)
             (bench.home / "results.json").write_text(json.dumps(results, indent=1))

@@ -19,7 +19,6 @@ wallets, beside a bare read of the same partition.
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import os
 import pstats
@@ -37,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from bench.stack import cpu_seconds
 from command import snapshots
 from command.decide import Balance, WalletState
 from command.outbox import Outbox, Partitioner
@@ -52,16 +52,6 @@ from ledgerline.stack.ports import free_port
 from ledgerline.stack.topics import ensure_topics
 
 ASSET = "BNCH"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    return 0.0
-
-
 async def _producer(bootstrap: str) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 max_batch_size=512 * 1024, linger_ms=0)
@@ -188,7 +178,7 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
                 shown = now
                 print(f"    ... {label}: {decided}/{count} decided", file=sys.stderr, flush=True)
             if first is None and decided > 0:
-                first = (now, decided, sum(_cpu_seconds(c.pid) for c in children), _cpu_seconds(broker_pid))
+                first = (now, decided, sum(cpu_seconds(c.pid) for c in children), cpu_seconds(broker_pid))
             if decided == count and decided_at is None:
                 decided_at = now
             if decided == count and await _drained(probe, committed):
@@ -198,7 +188,7 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
         started, before, cpu, broker_cpu = first
         timed = count - before
         return Run(label, timed, decided_at - started, now - started,
-                   sum(_cpu_seconds(c.pid) for c in children) - cpu, _cpu_seconds(broker_pid) - broker_cpu)
+                   sum(cpu_seconds(c.pid) for c in children) - cpu, cpu_seconds(broker_pid) - broker_cpu)
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import bisect
 import itertools
-import os
 import random
 import resource
 import statistics
@@ -205,16 +204,6 @@ async def naive(bootstrap: str, dsn: str, partitions: int, count: int) -> float:
                 await shadow.drop_shadow(conn)
 
 
-def _process_cpu(pid: int) -> float:
-    """Seconds of CPU (user + system) a process has used, 0 if it is gone; Linux /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -239,7 +228,7 @@ class Cpu:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         now = {"projector (Python)": usage.ru_utime + usage.ru_stime}
         for name, pid in self.servers.items():
-            now[name] = sum(_process_cpu(p) for p in [pid, *_children(pid)])
+            now[name] = sum(stack.cpu_seconds(p) for p in [pid, *_children(pid)])
         return now
 
     def per_event(self, events: int) -> str:

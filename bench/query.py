@@ -17,9 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from bench import stack
@@ -38,42 +35,18 @@ SUBSCRIBERS = 1000
 ROUNDS = 5
 
 
-def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {token}", "Prefer": "wait=10"})
-    with urllib.request.urlopen(request, timeout=15) as answer:
-        return json.loads(answer.read())  # type: ignore[no-any-return]
-
-
-def _wait_up(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
 def _load(spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.httpload", json.dumps(spec)], check=True,
                          capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time a process has used (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _measured(spec: dict[str, Any], server_pid: int) -> dict[str, Any]:
     """The load's figures, and the server's CPU time per answered request (us): what the rate
     would be with a core to itself, since this machine's cores are shared."""
-    before = _cpu_seconds(server_pid)
+    before = stack.cpu_seconds(server_pid)
     out = _load(spec)
-    used = _cpu_seconds(server_pid) - before
+    used = stack.cpu_seconds(server_pid) - before
     out["server_cpu_us"] = round(used / max(out["ok"] + out["warmup_ok"], 1) * 1e6)
     return out
 
@@ -147,11 +120,11 @@ def main() -> None:
         raw = subprocess.Popen([sys.executable, "-m", "bench.query_raw", str(raw_port)], env=bench.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_up(f"http://127.0.0.1:{raw_port}/healthz")
+            stack.wait_up(f"http://127.0.0.1:{raw_port}/healthz")
             issuer = issue_token(SECRET, "treasury", roles=["issuer"], assets=[SYMBOL])
-            _post(f"{bench.command_url}/v1/assets", issuer,
+            stack.post(f"{bench.command_url}/v1/assets", issuer,
                   {"symbol": SYMBOL, "name": "Bench dollar", "decimals": 2, "issuer": "treasury"})
-            _post(f"{bench.command_url}/v1/assets/{SYMBOL}/issue", issuer,
+            stack.post(f"{bench.command_url}/v1/assets/{SYMBOL}/issue", issuer,
                   {"to": ALICE, "amount": "1000000.00"})
             print("measuring lookups …", flush=True)
             load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -160,7 +133,7 @@ def main() -> None:
                                issue_token(SECRET, ALICE, wallets=[ALICE]))
             print(f"measuring {SUBSCRIBERS} subscribers …", flush=True)
             results["subscribers"] = _subscribers(bench.env, query_port, bench.settings.command_port)
-            results["server"] = _server_kind()
+            results["server"] = stack.server_kind()
             results["load_before"] = load_before
             results["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
             _report(results)
@@ -169,20 +142,6 @@ def main() -> None:
         finally:
             raw.terminate()
             raw.wait(10)
-
-
-def _server_kind() -> str:
-    try:
-        import httptools  # noqa: F401
-        http = "httptools"
-    except ImportError:
-        http = "h11"
-    try:
-        import uvloop  # noqa: F401
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio loop"
-    return f"{http}, {loop}"
 
 
 if __name__ == "__main__":

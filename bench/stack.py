@@ -3,12 +3,16 @@ created and schema migrated, and, for the end-to-end ones, the four processes. E
 stopped on the way out, whatever happened."""
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ledgerline import local
 from ledgerline.settings import Settings, load
@@ -70,3 +74,46 @@ def full(name: str, secret: str) -> Iterator[Bench]:
             yield bench
         finally:
             bench.services.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used, from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A command with ``Prefer: wait``; its answer."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}", "Prefer": "wait=10"})
+    with urllib.request.urlopen(request, timeout=15) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+def wait_up(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def server_kind() -> str:
+    """What uvicorn serves with here: its HTTP parser and event loop."""
+    try:
+        import httptools  # noqa: F401
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio loop"
+    return f"{http}, {loop}"

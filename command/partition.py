@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -203,8 +204,8 @@ class PartitionWorker:
         m = self.metrics
         m.batch_size.observe(len(records))
         m.transaction_seconds.observe(seconds)
-        for outcome in set(outcomes):
-            m.commands.labels(outcome).inc(outcomes.count(outcome))
+        for outcome, count in Counter(outcomes).items():
+            m.commands.labels(outcome).inc(count)
         now = time.time()
         for record in records:
             m.decide_latency.observe(max(0.0, now - record.timestamp / 1000))

@@ -171,7 +171,7 @@ class Processor:
                     if worker is not None and records:
                         worker.offer(records)
                 self._pace()
-                self.health.turned(self.health.partitions)
+                self.health.turned()
         except Fenced as exc:
             log.error("stopping: %s; this instance must not write any more", exc)
             raise

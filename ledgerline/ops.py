@@ -27,9 +27,11 @@ class Health:
         self.last_turn = time.monotonic()
         self.partitions: list[int] = []
 
-    def turned(self, partitions: list[int]) -> None:
+    def turned(self, partitions: list[int] | None = None) -> None:
+        """The loop turned; ``partitions``: what it owns now, if that changed."""
         self.last_turn = time.monotonic()
-        self.partitions = partitions
+        if partitions is not None:
+            self.partitions = partitions
 
     def healthy(self) -> bool:
         return time.monotonic() - self.last_turn < self.stale_after

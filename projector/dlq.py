@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from events import codec, topics
+from ledgerline.topic_reader import read_to_end
 from projector.fold import Position
 
 REDRIVEN_FROM = "redriven_from"
@@ -106,41 +107,10 @@ def _letter(record: object) -> Letter:
     )
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    """The partition numbers of ``topic`` (empty if it does not exist)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for t in described if t.get("error_code", 0) == 0
-                  for p in t.get("partitions") or ())
-
-
 async def read_letters(bootstrap: str) -> list[Letter]:
     """Every dead letter in ``ledger.dlq``, oldest first per partition."""
-    tps = [TopicPartition(topics.DLQ, p) for p in await partitions_of(bootstrap, topics.DLQ)]
-    if not tps:
-        return []
-    # earliest: with the default (latest) the position could settle at the end before the seek.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        letters: list[Letter] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp, records in batches.items():
-                letters.extend(_letter(r) for r in records if r.offset < ends[tp])
-        return sorted(letters, key=lambda x: (x.partition, x.offset))
-    finally:
-        await consumer.stop()
+    read = await read_to_end(bootstrap, topics.DLQ)
+    return [_letter(r) for p in sorted(read) for r in read[p]]
 
 
 async def redriven(pool: asyncpg.Pool) -> dict[tuple[int, int], datetime]:

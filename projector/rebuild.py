@@ -23,6 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from events import topics
+from ledgerline.topic_reader import partitions_of
 from projector import dlq, shadow, store
 from projector.worker import PROJECTION, SESSION, Projection
 
@@ -79,7 +80,7 @@ class Replay:
         self.tps: list[TopicPartition] = []
 
     async def start(self, bootstrap: str) -> None:
-        partitions = await dlq.partitions_of(bootstrap, topics.EVENTS)
+        partitions = await partitions_of(bootstrap, topics.EVENTS)
         await self.consumer.start()
         if not partitions:
             raise RebuildError(f"topic {topics.EVENTS} has no partitions")

@@ -144,39 +144,43 @@ async def transfers(db: Db, *, scope: frozenset[str] | None, status: str | None,
                     wallet: str | None, since: datetime | None, until: datetime | None,
                     after: tuple[datetime, str] | None, limit: int) -> list[Row]:
     """Newest first. A transfer is listed once its initiation is projected."""
-    w = Where(["t.initiated_at IS NOT NULL"])
-    _scope(w, scope, "t.source", "t.target")
-    w.when(status, "t.status = {0}")
-    w.when(asset, "t.asset = {0}")
-    w.when(wallet, "(t.source = {0} OR t.target = {0})")
-    w.when(since, "t.initiated_at >= {0}")
-    w.when(until, "t.initiated_at < {0}")
-    if after is not None:
-        w.add("(t.initiated_at, t.transfer_id) < ({0}, {1})", *after)
-    rows = await db.fetch(
-        f"""SELECT t.* FROM transfers t WHERE {w.sql()}
-            ORDER BY t.initiated_at DESC, t.transfer_id DESC {w.limit(limit)}""",
-        *w.args,
-    )
-    return [dict(r) for r in rows]
+    return await _newest_first(db, "transfers", "transfer_id", "initiated_at", ("source", "target"),
+                               ("asset",), scope=scope, status=status, asset=asset, wallet=wallet,
+                               since=since, until=until, after=after, limit=limit)
 
 
 async def trades(db: Db, *, scope: frozenset[str] | None, status: str | None, asset: str | None,
                  wallet: str | None, since: datetime | None, until: datetime | None,
                  after: tuple[datetime, str] | None, limit: int) -> list[Row]:
     """Newest first; ``asset`` matches either leg."""
-    w = Where(["t.created_at IS NOT NULL"])
-    _scope(w, scope, "t.seller", "t.buyer")
+    return await _newest_first(db, "trades", "trade_id", "created_at", ("seller", "buyer"),
+                               ("asset", "payment_asset"), scope=scope, status=status, asset=asset,
+                               wallet=wallet, since=since, until=until, after=after, limit=limit)
+
+
+async def _newest_first(db: Db, table: str, key: str, at: str, parties: tuple[str, ...],
+                        assets: tuple[str, ...], *, scope: frozenset[str] | None,
+                        status: str | None, asset: str | None, wallet: str | None,
+                        since: datetime | None, until: datetime | None,
+                        after: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """A page of transfers or trades (``table``, id column ``key``, time column ``at``): those of
+    ``scope``, filtered, newest first, after the cursor ``after``. ``wallet`` matches any of
+    ``parties``, ``asset`` any of ``assets``."""
+    def either(columns: tuple[str, ...]) -> str:
+        return "(" + " OR ".join(f"t.{c} = {{0}}" for c in columns) + ")"
+
+    w = Where([f"t.{at} IS NOT NULL"])
+    _scope(w, scope, *(f"t.{c}" for c in parties))
     w.when(status, "t.status = {0}")
-    w.when(asset, "(t.asset = {0} OR t.payment_asset = {0})")
-    w.when(wallet, "(t.seller = {0} OR t.buyer = {0})")
-    w.when(since, "t.created_at >= {0}")
-    w.when(until, "t.created_at < {0}")
+    w.when(asset, either(assets))
+    w.when(wallet, either(parties))
+    w.when(since, f"t.{at} >= {{0}}")
+    w.when(until, f"t.{at} < {{0}}")
     if after is not None:
-        w.add("(t.created_at, t.trade_id) < ({0}, {1})", *after)
+        w.add(f"(t.{at}, t.{key}) < ({{0}}, {{1}})", *after)
     rows = await db.fetch(
-        f"""SELECT t.* FROM trades t WHERE {w.sql()}
-            ORDER BY t.created_at DESC, t.trade_id DESC {w.limit(limit)}""",
+        f"""SELECT t.* FROM {table} t WHERE {w.sql()}
+            ORDER BY t.{at} DESC, t.{key} DESC {w.limit(limit)}""",
         *w.args,
     )
     return [dict(r) for r in rows]

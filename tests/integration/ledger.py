@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from events import codec, topics
 from events.codec import Envelope
@@ -40,6 +40,7 @@ from events.messages import (
     WalletCredited,
 )
 from ledgerline.settings import asyncpg_dsn
+from ledgerline.topic_reader import read_to_end
 from tests.conftest import Running, unique_symbol
 
 # --- workload -------------------------------------------------------------------------------------
@@ -129,27 +130,8 @@ async def produce(bootstrap: str, envelopes: list[Envelope]) -> None:
 
 async def read_events(bootstrap: str, isolation: str = "read_committed") -> list[Envelope]:
     """Every event in ``ledger.events``, partition by partition, each in log order."""
-    consumer = AIOKafkaConsumer(topics.EVENTS, bootstrap_servers=bootstrap, isolation_level=isolation,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
-    await consumer.start()
-    read: dict[TopicPartition, list[Envelope]] = {}
-    try:
-        for _ in range(200):  # without a group: every partition, once the metadata is in
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.05)
-        tps = sorted(consumer.assignment())
-        end = await consumer.end_offsets(tps)
-        for tp in tps:
-            await consumer.seek_to_beginning(tp)
-            read[tp] = []
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                read[tp].extend(codec.decode(r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return [env for tp in tps for env in read[tp]]
+    read = await read_to_end(bootstrap, topics.EVENTS, isolation=isolation)
+    return [codec.decode(r.value) for p in sorted(read) for r in read[p]]
 
 
 @dataclass

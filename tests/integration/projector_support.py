@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import topics
 from ledgerline.settings import asyncpg_dsn
+from ledgerline.topic_reader import read_to_end
 from projector import dlq, rebuild, shadow
 from tests.conftest import Running, token, unique, unique_symbol
 
@@ -128,21 +128,8 @@ async def last_record_offsets(bootstrap: str) -> dict[int, int]:
 
 async def read_events(bootstrap: str) -> dict[int, list[int]]:
     """Offsets of every committed record of ``ledger.events``, per partition."""
-    tps = [TopicPartition(topics.EVENTS, p) for p in await dlq.partitions_of(bootstrap, topics.EVENTS)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen: dict[int, list[int]] = {tp.partition: [] for tp in tps}
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=20_000)).items():
-                seen[tp.partition].extend(r.offset for r in records if r.offset < ends[tp])
-        return seen
-    finally:
-        await consumer.stop()
+    read = await read_to_end(bootstrap, topics.EVENTS)
+    return {p: [r.offset for r in records] for p, records in read.items()}
 
 
 async def replay_matches_live(running: Running, pool: asyncpg.Pool) -> dict[str, tuple[int, str]]:
