@@ -19,6 +19,7 @@ import itertools
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -231,10 +232,54 @@ class Cpu:
             now[name] = sum(stack.cpu_seconds(p) for p in [pid, *_children(pid)])
         return now
 
-    def per_event(self, events: int) -> str:
+    def seconds(self) -> dict[str, float]:
         now = self._now()
-        return ", ".join(f"{name} {1e6 * (now[name] - self.started[name]) / events:.0f}"
-                         for name in now)
+        return {name: now[name] - self.started[name] for name in now}
+
+    def per_event(self, events: int) -> str:
+        return ", ".join(f"{name} {1e6 * used / events:.0f}" for name, used in self.seconds().items())
+
+
+async def read_floor(bootstrap: str, partitions: int, servers: dict[str, int | None]
+                     ) -> tuple[float, dict[str, float]]:
+    """The least any projector on aiokafka does: read every event once, decoding nothing.
+    Returns events/s and CPU µs per event (this process, the broker)."""
+    ends = await end_offsets(bootstrap, partitions)
+    total = sum(ends.values())
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", isolation_level="read_committed",
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topics.EVENTS, p) for p in range(partitions)])
+        started, cpu, seen = time.perf_counter(), Cpu({"Kafka": servers.get("Kafka")}), 0
+        while seen < total:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=20_000)).values():
+                seen += len(batch)
+        elapsed = time.perf_counter() - started
+        return seen / elapsed, {k: 1e6 * v / seen for k, v in cpu.seconds().items()}
+    finally:
+        await consumer.stop()
+
+
+async def write_floor(dsn: str, servers: dict[str, int | None]) -> float:
+    """The least PostgreSQL does for the two append-only views alone (``events``, one row per
+    event, and ``ledger_entries``, one per balance change): their rows written again by
+    ``INSERT … SELECT`` (no parsing, no client) into copies of the tables with their indexes.
+    Returns PostgreSQL's CPU µs per event."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        events = int(await conn.fetchval("SELECT count(*) FROM events"))
+        cpu = Cpu({"PostgreSQL": servers.get("PostgreSQL")})
+        for table in ("events", "ledger_entries"):
+            await conn.execute(f"CREATE TABLE bench_floor_{table} (LIKE {table} INCLUDING ALL)")
+            await conn.execute(f"INSERT INTO bench_floor_{table} SELECT * FROM {table}")
+        await conn.execute("CHECKPOINT")  # their share of writing the pages out
+        return 1e6 * cpu.seconds()["PostgreSQL"] / events
+    finally:
+        for table in ("events", "ledger_entries"):
+            await conn.execute(f"DROP TABLE IF EXISTS bench_floor_{table}")
+        await conn.close()
 
 
 class Timed(Projection):
@@ -249,11 +294,20 @@ class Timed(Projection):
             self.latencies.extend(now - i.record.timestamp / 1000 for i in prepared.items)
 
 
+def _more_instances(count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """Further projector processes (``ledgerline projector``) in the same consumer group."""
+    env = {**env, "LEDGERLINE_PROJECTOR_METRICS_PORT": "0", "LEDGERLINE_LOG_LEVEL": "WARNING"}
+    return [subprocess.Popen([sys.executable, "-m", "ledgerline", "projector"], env=env)
+            for _ in range(count)]
+
+
 async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: Ledger, rate: int,
-                            seconds: float, servers: dict[str, int | None]
-                            ) -> tuple[float, int, list[float], str]:
+                            seconds: float, servers: dict[str, int | None], instances: int,
+                            env: dict[str, str]) -> tuple[float, int, list[float], str]:
     ends = await end_offsets(bootstrap, partitions)
     total = sum(ends.values())
+    more = _more_instances(instances - 1, env)
+    servers = {**servers, **{f"projector #{i + 2} (Python)": proc.pid for i, proc in enumerate(more)}}
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
     metrics = ProjectorMetrics()
     worker = Projector(bootstrap, pool, metrics=metrics)
@@ -265,15 +319,16 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
     try:
         while not worker.stored:  # noqa: ASYNC110 - polling another task's progress
             await asyncio.sleep(0.01)
-        started = time.perf_counter()
-        cpu = Cpu(servers)
+        # Other instances may have begun first: count only what is applied from here on.
+        started, cpu = time.perf_counter(), Cpu(servers)
+        before = sum((await stored(pool)).values())
         while True:
             at = await stored(pool)
             if all(at.get(p, 0) >= ends[p] for p in range(partitions)):
                 break
             await asyncio.sleep(0.05)
-        catch_up = total / (time.perf_counter() - started)
-        cpu_per_event = cpu.per_event(total)
+        catch_up = (total - before) / (time.perf_counter() - started)
+        cpu_per_event = cpu.per_event(total - before)
         print(f"catch-up: {_batches(metrics)}", file=sys.stderr)
         # Live: a steady rate for a while, the worker caught up from the start.
         timed.latencies.clear()
@@ -305,6 +360,9 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
         stop.set()
         await task
         await pool.close()
+        for proc in more:
+            proc.terminate()
+            proc.wait(15)
 
 
 def _batches(metrics: ProjectorMetrics) -> str:
@@ -328,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=2_000, help="events/s for the live lag")
     parser.add_argument("--live-seconds", type=float, default=15.0)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--instances", type=int, default=1,
+                        help="projector processes sharing the partitions (this one and more)")
     args = parser.parse_args(argv)
 
     # keep=False: a million events leave about 3 GB behind.
@@ -335,25 +395,35 @@ def main(argv: list[str] | None = None) -> None:
         infra = bench.infra
         servers = {"PostgreSQL": infra.postgres.pid if infra.postgres else None,
                    "Kafka": infra.broker.pid if infra.broker else None}
-        asyncio.run(_run(args, infra.bootstrap, asyncpg_dsn(infra.database_url), servers))
+        asyncio.run(_run(args, infra.bootstrap, asyncpg_dsn(infra.database_url), servers, bench.env))
 
 
 async def _run(args: argparse.Namespace, bootstrap: str, dsn: str,
-               servers: dict[str, int | None]) -> None:
+               servers: dict[str, int | None], env: dict[str, str]) -> None:
     ledger = Ledger(args.wallets, args.partitions)
     started = time.perf_counter()
     produced = await produce(bootstrap, ledger.events(args.events))
     print(f"produced {produced:,} events in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    read_rate, read_cpu = await read_floor(bootstrap, args.partitions, servers)
     baseline = await naive(bootstrap, dsn, args.partitions, min(args.naive_events, produced))
     rate, sent, latencies, cpu = await catch_up_and_live(bootstrap, dsn, args.partitions, ledger,
-                                                         args.rate, args.live_seconds, servers)
+                                                         args.rate, args.live_seconds, servers,
+                                                         args.instances, env)
+    read_python, read_kafka = read_cpu["projector (Python)"], read_cpu["Kafka"]
+    write_pg = await write_floor(dsn, servers)
+    floor = read_python + read_kafka + write_pg
+    processes = f"{args.instances} process{'es' if args.instances > 1 else ''}"
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     print(f"""
 projector catch-up: {produced:,} events over {args.wallets:,} wallets (skewed), {args.partitions} partitions
-  batched worker          {rate:>10,.0f} events/s
+  batched worker          {rate:>10,.0f} events/s  ({processes})
   one transaction/event  {baseline:>10,.0f} events/s  (same code, {min(args.naive_events, produced):,} events)
   speed-up                {rate / baseline:>10.1f} x
   CPU per event (µs)      {cpu}
+floor: what any projector must spend per event here, before five of the seven views
+  read only (aiokafka) {read_rate:>10,.0f} events/s, µs each: Python {read_python:.1f}, Kafka {read_kafka:.1f}
+  events, ledger_entries  PostgreSQL {write_pg:.1f} µs per event (INSERT … SELECT into copies)
+  together                {floor:.1f} µs of CPU per event: at most {2e6 / floor:,.0f} events/s on 2 cores
 live: {sent:,} events at {args.rate:,}/s for {args.live_seconds:.0f}s, produced -> committed
   p50 {1000 * q[49]:.1f} ms   p99 {1000 * q[98]:.1f} ms   max {1000 * max(latencies):.1f} ms
 """)
