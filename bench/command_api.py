@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench import stack
+from bench import command_floor, stack
 from bench.httpload import Connection, request_bytes
 from events import codec, topics
 from ledgerline.auth import issue_token
@@ -265,13 +265,19 @@ def _run(ports: dict[str, int], pids: dict[str, int], settings: Settings, ledger
             drains.append(ledger.drained())
         for connections in CONNECTIONS:
             print(f"  {name}: maximum accepted rate, {connections} connections …", flush=True)
-            run = _measured(_spec(ports[name], variants, False, mode="closed", connections=connections,
-                                  seconds=MAX_SECONDS, warmup=0.5), pids[name])
-            run["connections"] = connections
-            ledger.add(run)
-            out[f"{name}_max_{connections}"] = run
+            best = _measured(_spec(ports[name], variants, False, mode="closed", connections=connections,
+                                   seconds=MAX_SECONDS, warmup=0.5), pids[name])
+            best["connections"] = connections
+            ledger.add(best)
+            out[f"{name}_max_{connections}"] = best
         out[f"{name}_max"] = max((out[f"{name}_max_{c}"] for c in CONNECTIONS), key=lambda m: m["rate"])
+    drains.append(ledger.drained())
     out["drain_s"] = drains
+    print("  floors: a bare HTTP server, one Kafka transaction …", flush=True)
+    bare = [_measured({**_spec(ports["bare"], variants, False, mode="closed", connections=c,
+                                seconds=MAX_SECONDS, warmup=0.5)}, pids["bare"]) for c in CONNECTIONS]
+    out["bare_max"] = max(bare, key=lambda m: m["rate"])
+    out["hop"] = asyncio.run(command_floor.transaction_hop(settings.kafka_bootstrap))
     return out
 
 
@@ -295,7 +301,7 @@ def _report(r: dict[str, Any]) -> None:
                 f" {g['answer_p50_ms']!s:>8} {g['graphql_p50_ms']!s:>8} {g['graphql_max_ms']!s:>8}"
                 f" {g['not_completed']:>6}")
 
-    api_max = r["api_max"]
+    api_max, bare, hop = r["api_max"], r["bare_max"], r["hop"]
     ratio = r["api_max"]["rate"] / r["baseline_max"]["rate"] if r["baseline_max"]["rate"] else 0.0
     cpu_ratio = r["baseline_max"]["server_cpu_us"] / max(r["api_max"]["server_cpu_us"], 1)
     print(f"""
@@ -330,6 +336,15 @@ GraphQL's:
 {hops(f"baseline, {RATE:,.0f}/s", "baseline_open")}
 {hops(f"baseline, {LIGHT_RATE:,.0f}/s", "baseline_light")}
 
+Floors, measured in the same run on the same stack, the pipeline idle:
+  bare uvicorn answering 202 (no token, no JSON, no Kafka), closed loop, same load generator:
+    {bare['rate']:,.0f} req/s at {bare['server_cpu_us']} us/req; no command API served so accepts faster here.
+  one Kafka transaction (one record, commit): answered p50/p99
+    {hop['committed_p50_ms']}/{hop['committed_p99_ms']} ms, seen by a read_committed consumer p50/p99 \
+{hop['visible_p50_ms']}/{hop['visible_p99_ms']} ms.
+    A transfer takes two in series (debit, then credit) before the projector's PostgreSQL
+    transaction: at least {2 * hop['visible_p50_ms']:.1f} ms p50 end to end.
+
 Targets: >= 5,000 commands/s accepted; end to end p50 <= 15 ms, p99 <= 50 ms at 1,000/s.""")
 
 
@@ -339,22 +354,28 @@ def main() -> None:
         baseline_port = free_port()
         baseline = subprocess.Popen([sys.executable, "-m", "bench.command_api_baseline", str(baseline_port)],
                                     env=bench.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "bench.command_floor", str(bare_port)],
+                                env=bench.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             stack.wait_up(f"http://127.0.0.1:{baseline_port}/healthz")
+            stack.wait_up(f"http://127.0.0.1:{bare_port}/")
             ledger = Ledger(asyncpg_dsn(settings.database_url))
             print(f"funding {WALLETS} wallets …", flush=True)
             _fund(bench.command_url, SECRET, ledger)
             load_before = f"{os.getloadavg()[0]:.1f}"
-            results = _run({"api": settings.command_port, "baseline": baseline_port},
-                           {"api": bench.pid("command-api"), "baseline": baseline.pid}, settings, ledger)
+            results = _run({"api": settings.command_port, "baseline": baseline_port, "bare": bare_port},
+                           {"api": bench.pid("command-api"), "baseline": baseline.pid, "bare": bare.pid},
+                           settings, ledger)
             results["server"] = stack.server_kind()
             results["load_before"] = load_before
             _report(results)
             (bench.home / "results.json").write_text(json.dumps(results, indent=1))
             print(f"raw figures: {bench.home / 'results.json'}")
         finally:
-            baseline.terminate()
-            baseline.wait(10)
+            for server in (baseline, bare):
+                server.terminate()
+                server.wait(10)
 
 
 if __name__ == "__main__":

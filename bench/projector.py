@@ -306,8 +306,6 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
                             env: dict[str, str]) -> tuple[float, int, list[float], str]:
     ends = await end_offsets(bootstrap, partitions)
     total = sum(ends.values())
-    more = _more_instances(instances - 1, env)
-    servers = {**servers, **{f"projector #{i + 2} (Python)": proc.pid for i, proc in enumerate(more)}}
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
     metrics = ProjectorMetrics()
     worker = Projector(bootstrap, pool, metrics=metrics)
@@ -315,6 +313,8 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
     timed.latencies = []
     worker.projection = timed
     stop = asyncio.Event()
+    more = _more_instances(instances - 1, env)
+    servers = {**servers, **{f"projector #{i + 2} (Python)": proc.pid for i, proc in enumerate(more)}}
     task = asyncio.create_task(worker.run(stop))
     try:
         while not worker.stored:  # noqa: ASYNC110 - polling another task's progress
