@@ -179,7 +179,9 @@ async def write_batch(
                                     [offsets[p][1] for p in partitions])
         stale = sorted(set(partitions) - set(moved or ()))
         if stale:
-            raise OffsetConflict(", ".join(f"{topic}[{p}] moved past {offsets[p][0]}" for p in stale))
+            raise OffsetConflict(", ".join(
+                f"{topic}[{p}] no longer stored at {offsets[p][0]}" if offsets[p][0] is not None
+                else f"{topic}[{p}] stored since this instance read it" for p in stale))
         await _write_rows(conn, changes)
         notifications = list(_notifications(changes))
         if notifications:  # delivered at commit, in this order
