@@ -4,10 +4,12 @@
   app answering every POST ``202`` at once, with no token, no JSON, no Kafka. Its closed-loop
   rate under the same load generator caps the rate any such API can accept on this machine.
   ``python -m bench.command_floor PORT`` serves it.
-* One Kafka transaction hop: a transactional producer sends one record and commits; the time
-  until a ``read_committed`` consumer has it. A transfer is decided in two such hops in series
-  (the debit on the payer's partition, then the credit on the payee's), before the projector's
-  PostgreSQL transaction, so twice this is the least its end-to-end latency can be.
+* The hops of a transfer, each alone on the idle stack: the API's append (one record, plain
+  idempotent produce) until a ``read_committed`` consumer has it; one Kafka transaction (one
+  record, commit) until such a consumer has it; one small PostgreSQL transaction with
+  ``NOTIFY`` until a ``LISTEN``er hears it. A transfer goes through the first, two of the second
+  in series (the debit on the payer's partition, then the credit on the payee's) and the third
+  (the projector), so their sum is the least its end-to-end latency can be.
 """
 
 import asyncio
@@ -17,10 +19,12 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from command.partition import quick_transaction_restarts
+from projector.worker import SESSION
 
 _ANSWER = b'{"status":"accepted"}'
 _HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_ANSWER)).encode())]
@@ -37,9 +41,16 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _ANSWER})
 
 
-async def transaction_hop(bootstrap: str, samples: int = 400, every: float = 0.005) -> dict[str, float]:
-    """p50/p99 ms of one transaction (one record, commit) answered, and of the same record
-    seen by a ``read_committed`` consumer; the producer tuned as the processor's are."""
+def _quantiles(values: list[float]) -> dict[str, float]:
+    cut = statistics.quantiles(values, n=100)
+    return {"p50_ms": round(1000 * cut[49], 1), "p99_ms": round(1000 * cut[98], 1)}
+
+
+async def kafka_hop(bootstrap: str, *, transactional: bool, samples: int = 400,
+                    every: float = 0.005) -> dict[str, float]:
+    """One record sent (in a transaction of its own, or plainly as the API appends), until a
+    ``read_committed`` consumer has it: p50/p99 ms. Producers set up as the processor's and the
+    API's are."""
     quick_transaction_restarts()
     topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -48,8 +59,9 @@ async def transaction_hop(bootstrap: str, samples: int = 400, every: float = 0.0
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{topic}-tx",
-                                enable_idempotence=True, acks="all", linger_ms=0, retry_backoff_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+                                linger_ms=0, retry_backoff_ms=5,
+                                transactional_id=f"{topic}-tx" if transactional else None)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
     await producer.start()
     await consumer.start()
@@ -68,29 +80,65 @@ async def transaction_hop(bootstrap: str, samples: int = 400, every: float = 0.0
         await consumer.seek_to_end(tp)
         await consumer.position(tp)
         watcher = asyncio.create_task(watch())
-        committed, visible = [], []
+        visible = []
         for i in range(-20, samples):  # the first 20 warm the path up
             seen[i] = asyncio.get_running_loop().create_future()
             began = time.perf_counter()
-            async with producer.transaction():
-                await producer.send(topic, str(i).encode(), partition=0)
-            answered = time.perf_counter()
+            if transactional:
+                async with producer.transaction():
+                    await producer.send(topic, str(i).encode(), partition=0)
+            else:
+                await producer.send_and_wait(topic, str(i).encode(), partition=0)
             arrived = await asyncio.wait_for(seen[i], 10)
             del seen[i]
             if i >= 0:
-                committed.append(answered - began)
                 visible.append(arrived - began)
             await asyncio.sleep(every)
         watcher.cancel()
     finally:
         await consumer.stop()
         await producer.stop()
+    return _quantiles(visible)
 
-    def q(values: list[float], at: int) -> float:
-        return round(1000 * statistics.quantiles(values, n=100)[at - 1], 1)
 
-    return {"committed_p50_ms": q(committed, 50), "committed_p99_ms": q(committed, 99),
-            "visible_p50_ms": q(visible, 50), "visible_p99_ms": q(visible, 99)}
+async def notify_hop(dsn: str, samples: int = 400, every: float = 0.005) -> dict[str, float]:
+    """A small PostgreSQL transaction as the projector commits one (a row written, ``NOTIFY``,
+    its session's settings) until a ``LISTEN``ing connection hears it: p50/p99 ms."""
+    listener = await asyncpg.connect(dsn)
+    writer = await asyncpg.connect(dsn, server_settings=SESSION)
+    heard: dict[int, asyncio.Future[float]] = {}
+    channel = f"bench_floor_{uuid.uuid4().hex[:8]}"
+
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        heard[int(payload)].set_result(time.perf_counter())
+
+    try:
+        await writer.execute(f"CREATE TABLE {channel} (n int PRIMARY KEY)")
+        await listener.add_listener(channel, on_notify)
+        visible = []
+        for i in range(-20, samples):
+            heard[i] = asyncio.get_running_loop().create_future()
+            began = time.perf_counter()
+            async with writer.transaction():
+                await writer.execute(f"INSERT INTO {channel} VALUES ($1)", i)
+                await writer.execute("SELECT pg_notify($1, $2)", channel, str(i))
+            arrived = await asyncio.wait_for(heard[i], 10)
+            del heard[i]
+            if i >= 0:
+                visible.append(arrived - began)
+            await asyncio.sleep(every)
+    finally:
+        await writer.execute(f"DROP TABLE IF EXISTS {channel}")
+        await listener.close()
+        await writer.close()
+    return _quantiles(visible)
+
+
+async def transfer_path(bootstrap: str, dsn: str) -> dict[str, dict[str, float]]:
+    """The hops a transfer goes through, each measured alone."""
+    return {"append": await kafka_hop(bootstrap, transactional=False),
+            "transaction": await kafka_hop(bootstrap, transactional=True),
+            "commit": await notify_hop(dsn)}
 
 
 if __name__ == "__main__":
