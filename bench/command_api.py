@@ -297,7 +297,7 @@ def _floors(r: dict[str, Any]) -> str:
     return "\n".join([
         "Floors, measured in the same run on the same stack, the pipeline idle:",
         "  bare uvicorn answering 202 (no token, no JSON, no Kafka), closed loop, same load generator:",
-        f"    {bare['rate']:,.0f} req/s at {bare['server_cpu_us']} us/req, the most any API served so accepts here",
+        f"    {bare['rate']:,.0f} req/s at {bare['server_cpu_us']} us/req: no API served so accepts more",
         "  a transfer's hops, each alone, p50/p99 ms:",
         f"    the API's append (plain produce) until a read_committed reader has it  {hop('append')}",
         f"    one Kafka transaction (one record, commit) until such a reader has it   {hop('transaction')}",
