@@ -85,6 +85,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def jit_seconds(pid: int) -> float:
+    """CPU time the JVM ``pid``'s JIT compiler threads have used: a broker is warm once they
+    stop spending."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "comm").read_text().startswith(("C1 CompilerThre", "C2 CompilerThre")):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return total
+
+
 def post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
     """A command with ``Prefer: wait``; its answer."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={

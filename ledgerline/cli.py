@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ledgerline import logs
+from ledgerline import logs, runtime
 from ledgerline.settings import Settings, SettingsError, asyncpg_dsn, load
 
 log = logging.getLogger("ledgerline")
@@ -70,24 +70,24 @@ def processor(settings: Settings, _args: argparse.Namespace) -> None:
             if server is not None:
                 server.close()
 
-    asyncio.run(_until_signalled(run))
+    runtime.run(_until_signalled(run))
 
 
 def projector(settings: Settings, _args: argparse.Namespace) -> None:
     from projector.main import run_projector
 
-    asyncio.run(_until_signalled(lambda stop: run_projector(settings, stop)))
+    runtime.run(_until_signalled(lambda stop: run_projector(settings, stop)))
 
 
 def dlq(settings: Settings, args: argparse.Namespace) -> None:
     from projector.main import dlq_list, dlq_redrive
 
     if args.dlq_command == "list":
-        asyncio.run(dlq_list(settings, as_json=args.json))
+        runtime.run(dlq_list(settings, as_json=args.json))
     else:
         if not args.all and not args.letter:
             raise SettingsError("name the dead letters to re-drive (PARTITION:OFFSET ...) or pass --all")
-        code = asyncio.run(dlq_redrive(settings, None if args.all else args.letter,
+        code = runtime.run(dlq_redrive(settings, None if args.all else args.letter,
                                        force=args.force, dry_run=args.dry_run))
         raise SystemExit(code)
 
@@ -95,7 +95,7 @@ def dlq(settings: Settings, args: argparse.Namespace) -> None:
 def rebuild(settings: Settings, args: argparse.Namespace) -> None:
     from projector.main import run_rebuild
 
-    asyncio.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
+    runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
 
 
 def migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -108,7 +108,7 @@ def migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def topics(settings: Settings, _args: argparse.Namespace) -> None:
     from ledgerline.stack.topics import ensure_topics
 
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, settings.partitions))
+    runtime.run(ensure_topics(settings.kafka_bootstrap, settings.partitions))
     log.info("topics ready with %d partitions", settings.partitions)
 
 
@@ -132,7 +132,7 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
-        code = asyncio.run(run_audit(settings.kafka_bootstrap, dsn, wait=args.wait))
+        code = runtime.run(run_audit(settings.kafka_bootstrap, dsn, wait=args.wait))
     except (AuditError, KafkaError, OSError) as exc:
         print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
         code = 2
