@@ -10,12 +10,16 @@ one ``send_and_wait`` per request on a default producer, nothing tuned):
    the transfer ``completed``; alongside, a sample of transfers whose ``completed`` status is
    then read back through GraphQL (the proof, and request -> GraphQL answer latency);
 2. the same at a light 100 commands/s, short of what the pipeline can carry;
-3. the maximum rate of accepted commands (``202``, no wait), closed loop.
+3. the maximum rate of accepted commands (``202``, no wait), closed loop;
+4. floors (:mod:`bench.command_floor`): a bare uvicorn answering ``202``, and each hop of a
+   transfer's path alone.
+
+Measuring starts once the broker is warm: rounds of load until its JIT compilers go quiet.
 
 It starts its own Kafka broker and PostgreSQL (``ledgerline.stack``, through the local stack's
 launcher) on free ports, the four processes and the baseline server, and stops them all. The
 load generator runs in its own process. Everything shares this machine's cores, so the figures
-are for all of it on one box. ``python -m bench.command_api``; about a minute and a half.
+are for all of it on one box. ``python -m bench.command_api``; four to six minutes.
 """
 
 import asyncio

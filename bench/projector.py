@@ -7,9 +7,13 @@ issues and transfers skewed over many wallets straight into ``ledger.events``, t
 - the baseline in the same run: the same code applying one event per transaction, on a subset,
   into a shadow schema;
 - live lag: events produced at a steady rate while the worker runs, event produced (record
-  timestamp) -> its batch committed, p50 / p99.
+  timestamp) -> its batch committed, p50 / p99;
+- the floor: every event read once and not decoded, and the rows of ``events`` and
+  ``ledger_entries`` written again by PostgreSQL alone: the least any projector spends here.
 
-    python -m bench.projector --events 1000000
+``--instances N`` adds N - 1 ``ledgerline projector`` processes to the worker's consumer group.
+
+    python -m bench.projector --events 1000000 [--instances 2]
 """
 
 import argparse
