@@ -98,6 +98,12 @@ async def kafka_hop(bootstrap: str, *, transactional: bool, samples: int = 400,
     finally:
         await consumer.stop()
         await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
     return _quantiles(visible)
 
 

@@ -260,7 +260,7 @@ async def read_floor(bootstrap: str, partitions: int, servers: dict[str, int | N
         while seen < total:
             for batch in (await consumer.getmany(timeout_ms=500, max_records=20_000)).values():
                 seen += len(batch)
-        elapsed = time.perf_counter() - started
+        elapsed, seen = time.perf_counter() - started, max(seen, 1)
         return seen / elapsed, {k: 1e6 * v / seen for k, v in cpu.seconds().items()}
     finally:
         await consumer.stop()
@@ -279,7 +279,7 @@ async def write_floor(dsn: str, servers: dict[str, int | None]) -> float:
             await conn.execute(f"CREATE TABLE bench_floor_{table} (LIKE {table} INCLUDING ALL)")
             await conn.execute(f"INSERT INTO bench_floor_{table} SELECT * FROM {table}")
         await conn.execute("CHECKPOINT")  # their share of writing the pages out
-        return 1e6 * cpu.seconds()["PostgreSQL"] / events
+        return 1e6 * cpu.seconds()["PostgreSQL"] / max(events, 1)
     finally:
         for table in ("events", "ledger_entries"):
             await conn.execute(f"DROP TABLE IF EXISTS bench_floor_{table}")
