@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -46,65 +47,79 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(1000 * cut[49], 1), "p99_ms": round(1000 * cut[98], 1)}
 
 
+async def _sampled(send: Callable[[int], Awaitable[None]], arrivals: dict[int, asyncio.Future[float]],
+                   samples: int, every: float) -> dict[str, float]:
+    """Time ``send(i)`` until something sets ``arrivals[i]`` to the moment it arrived; the first
+    20 sends warm the path up and are not counted."""
+    loop, visible = asyncio.get_running_loop(), []
+    for i in range(-20, samples):
+        arrivals[i] = loop.create_future()
+        began = time.perf_counter()
+        await send(i)
+        arrived = await asyncio.wait_for(arrivals[i], 10)
+        del arrivals[i]
+        if i >= 0:
+            visible.append(arrived - began)
+        await asyncio.sleep(every)
+    return _quantiles(visible)
+
+
 async def kafka_hop(bootstrap: str, *, transactional: bool, samples: int = 400,
                     every: float = 0.005) -> dict[str, float]:
     """One record sent (in a transaction of its own, or plainly as the API appends), until a
     ``read_committed`` consumer has it: p50/p99 ms. Producers set up as the processor's and the
-    API's are."""
+    API's are; the scratch topic is removed afterwards."""
     quick_transaction_restarts()
     topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+        try:
+            return await _kafka_hop(bootstrap, topic, transactional, samples, every)
+        finally:
+            await admin.delete_topics([topic])
     finally:
         await admin.close()
+
+
+async def _kafka_hop(bootstrap: str, topic: str, transactional: bool, samples: int,
+                     every: float) -> dict[str, float]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
                                 linger_ms=0, retry_backoff_ms=5,
                                 transactional_id=f"{topic}-tx" if transactional else None)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await producer.start()
-    await consumer.start()
-    seen: dict[int, asyncio.Future[float]] = {}
+    arrivals: dict[int, asyncio.Future[float]] = {}
 
     async def watch() -> None:
         while True:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 now = time.perf_counter()
                 for record in records:
-                    seen[int(record.value)].set_result(now)
+                    arrivals[int(record.value)].set_result(now)
 
+    async def send(i: int) -> None:
+        if transactional:
+            async with producer.transaction():
+                await producer.send(topic, str(i).encode(), partition=0)
+        else:
+            await producer.send_and_wait(topic, str(i).encode(), partition=0)
+
+    await producer.start()
+    await consumer.start()
+    watcher = None
     try:
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
         await consumer.seek_to_end(tp)
         await consumer.position(tp)
         watcher = asyncio.create_task(watch())
-        visible = []
-        for i in range(-20, samples):  # the first 20 warm the path up
-            seen[i] = asyncio.get_running_loop().create_future()
-            began = time.perf_counter()
-            if transactional:
-                async with producer.transaction():
-                    await producer.send(topic, str(i).encode(), partition=0)
-            else:
-                await producer.send_and_wait(topic, str(i).encode(), partition=0)
-            arrived = await asyncio.wait_for(seen[i], 10)
-            del seen[i]
-            if i >= 0:
-                visible.append(arrived - began)
-            await asyncio.sleep(every)
-        watcher.cancel()
+        return await _sampled(send, arrivals, samples, every)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await consumer.stop()
         await producer.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics([topic])
-        finally:
-            await admin.close()
-    return _quantiles(visible)
 
 
 async def notify_hop(dsn: str, samples: int = 400, every: float = 0.005) -> dict[str, float]:
@@ -112,32 +127,25 @@ async def notify_hop(dsn: str, samples: int = 400, every: float = 0.005) -> dict
     its session's settings) until a ``LISTEN``ing connection hears it: p50/p99 ms."""
     listener = await asyncpg.connect(dsn)
     writer = await asyncpg.connect(dsn, server_settings=SESSION)
-    heard: dict[int, asyncio.Future[float]] = {}
+    arrivals: dict[int, asyncio.Future[float]] = {}
     channel = f"bench_floor_{uuid.uuid4().hex[:8]}"
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        heard[int(payload)].set_result(time.perf_counter())
+        arrivals[int(payload)].set_result(time.perf_counter())
+
+    async def send(i: int) -> None:
+        async with writer.transaction():
+            await writer.execute(f"INSERT INTO {channel} VALUES ($1)", i)
+            await writer.execute("SELECT pg_notify($1, $2)", channel, str(i))
 
     try:
         await writer.execute(f"CREATE TABLE {channel} (n int PRIMARY KEY)")
         await listener.add_listener(channel, on_notify)
-        visible = []
-        for i in range(-20, samples):
-            heard[i] = asyncio.get_running_loop().create_future()
-            began = time.perf_counter()
-            async with writer.transaction():
-                await writer.execute(f"INSERT INTO {channel} VALUES ($1)", i)
-                await writer.execute("SELECT pg_notify($1, $2)", channel, str(i))
-            arrived = await asyncio.wait_for(heard[i], 10)
-            del heard[i]
-            if i >= 0:
-                visible.append(arrived - began)
-            await asyncio.sleep(every)
+        return await _sampled(send, arrivals, samples, every)
     finally:
         await writer.execute(f"DROP TABLE IF EXISTS {channel}")
         await listener.close()
         await writer.close()
-    return _quantiles(visible)
 
 
 async def transfer_path(bootstrap: str, dsn: str) -> dict[str, dict[str, float]]:

@@ -76,13 +76,19 @@ def full(name: str, secret: str) -> Iterator[Bench]:
             bench.services.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used, from /proc; 0 if it is gone."""
+def _cpu(stat: Path) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file (a process's or a thread's); 0 if it
+    is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used, from /proc; 0 if it is gone."""
+    return _cpu(Path(f"/proc/{pid}/stat"))
 
 
 def jit_seconds(pid: int) -> float:
@@ -91,11 +97,11 @@ def jit_seconds(pid: int) -> float:
     total = 0.0
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            if (task / "comm").read_text().startswith(("C1 CompilerThre", "C2 CompilerThre")):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            compiler = (task / "comm").read_text().startswith(("C1 CompilerThre", "C2 CompilerThre"))
         except OSError:
             continue
+        if compiler:
+            total += _cpu(task / "stat")
     return total
 
 

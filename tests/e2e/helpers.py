@@ -1,10 +1,10 @@
 """Small clients for the two edges, as a frontend would use them."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-from tests.conftest import Running
+from tests.conftest import Running, token, unique, unique_symbol
 
 
 async def post(http: httpx.AsyncClient, running: Running, path: str, token: str,
@@ -43,6 +43,23 @@ async def new_asset(http: httpx.AsyncClient, running: Running, issuer_token: str
     })
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "completed", answer.text
+
+
+class Funded(NamedTuple):
+    symbol: str
+    alice: str
+    bob: str
+    issuer: str  # the asset's issuer's token
+    alice_token: str
+
+
+async def funded_alice(http: httpx.AsyncClient, running: Running, amount: str) -> Funded:
+    """A new asset (2 decimals), ``amount`` of it issued to a new alice; bob, also new, has none."""
+    symbol, alice, bob = unique_symbol(), unique("alice"), unique("bob")
+    issuer = token("treasury", roles=["issuer"], assets=[symbol])
+    await new_asset(http, running, issuer, symbol)
+    await post(http, running, f"/v1/assets/{symbol}/issue", issuer, {"to": alice, "amount": amount})
+    return Funded(symbol, alice, bob, issuer, token(alice, wallets=[alice]))
 
 
 async def assert_refused(http: httpx.AsyncClient, url: str, auth: str | None,

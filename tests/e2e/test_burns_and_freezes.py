@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from tests.conftest import Running, token, unique, unique_symbol
-from tests.e2e.helpers import balances, graphql, new_asset, post
+from tests.e2e.helpers import balances, funded_alice, graphql, new_asset, post
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +41,7 @@ async def test_burn_debits_the_wallet_and_reduces_the_supply(
 async def test_frozen_wallet_cannot_send_until_unfrozen(
     http: httpx.AsyncClient, running: Running
 ) -> None:
-    symbol, alice, bob = unique_symbol(), unique("alice"), unique("bob")
-    issuer = token("treasury", roles=["issuer"], assets=[symbol])
-    alice_token = token(alice, wallets=[alice])
-    await new_asset(http, running, issuer, symbol)
-    await post(http, running, f"/v1/assets/{symbol}/issue", issuer, {"to": alice, "amount": "50.00"})
+    symbol, alice, bob, issuer, alice_token = await funded_alice(http, running, "50.00")
     send = {"from": alice, "to": bob, "asset": symbol, "amount": "10.00"}
 
     frozen = await post(http, running, f"/v1/wallets/{alice}/freeze", COMPLIANCE,

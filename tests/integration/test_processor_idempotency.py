@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import Running, token, unique, unique_symbol
-from tests.e2e.helpers import balances, new_asset, post
+from tests.conftest import Running, token
+from tests.e2e.helpers import balances, funded_alice, post
 from tests.integration.ledger import (
     Workload,
     assert_decided_once,
@@ -59,11 +59,7 @@ async def test_the_same_envelope_three_times_straight_to_kafka_is_decided_once(r
 async def test_the_same_idempotency_key_three_times_over_http_applies_once(
     http: httpx.AsyncClient, running: Running
 ) -> None:
-    symbol, alice, bob = unique_symbol(), unique("alice"), unique("bob")
-    issuer = token("treasury", roles=["issuer"], assets=[symbol])
-    alice_token = token(alice, wallets=[alice])
-    await new_asset(http, running, issuer, symbol)
-    await post(http, running, f"/v1/assets/{symbol}/issue", issuer, {"to": alice, "amount": "100.00"})
+    symbol, alice, bob, _, alice_token = await funded_alice(http, running, "100.00")
     body = {"from": alice, "to": bob, "asset": symbol, "amount": "10.00"}
     key = str(uuid.uuid4())
 
@@ -93,11 +89,7 @@ async def test_the_same_idempotency_key_three_times_over_http_applies_once(
 async def test_the_same_idempotency_key_with_another_body_is_rejected(
     http: httpx.AsyncClient, running: Running
 ) -> None:
-    symbol, alice, bob = unique_symbol(), unique("alice"), unique("bob")
-    issuer = token("treasury", roles=["issuer"], assets=[symbol])
-    alice_token = token(alice, wallets=[alice])
-    await new_asset(http, running, issuer, symbol)
-    await post(http, running, f"/v1/assets/{symbol}/issue", issuer, {"to": alice, "amount": "100.00"})
+    symbol, alice, bob, _, alice_token = await funded_alice(http, running, "100.00")
     key = {"Idempotency-Key": str(uuid.uuid4())}
     body = {"from": alice, "to": bob, "asset": symbol, "amount": "10.00"}
 
