@@ -1,15 +1,12 @@
 """Request bodies -> typed values, with errors that name the offending field."""
 
-import re
 from typing import Any
 
 import msgspec
 
 from command.errors import ApiError
+from events import grammar
 from events.amounts import AmountError, parse_amount
-
-WALLET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-SYMBOL = re.compile(r"^[A-Z][A-Z0-9]{0,11}$")
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -39,7 +36,7 @@ def wallet(body: dict[str, Any], name: str) -> str:
 
 
 def wallet_id(value: str, name: str = "wallet") -> str:
-    if not WALLET_ID.match(value):
+    if not grammar.is_wallet(value):
         raise ApiError(
             422, "invalid_wallet", f"{name!r} must be 1-64 letters, digits, '_', '.', '@' or '-'", name
         )
@@ -54,7 +51,7 @@ def text(body: dict[str, Any], name: str, limit: int = 280) -> str:
 
 
 def symbol(value: str, name: str = "symbol") -> str:
-    if not SYMBOL.match(value):
+    if not grammar.is_symbol(value):
         raise ApiError(
             422, "invalid_symbol", "a symbol is 1-12 capital letters and digits, e.g. USDX", name
         )

@@ -1,8 +1,6 @@
 """Decimal strings at the edges <-> whole base units inside. Never a float."""
 
-import re
-
-_AMOUNT = re.compile(r"^(?P<whole>\d{1,60})(?:\.(?P<frac>\d{1,60}))?$")
+from events.grammar import AMOUNT
 
 
 class AmountError(ValueError):
@@ -19,9 +17,10 @@ class AmountError(ValueError):
 def parse_amount(text: object, decimals: int, *, allow_zero: bool = False) -> int:
     if not isinstance(text, str):
         raise AmountError("invalid_amount", 'amounts are decimal strings, e.g. "12.50"')
-    match = _AMOUNT.match(text.strip())
+    # ASCII digits and nothing around them: "１", "٠.٠١" or " 1" are not amounts.
+    match = AMOUNT.fullmatch(text)
     if match is None:
-        raise AmountError("invalid_amount", f'{text!r} is not a positive decimal string like "12.50"')
+        raise AmountError("invalid_amount", f'{text!r} is not a positive decimal string of ASCII digits like "12.50"')
     frac = (match["frac"] or "").rstrip("0")
     if len(frac) > decimals:
         raise AmountError(

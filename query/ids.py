@@ -2,7 +2,7 @@
 
 import re
 
-from command.validate import SYMBOL, WALLET_ID
+from events import grammar
 from query.errors import invalid_argument
 
 # Transfer, trade, command and event ids (UUIDs today), aggregate keys such as ``wallet:alice``.
@@ -11,28 +11,28 @@ _KEY = re.compile(r"^(wallet|asset):[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
 def wallet_arg(value: str, field: str = "id") -> str:
-    if not WALLET_ID.match(value):
+    if not grammar.is_wallet(value):
         raise invalid_argument(field, f"{value[:80]!r} is not a wallet id")
     return value
 
 
 def symbol_arg(value: str, field: str = "asset") -> str:
-    if not SYMBOL.match(value):
+    if not grammar.is_symbol(value):
         raise invalid_argument(field, f"{value[:80]!r} is not an asset symbol")
     return value
 
 
 def is_id(value: str) -> bool:
-    return _ID.match(value) is not None
+    return _ID.fullmatch(value) is not None
 
 
 def id_arg(value: str, field: str = "id") -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise invalid_argument(field, f"{value[:80]!r} is not a valid id")
     return value
 
 
 def key_arg(value: str, field: str = "aggregate") -> str:
-    if not _KEY.match(value):
+    if not _KEY.fullmatch(value):
         raise invalid_argument(field, f"{value[:80]!r} is not an aggregate such as 'wallet:alice'")
     return value
