@@ -24,11 +24,11 @@ from starlette.routing import Route
 
 from command import outcomes, validate
 from command.errors import ApiError
+from common.auth import AuthError, authenticate
+from common.settings import Settings, asyncpg_dsn, load
 from events import codec, topics
 from events.keys import wallet_key
 from events.messages import InitiateTransfer
-from ledgerline.auth import AuthError, authenticate
-from ledgerline.settings import Settings, asyncpg_dsn, load
 
 _NS = uuid.UUID("0d5b7c1a-3a52-4f0e-9c7e-6f2b8e1d4a90")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")

@@ -34,6 +34,10 @@ from command.errors import ApiError
 from command.ids import name_id, random_id
 from command.openapi import render as render_openapi
 from command.producer import command_producer
+from common.auth import AuthError, Principal
+from common.runtime import settle_heap
+from common.settings import Settings, asyncpg_dsn
+from common.tokens import Verified
 from events import codec, topics
 from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
@@ -47,10 +51,6 @@ from events.messages import (
     RegisterAsset,
     UnfreezeWallet,
 )
-from ledgerline.auth import AuthError, Principal
-from ledgerline.runtime import settle_heap
-from ledgerline.settings import Settings, asyncpg_dsn
-from query.tokens import Verified
 
 log = logging.getLogger("ledgerline.command_api")
 

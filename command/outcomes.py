@@ -18,8 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from projector.fold import FINAL_COMMAND_STATUSES
-from projector.store import CHANNEL
+from events.readmodel import CHANNEL, FINAL_COMMAND_STATUSES
 
 log = logging.getLogger("ledgerline.outcomes")
 

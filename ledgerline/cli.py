@@ -10,8 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ledgerline import logs, runtime
-from ledgerline.settings import Settings, SettingsError, asyncpg_dsn, load
+from common import logs, runtime
+from common.settings import Settings, SettingsError, asyncpg_dsn, load
 
 log = logging.getLogger("ledgerline")
 
@@ -49,10 +49,10 @@ def query_api(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:
-    from command.faults import Fault
-    from command.metrics import ProcessorMetrics
-    from command.processor import Processor
-    from ledgerline.ops import Health, listen
+    from common.ops import Health, listen
+    from processor.faults import Fault
+    from processor.metrics import ProcessorMetrics
+    from processor.worker import Processor
 
     async def run(stop: asyncio.Event) -> None:
         metrics, health = ProcessorMetrics(), Health()
@@ -115,8 +115,8 @@ def topics(settings: Settings, _args: argparse.Namespace) -> None:
 def token(settings: Settings, args: argparse.Namespace) -> None:
     import os
 
+    from common.auth import issue_token
     from ledgerline import local
-    from ledgerline.auth import issue_token
 
     # Without LEDGERLINE_JWT_SECRET, sign with the local stack's own secret.
     secret = settings.jwt_secret or local.jwt_secret(local.home_dir(os.environ), os.environ)
@@ -127,8 +127,8 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
 def audit(settings: Settings, args: argparse.Namespace) -> None:
     from aiokafka.errors import KafkaError
 
-    from command.audit import AuditError
-    from command.audit import audit as run_audit
+    from processor.audit import AuditError
+    from processor.audit import audit as run_audit
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:

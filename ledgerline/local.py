@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ledgerline.auth import issue_token
-from ledgerline.settings import Settings
+from common.auth import issue_token
+from common.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.kafka import STARTUP_JVM_OPTS, KafkaBroker, ensure_kafka_jars

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from common.topic_reader import read_to_end
 from events import codec, topics
-from ledgerline.topic_reader import read_to_end
 from projector.fold import Position
 
 REDRIVEN_FROM = "redriven_from"

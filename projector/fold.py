@@ -36,14 +36,7 @@ from events.messages import (
     WalletFrozen,
     WalletUnfrozen,
 )
-
-TRANSFER_RANK = {"initiated": 1, "confirmed": 2, "completed": 3, "failed": 3}
-TRADE_RANK = {"initiated": 1, "asset_locked": 2, "paid": 3, "transferred": 4, "settled": 5,
-              "failed": 5}
-# A command is final (rank 3) once every balance change it causes is in the views.
-COMMAND_RANK = {"pending": 1, "confirmed": 2, "completed": 3, "settled": 3, "failed": 3,
-                "rejected": 3}
-FINAL_COMMAND_STATUSES = frozenset(s for s, rank in COMMAND_RANK.items() if rank == 3)
+from events.readmodel import COMMAND_RANK, TRADE_RANK, TRANSFER_RANK
 
 # What a credit of each kind finishes: the command status it reaches.
 _CREDIT_STATUS = {"issue": "completed", "transfer": "completed", "trade_payment": "confirmed",

@@ -9,8 +9,8 @@ import sys
 
 import asyncpg
 
-from ledgerline.ops import Health, listen
-from ledgerline.settings import Settings, SettingsError, asyncpg_dsn
+from common.ops import Health, listen
+from common.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
 from projector.worker import SESSION, Projector
 

@@ -1,4 +1,4 @@
-"""The projector's Prometheus metrics (served with ``/healthz`` by :mod:`ledgerline.ops`).
+"""The projector's Prometheus metrics (served with ``/healthz`` by :mod:`common.ops`).
 
 The registry is made per process (in ``main``), never at import.
 """

@@ -5,18 +5,17 @@ One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFL
 and are cast by the server: no value passes through a float, and Python does the least work.
 """
 
-import json
 from collections.abc import Iterable, Sequence
 
 import asyncpg
 
+from events import readmodel
+from events.readmodel import CHANNEL, FINAL_COMMAND_STATUSES
 from projector import wire
-from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
+from projector.fold import TRADE_TIMES, Row, RowChanges
 
-CHANNEL = "ledger_changes"
 #: Taken shared by every batch of the live projector, exclusively by a rebuild's swap.
 SWAP_LOCK = 0x1ED6E5
-_NOTIFY_LIMIT = 7000
 
 
 class OffsetConflict(RuntimeError):
@@ -273,23 +272,10 @@ def _event_lines(events: list[Row]) -> list[str]:
     return lines
 
 
-def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:
-    batch: list[str] = []
-    size = 0
-    for i in ids:
-        if batch and size + len(i) + 4 > _NOTIFY_LIMIT:
-            yield json.dumps({kind: batch})
-            batch, size = [], 0
-        batch.append(i)
-        size += len(i) + 4
-    if batch:
-        yield json.dumps({kind: batch})
-
-
 def _notifications(c: RowChanges) -> Iterable[str]:
     """What changed, for listeners: final command ids, wallets, transfers, trades."""
     final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
-    yield from _chunks("commands", final)
-    yield from _chunks("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
-    yield from _chunks("transfers", list(c.transfers))
-    yield from _chunks("trades", list(c.trades))
+    yield from readmodel.payloads("commands", final)
+    yield from readmodel.payloads("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
+    yield from readmodel.payloads("transfers", list(c.transfers))
+    yield from readmodel.payloads("trades", list(c.trades))

@@ -23,10 +23,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from command.processor import dead_letter_headers
+from common.ops import Health
 from events import codec, topics
 from events.codec import Envelope
-from ledgerline.ops import Health
+from events.deadletter import dead_letter_headers
+from events.readmodel import PROJECTION
 from projector import dlq, store
 from projector.fold import Position, RowChanges, apply
 from projector.lag import Lag
@@ -34,7 +35,6 @@ from projector.metrics import ProjectorMetrics
 
 log = logging.getLogger("ledgerline.projector")
 
-PROJECTION = "views"
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,

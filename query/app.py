@@ -25,10 +25,11 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 
-from ledgerline.auth import AuthError, Principal
-from ledgerline.runtime import settle_heap
-from ledgerline.settings import Settings, asyncpg_dsn
-from projector.fold import FINAL_COMMAND_STATUSES
+from common.auth import AuthError, Principal
+from common.runtime import settle_heap
+from common.settings import Settings, asyncpg_dsn
+from common.tokens import Verified
+from events.readmodel import FINAL_COMMAND_STATUSES
 from query import post
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
@@ -37,7 +38,6 @@ from query.hub import Hub, wait_for_command
 from query.ids import is_id
 from query.pool import Pool
 from query.schema import schema
-from query.tokens import Verified
 from query.ws import TransportWS
 
 log = logging.getLogger("ledgerline.query_api")

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from strawberry.types import Info
 
+from common.auth import Principal
 from events.keys import wallet_key
-from ledgerline.auth import Principal
 from query import db
 from query.errors import ErrorCode, error, forbidden
 from query.hub import Hub

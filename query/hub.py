@@ -20,8 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from projector.fold import FINAL_COMMAND_STATUSES
-from projector.store import CHANNEL
+from events.readmodel import CHANNEL, FINAL_COMMAND_STATUSES
 from query import db
 
 log = logging.getLogger("ledgerline.query.hub")

@@ -20,11 +20,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from ledgerline.auth import AuthError
+from common.auth import AuthError
+from common.tokens import Verified
 from query.context import Context
 from query.feeds import Feeds
 from query.limits import MAX_TOKENS, parse_cached
-from query.tokens import Verified
 
 _encode = msgspec.json.Encoder().encode
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from ledgerline.auth import issue_token
+from common.auth import issue_token
 from tests.conftest import SECRET, Running, token, unique, unique_symbol
 from tests.e2e import gql
 from tests.e2e.helpers import new_asset, post

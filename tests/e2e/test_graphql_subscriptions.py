@@ -9,8 +9,8 @@ import httpx
 import pytest
 import websockets
 
-from ledgerline.auth import issue_token
-from ledgerline.settings import asyncpg_dsn
+from common.auth import issue_token
+from common.settings import asyncpg_dsn
 from query.hub import APPLICATION_NAME
 from tests.conftest import SECRET, Running, token, unique, unique_symbol
 from tests.e2e import gql

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from common.settings import asyncpg_dsn
 from events import codec, topics
 from events.keys import asset_key, wallet_key
 from events.messages import AssetRegistered, WalletCredited
-from ledgerline.settings import asyncpg_dsn
 from projector import dlq
 from tests.conftest import Running, unique, unique_symbol
 

@@ -22,14 +22,15 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
 
-from command import snapshots
-from command.decide import decide, evolve, react
-from command.faults import Fault
-from command.metrics import ProcessorMetrics
-from command.outbox import Outbox, Partitioner, dead_letter_headers
-from command.snapshots import EMPTY, Snapshot, restore
 from events import codec, topics
 from events.codec import DecodeError, Envelope
+from events.deadletter import dead_letter_headers
+from processor import snapshots
+from processor.decide import decide, evolve, react
+from processor.faults import Fault
+from processor.metrics import ProcessorMetrics
+from processor.outbox import Outbox, Partitioner
+from processor.snapshots import EMPTY, Snapshot, restore
 
 log = logging.getLogger("ledgerline.processor")
 

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import jwt
 
-from ledgerline.auth import AuthError, Principal, TokenKeys, authenticate
+from common.auth import AuthError, Principal, TokenKeys, authenticate
 
 _SIZE = 4096
 

@@ -14,9 +14,9 @@ import time
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ledgerline.settings import SettingsError
+from common.settings import SettingsError
 
-log = logging.getLogger("ledgerline.ops")
+log = logging.getLogger("common.ops")
 
 
 class Health:

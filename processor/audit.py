@@ -1,7 +1,7 @@
 """``ledgerline audit``: conservation per asset from the event history, then the views against it.
 
 1. Reads ``ledger.events`` (read_committed) from offset 0 to the end offsets taken at the start,
-   and checks every asset's books (:mod:`command.books`) at that cut. A credit is decided only
+   and checks every asset's books (:mod:`processor.books`) at that cut. A credit is decided only
    after its debit is committed, so this cut never shows a credit without its debit.
 2. Waits (``--wait``) until the projector has applied at least those events, reads its offsets,
    ``wallet_balances`` and ``assets`` in one repeatable-read snapshot, reads on in Kafka up to
@@ -21,11 +21,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from command.books import Books
 from events import codec, topics
 from events.amounts import format_amount
 from events.codec import DecodeError
-from projector.worker import PROJECTION
+from events.readmodel import PROJECTION
+from processor.books import Books
 
 
 class AuditError(RuntimeError):

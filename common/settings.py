@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ledgerline.auth import TokenKeys
+    from common.auth import TokenKeys
 
 DEFAULT_DATABASE_URL = "postgresql://ledgerline@127.0.0.1:55432/ledgerline"
 
@@ -40,7 +40,7 @@ class Settings:
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
-        from ledgerline.auth import TokenKeys
+        from common.auth import TokenKeys
 
         given = [n for n, v in (("LEDGERLINE_JWT_SECRET", self.jwt_secret),
                                 ("LEDGERLINE_JWT_PUBLIC_KEY", self.jwt_public_key),
