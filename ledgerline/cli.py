@@ -1,27 +1,17 @@
 """``ledgerline``: one console script, a subcommand per process."""
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from common import logs, runtime
 from common.settings import Settings, SettingsError, asyncpg_dsn, load
 
 log = logging.getLogger("ledgerline")
-
-
-async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run(stop)
 
 
 def _serve(app_factory: Callable[[Settings], object], host: str, port: int, settings: Settings,
@@ -49,38 +39,19 @@ def query_api(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:
-    from common.ops import Health, listen
-    from processor.faults import Fault
-    from processor.metrics import ProcessorMetrics
-    from processor.worker import Processor
+    from processor.bootstrap import main as run
 
-    async def run(stop: asyncio.Event) -> None:
-        metrics, health = ProcessorMetrics(), Health()
-        server = None
-        if settings.processor_metrics_port:
-            server = await listen(metrics.registry, health, settings.processor_metrics_port,
-                                  "LEDGERLINE_PROCESSOR_METRICS_PORT")
-        try:
-            await Processor(
-                settings.kafka_bootstrap, max_records=settings.processor_max_records,
-                session_timeout_ms=settings.processor_session_timeout_ms,
-                fault=Fault.from_env(os.environ), metrics=metrics, health=health,
-            ).run(stop)
-        finally:
-            if server is not None:
-                server.close()
-
-    runtime.run(_until_signalled(run))
+    run(settings)
 
 
 def projector(settings: Settings, _args: argparse.Namespace) -> None:
-    from projector.main import run_projector
+    from projector.bootstrap import main as run
 
-    runtime.run(_until_signalled(lambda stop: run_projector(settings, stop)))
+    run(settings)
 
 
 def dlq(settings: Settings, args: argparse.Namespace) -> None:
-    from projector.main import dlq_list, dlq_redrive
+    from projector.bootstrap import dlq_list, dlq_redrive
 
     if args.dlq_command == "list":
         runtime.run(dlq_list(settings, as_json=args.json))
@@ -93,7 +64,7 @@ def dlq(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def rebuild(settings: Settings, args: argparse.Namespace) -> None:
-    from projector.main import run_rebuild
+    from projector.bootstrap import run_rebuild
 
     runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
 
@@ -113,7 +84,6 @@ def topics(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:
-    import os
 
     from common.auth import issue_token
     from ledgerline import local

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
 
+from common.failures import transient_in_transaction
 from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
@@ -158,8 +159,7 @@ class PartitionWorker:
                 # The transaction was aborted and the in-memory state did not take the batch:
                 # deciding the same records again is safe. Anything else, or a failure that
                 # persists, stops the process: a restart rejoins the group from a clean slate.
-                transient = getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
-                if not transient or time.monotonic() > deadline:
+                if not transient_in_transaction(exc) or time.monotonic() > deadline:
                     raise
                 log.warning("batch on partition %s failed (%r); retrying", self.tp.partition, exc)
                 if self.metrics is not None:

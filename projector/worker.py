@@ -21,8 +21,8 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
+from common.failures import REFUSED, TRANSIENT
 from common.ops import Health
 from events import codec, topics
 from events.codec import Envelope
@@ -36,18 +36,6 @@ from projector.metrics import ProjectorMetrics
 log = logging.getLogger("ledgerline.projector")
 
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    KafkaError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
-    asyncpg.exceptions.InvalidCachedStatementError,  # tables swapped by a rebuild
-    asyncpg.exceptions.OutdatedSchemaCacheError,
-)
-_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 #: Session settings of every connection that writes the views. Asynchronous commit is safe here:
@@ -219,7 +207,7 @@ class Projection:
             async with self.pool.acquire() as conn:
                 await store.write_batch(conn, changes, self.name, topics.EVENTS, offsets,
                                         swap_lock=self.swap_lock)
-        except _REFUSED as exc:
+        except REFUSED as exc:
             if len(items) == 1:
                 items[0].error = f"cannot apply: {exc}"
                 await self._write(items)
