@@ -19,9 +19,12 @@ install: $(BIN)/ledgerline
 up: install
 	$(BIN)/ledgerline up
 
-## Run every test against a real Kafka broker and a real PostgreSQL started for the run.
+PACKAGES := events common command processor projector query ledgerline
+
+## Lint, type-check, and run every test against a real Kafka broker and a real PostgreSQL.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/pytest -q
 
 unit: install
@@ -29,7 +32,7 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy events command/decide.py command/books.py projector/fold.py
+	$(BIN)/mypy $(PACKAGES)
 
 ## Commit the schema snapshot of every message version (refuses incompatible changes).
 schemas: install
