@@ -12,7 +12,6 @@ notification costs latency, never truth.
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,7 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from events.readmodel import CHANNEL, FINAL_COMMAND_STATUSES
+from common.listen import Listener
+from events import readmodel
+from events.readmodel import FINAL_COMMAND_STATUSES
 from query import db
 
 log = logging.getLogger("ledgerline.query.hub")
@@ -62,13 +63,16 @@ class Hub:
         self._dirty: dict[str, set[str]] = defaultdict(set)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.connected = asyncio.Event()
+        self.listener = Listener(dsn, self._notified, on_connect=self._mark_all_dirty,
+                                 application_name=APPLICATION_NAME)
+        self.connected = self.listener.connected
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._refresh())]
-        await asyncio.wait_for(self.connected.wait(), 30)
+        self._tasks = [asyncio.create_task(self._refresh())]
+        await self.listener.start()
 
     async def stop(self) -> None:
+        await self.listener.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -94,16 +98,9 @@ class Hub:
     def watchers(self) -> int:
         return sum(len(w) for w in self._watchers.values())
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            changes = json.loads(payload)
-        except ValueError:
-            log.warning("ignoring a notification that is not JSON: %.200s", payload)
-            return
-        if not isinstance(changes, dict):
-            return
-        for kind, keys in changes.items():
-            if kind in FETCHERS and isinstance(keys, list):
+    def _notified(self, payload: str) -> None:
+        for kind, keys in readmodel.parse(payload).items():
+            if kind in FETCHERS:
                 watched = [k for k in keys if (kind, k) in self._watchers]
                 if watched:
                     self._dirty[kind].update(watched)
@@ -113,35 +110,6 @@ class Hub:
         for kind, key in self._watchers:
             self._dirty[kind].add(key)
         self._wake.set()
-
-    async def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            closed = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("listener cannot connect (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            try:
-                conn.add_termination_listener(lambda _c, gone=closed: gone.set())
-                await conn.add_listener(CHANNEL, self._notified)
-                delay = 0.1
-                self.connected.set()
-                self._mark_all_dirty()  # whatever changed while we were not listening
-                while not closed.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(closed.wait(), 15)
-                    if not closed.is_set():  # a dead peer that never said goodbye
-                        await conn.fetchval("SELECT 1", timeout=5)
-                log.warning("listener connection lost; reconnecting")
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("listener failed: %s", exc)
-            finally:
-                self.connected.clear()
-                await conn.close(timeout=1)
 
     async def _refresh(self) -> None:
         while True:
