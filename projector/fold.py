@@ -18,6 +18,7 @@ from events.messages import (
     AssetRegistrationRejected,
     AssetTransferred,
     BurnFailed,
+    FreezeRejected,
     IssueRejected,
     PaymentReceived,
     SupplyReduced,
@@ -294,6 +295,9 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case WalletUnfrozen():
             _freeze(changes, e.wallet, False, e.reason, at)
             _command(changes, env, "completed", command_type="UnfreezeWallet")
+        case FreezeRejected():
+            _command(changes, env, "rejected", e.reason,
+                     command_type="FreezeWallet" if e.freeze else "UnfreezeWallet")
         case _:
             raise ValueError(f"the projector does not know how to apply {env.type}")
     changes.events.append(
