@@ -72,6 +72,10 @@ class RowChanges:
     commands: dict[str, Row] = field(default_factory=dict)
     entries: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
+    # Positions of the batch the projector dead-lettered, and positions of earlier dead letters
+    # whose re-driven record is now applied (written by the worker, not folded from events).
+    dead_letters: list[Row] = field(default_factory=list)
+    resolved: list[Position] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events)

@@ -246,6 +246,9 @@ class PartitionLag:
 @strawberry.type(description="How far the views are behind the event log, per partition.")
 class Freshness:
     partitions: list[PartitionLag]
+    dead_letters: int = strawberry.field(
+        description="Records of the event log the views lack because the projector could not "
+                    "apply them (dead-lettered: see `ledgerline dlq list`); 0 when none.")
 
     @strawberry.field
     def records_behind(self) -> str:
