@@ -99,9 +99,19 @@ def _dead_letter_row(item: Item) -> Row:
 
 def _dead_letters(changes: RowChanges, items: Sequence[Item]) -> RowChanges:
     """``changes`` with the batch's dead letters, and the earlier letters it resolves: a
-    re-driven record applied (or found applied) at its original position."""
-    changes.dead_letters = [_dead_letter_row(i) for i in items if i.error is not None]
-    changes.resolved = [i.position for i in items if i.redriven and i.error is None]
+    re-driven record applied (or found applied) at its original position. A position that
+    appears twice (a record and its re-driven copy) ends as the later of the two left it."""
+    rows: dict[Position, Row] = {}
+    resolved: dict[Position, None] = {}
+    for i in items:
+        if i.error is not None:
+            rows[i.position] = _dead_letter_row(i)
+            resolved.pop(i.position, None)
+        elif i.redriven:
+            resolved[i.position] = None
+            rows.pop(i.position, None)
+    changes.dead_letters = list(rows.values())
+    changes.resolved = list(resolved)
     return changes
 
 
