@@ -151,7 +151,7 @@ def _refused(c: Command, refused: Refusal) -> list[Event]:
             ids: dict[str, Any] = dict(
                 transfer_id=shown(c.transfer_id), source=shown(c.source), target=shown(c.target),
                 asset=shown(c.asset), amount=shown_units(c.amount))
-            memo = c.memo if grammar.is_text(c.memo) else None
+            memo = c.memo if grammar.is_text(c.memo, empty=True) else None
             return [TransferInitiated(**ids, memo=memo), TransferFailed(**ids, reason=reason)]
         case InitiateTrade():
             terms: dict[str, Any] = {k: shown(v) if isinstance(v, str) else shown_units(v)

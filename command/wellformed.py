@@ -60,9 +60,9 @@ def _units(name: str, v: Any) -> Refusal | None:
     return Refusal("invalid_amount", f"{name} {_repr(v)} is not between 1 and 10^78 - 1 base units")
 
 
-def _text(limit: int) -> Any:
+def _text(limit: int, *, empty: bool = False) -> Any:
     def check(name: str, v: Any) -> Refusal | None:
-        if grammar.is_text(v, limit):
+        if grammar.is_text(v, limit, empty=empty):
             return None
         problem = grammar.text_problem(v) if isinstance(v, str) else None
         return Refusal("invalid_text", f"{name}: {problem or f'must be 1-{limit} characters'}")
@@ -88,7 +88,8 @@ FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {
     IssueTokens: (("symbol", _symbol), ("to", _wallet), ("amount", _units)),
     InitiateTransfer: (("transfer_id", _reference), ("source", _wallet), ("target", _wallet),
                        ("asset", _symbol), ("amount", _units),
-                       ("memo", _optional(_text(grammar.TEXT_LIMIT)))),
+                       # A blank memo is as good as none, and harmless to store.
+                       ("memo", _optional(_text(grammar.TEXT_LIMIT, empty=True)))),
     CreditWallet: (("wallet", _wallet), ("asset", _symbol), ("amount", _units),
                    ("reference", _reference)),
     BurnTokens: (("wallet", _wallet), ("asset", _symbol), ("amount", _units)),
