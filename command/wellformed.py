@@ -8,6 +8,7 @@ refusal is itself something the views can hold: the point is that nothing the pr
 is refused by PostgreSQL further down (NUL in text, money beyond ``NUMERIC(78,0)``).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +19,14 @@ from events.messages import (
     Command,
     CreditWallet,
     FreezeWallet,
+    InitiateTrade,
     InitiateTransfer,
     IssueTokens,
     PayForTrade,
     ReduceSupply,
     RegisterAsset,
-    TradeTerms,
+    ReleaseTradeAsset,
+    SettleTrade,
     UnfreezeWallet,
 )
 from events.reasons import Reason
@@ -39,94 +42,112 @@ class Refusal:
     detail: str
 
 
-def _wallet(name: str, v: Any) -> Refusal | None:
-    ok = grammar.is_wallet(v)
-    return None if ok else Refusal("invalid_wallet", f"{name} {_repr(v)} is not a wallet id")
+# A check is (field, test, reason, what the field must be). Tests are cheap booleans on the
+# decoded value (msgspec has already checked the types); the refusal is only built on failure.
+Check = tuple[str, Callable[[Any], object], Reason, str]
+
+_WALLET = grammar.WALLET_ID.fullmatch
+_SYMBOL = grammar.SYMBOL.fullmatch
+_REFERENCE = grammar.REFERENCE.fullmatch
 
 
-def _symbol(name: str, v: Any) -> Refusal | None:
-    ok = grammar.is_symbol(v)
-    return None if ok else Refusal("invalid_symbol", f"{name} {_repr(v)} is not a symbol")
+def _units(v: Any) -> bool:
+    return type(v) is int and 0 < v <= grammar.MAX_UNITS
 
 
-def _reference(name: str, v: Any) -> Refusal | None:
-    ok = grammar.is_reference(v)
-    return None if ok else Refusal("invalid_command", f"{name} {_repr(v)} is not a valid id")
+def _decimals(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= MAX_DECIMALS
 
 
-def _units(name: str, v: Any) -> Refusal | None:
-    if grammar.is_units(v):
-        return None
-    return Refusal("invalid_amount", f"{name} {_repr(v)} is not between 1 and 10^78 - 1 base units")
+def _text(limit: int, *, empty: bool = False, optional: bool = False) -> Callable[[Any], bool]:
+    def test(v: Any) -> bool:
+        return (optional and v is None) or grammar.is_text(v, limit, empty=empty)
+    return test
 
 
-def _text(limit: int, *, empty: bool = False) -> Any:
-    def check(name: str, v: Any) -> Refusal | None:
-        if grammar.is_text(v, limit, empty=empty):
-            return None
-        problem = grammar.text_problem(v) if isinstance(v, str) else None
-        return Refusal("invalid_text", f"{name}: {problem or f'must be 1-{limit} characters'}")
-    return check
+def _wallet(name: str) -> Check:
+    return name, _WALLET, "invalid_wallet", "is not a wallet id"
 
 
-def _optional(check: Any) -> Any:
-    return lambda name, v: None if v is None else check(name, v)
+def _symbol(name: str) -> Check:
+    return name, _SYMBOL, "invalid_symbol", "is not a symbol"
 
 
-def _decimals(name: str, v: Any) -> Refusal | None:
-    ok = type(v) is int and 0 <= v <= MAX_DECIMALS
-    return None if ok else Refusal("invalid_decimals", f"{name} {_repr(v)} is not 0-{MAX_DECIMALS}")
+def _amount(name: str) -> Check:
+    return name, _units, "invalid_amount", "is not between 1 and 10^78 - 1 base units"
 
 
-_TERMS = (("trade_id", _reference), ("seller", _wallet), ("buyer", _wallet), ("asset", _symbol),
-          ("quantity", _units), ("payment_asset", _symbol), ("price", _units))
+_TERMS: tuple[Check, ...] = (
+    ("trade_id", _REFERENCE, "invalid_command", "is not a valid id"), _wallet("seller"),
+    _wallet("buyer"), _symbol("asset"), _amount("quantity"), _symbol("payment_asset"),
+    _amount("price"))
+_REASON: Check = ("reason", _text(grammar.TEXT_LIMIT), "invalid_text", "")
 
 # Per command type, its fields in the order they are checked: identities before contents.
-FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {
-    RegisterAsset: (("symbol", _symbol), ("issuer", _wallet), ("name", _text(grammar.NAME_LIMIT)),
-                    ("decimals", _decimals), ("max_supply", _optional(_units))),
-    IssueTokens: (("symbol", _symbol), ("to", _wallet), ("amount", _units)),
-    InitiateTransfer: (("transfer_id", _reference), ("source", _wallet), ("target", _wallet),
-                       ("asset", _symbol), ("amount", _units),
+CHECKS: dict[type, tuple[Check, ...]] = {
+    RegisterAsset: (_symbol("symbol"), _wallet("issuer"),
+                    ("name", _text(grammar.NAME_LIMIT), "invalid_text", ""),
+                    ("decimals", _decimals, "invalid_decimals", f"is not 0-{MAX_DECIMALS}"),
+                    ("max_supply", lambda v: v is None or _units(v), "invalid_amount",
+                     "is not between 1 and 10^78 - 1 base units")),
+    IssueTokens: (_symbol("symbol"), _wallet("to"), _amount("amount")),
+    InitiateTransfer: (("transfer_id", _REFERENCE, "invalid_command", "is not a valid id"),
+                       _wallet("source"), _wallet("target"), _symbol("asset"), _amount("amount"),
                        # A blank memo is as good as none, and harmless to store.
-                       ("memo", _optional(_text(grammar.TEXT_LIMIT, empty=True)))),
-    CreditWallet: (("wallet", _wallet), ("asset", _symbol), ("amount", _units),
-                   ("reference", _reference)),
-    BurnTokens: (("wallet", _wallet), ("asset", _symbol), ("amount", _units)),
-    ReduceSupply: (("symbol", _symbol), ("wallet", _wallet), ("amount", _units)),
-    FreezeWallet: (("wallet", _wallet), ("reason", _text(grammar.TEXT_LIMIT))),
-    UnfreezeWallet: (("wallet", _wallet), ("reason", _text(grammar.TEXT_LIMIT))),
+                       ("memo", _text(grammar.TEXT_LIMIT, empty=True, optional=True),
+                        "invalid_text", "")),
+    CreditWallet: (_wallet("wallet"), _symbol("asset"), _amount("amount"),
+                   ("reference", _REFERENCE, "invalid_command", "is not a valid id")),
+    BurnTokens: (_wallet("wallet"), _symbol("asset"), _amount("amount")),
+    ReduceSupply: (_symbol("symbol"), _wallet("wallet"), _amount("amount")),
+    FreezeWallet: (_wallet("wallet"), _REASON),
+    UnfreezeWallet: (_wallet("wallet"), _REASON),
+    InitiateTrade: _TERMS,
+    PayForTrade: _TERMS,
+    SettleTrade: _TERMS,
+    ReleaseTradeAsset: _TERMS,
+}
+
+# The aggregate that decides each command type: the key its record must carry.
+_DECIDED_BY: dict[type, Callable[[Any], str]] = {
+    RegisterAsset: lambda c: asset_key(c.symbol),
+    IssueTokens: lambda c: asset_key(c.symbol),
+    ReduceSupply: lambda c: asset_key(c.symbol),
+    InitiateTransfer: lambda c: wallet_key(c.source),
+    CreditWallet: lambda c: wallet_key(c.wallet),
+    BurnTokens: lambda c: wallet_key(c.wallet),
+    FreezeWallet: lambda c: wallet_key(c.wallet),
+    UnfreezeWallet: lambda c: wallet_key(c.wallet),
+    InitiateTrade: lambda c: wallet_key(c.seller),  # the seller locks the asset
+    PayForTrade: lambda c: wallet_key(c.buyer),
+    SettleTrade: lambda c: wallet_key(c.seller),
+    ReleaseTradeAsset: lambda c: wallet_key(c.seller),
 }
 
 
 def aggregate_key(command: Command) -> str:
     """The aggregate that must decide ``command``: the key its record must carry."""
-    match command:
-        case RegisterAsset() | IssueTokens() | ReduceSupply():
-            return asset_key(command.symbol)
-        case InitiateTransfer():
-            return wallet_key(command.source)
-        case CreditWallet() | BurnTokens() | FreezeWallet() | UnfreezeWallet():
-            return wallet_key(command.wallet)
-        case PayForTrade():
-            return wallet_key(command.buyer)
-        case TradeTerms():  # InitiateTrade, SettleTrade, ReleaseTradeAsset: the seller decides
-            return wallet_key(command.seller)
-    raise TypeError(f"no aggregate for {type(command).__name__}")
+    return _DECIDED_BY[type(command)](command)
 
 
 def refusal(command: Command, key: str | None = None) -> Refusal | None:
     """Why ``command`` may not be decided as it is, or None; with ``key``, the record's key
     must also be the aggregate the command is for."""
-    checks = _TERMS if isinstance(command, TradeTerms) else FIELDS[type(command)]
-    for name, check in checks:
-        found: Refusal | None = check(name, getattr(command, name))
-        if found is not None:
-            return found
+    for name, test, reason, what in CHECKS[type(command)]:
+        value = getattr(command, name)
+        if not test(value):
+            return Refusal(reason, _detail(name, value, what))
     if key is not None and key != aggregate_key(command):
         return Refusal("invalid_command", f"the record key {_repr(key)} is not "
                                           f"{aggregate_key(command)!r}, which decides this command")
     return None
+
+
+def _detail(name: str, value: Any, what: str) -> str:
+    if what:
+        return f"{name} {_repr(value)} {what}"
+    problem = grammar.text_problem(value) if isinstance(value, str) else None
+    return f"{name}: {problem or 'must not be blank, nor too long'}"
 
 
 def envelope_problem(**fields: str | None) -> str | None:
