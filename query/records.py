@@ -6,6 +6,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from query import db
 from query.context import ctx
 from query.wallets import Asset, Wallet, load_asset, money
 
@@ -246,9 +247,6 @@ class PartitionLag:
 @strawberry.type(description="How far the views are behind the event log, per partition.")
 class Freshness:
     partitions: list[PartitionLag]
-    dead_letters: int = strawberry.field(
-        description="Records of the event log the views lack because the projector could not "
-                    "apply them (dead-lettered: see `ledgerline dlq list`); 0 when none.")
 
     @strawberry.field
     def records_behind(self) -> str:
@@ -257,3 +255,9 @@ class Freshness:
     @strawberry.field
     def max_seconds_behind(self) -> float:
         return max((p.seconds_behind for p in self.partitions), default=0.0)
+
+    @strawberry.field(description="Records of the event log the views lack because the projector "
+                                  "could not apply them (dead-lettered: see `ledgerline dlq list`); "
+                                  "0 when none.")
+    async def dead_letters(self, info: Info) -> int:
+        return await db.dead_letter_count(ctx(info).db)

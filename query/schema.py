@@ -167,8 +167,7 @@ class Query:
     @strawberry.field(description="How far behind the event log the views are, per partition.")
     async def freshness(self, info: Info) -> Freshness:
         ctx(info).who()
-        return Freshness(partitions=[PartitionLag.from_row(r) for r in await db.freshness(ctx(info).db)],
-                         dead_letters=await db.dead_letter_count(ctx(info).db))
+        return Freshness(partitions=[PartitionLag.from_row(r) for r in await db.freshness(ctx(info).db)])
 
 
 class LedgerSchema(strawberry.Schema):
