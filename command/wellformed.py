@@ -1,8 +1,9 @@
 """What a command must be before it is decided: the edges' input grammar (:mod:`events.grammar`)
 checked again by the processor, for records produced straight to ``ledger.commands``.
 
-Pure. :func:`refusal` says why a command is malformed (a reason of the closed set and a detail
-for the log), and the deciders turn that into the command's ordinary refusal event. Whatever a
+Pure. :func:`refusal` says why a command is malformed (a reason of the closed set, and a detail
+that becomes the dead-letter error of a malformed follow-up), and the deciders turn that into
+the command's ordinary refusal event. Whatever a
 refusal event repeats of the command goes through :func:`shown` and :func:`shown_units`, so a
 refusal is itself something the views can hold: the point is that nothing the processor writes
 is refused by PostgreSQL further down (NUL in text, money beyond ``NUMERIC(78,0)``).
