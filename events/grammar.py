@@ -20,6 +20,12 @@ WALLET_ID = re.compile(WALLET_PATTERN)
 SYMBOL = re.compile(SYMBOL_PATTERN)
 AMOUNT = re.compile(r"(?P<whole>[0-9]{1,60})(?:\.(?P<frac>[0-9]{1,60}))?")
 
+# Ids a client or the API makes up for a transfer or a trade (the API's are UUIDs).
+REFERENCE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}"
+REFERENCE = re.compile(REFERENCE_PATTERN)
+# Amounts inside: whole base units that PostgreSQL's NUMERIC(78,0) can hold.
+MAX_UNITS = 10**78 - 1
+
 # Free text (names, memos, reasons): 1-280 characters.
 TEXT_LIMIT = 280
 NAME_LIMIT = 200
@@ -36,12 +42,23 @@ def is_symbol(value: object) -> bool:
     return isinstance(value, str) and SYMBOL.fullmatch(value) is not None
 
 
+def is_reference(value: object) -> bool:
+    return isinstance(value, str) and REFERENCE.fullmatch(value) is not None
+
+
+def is_units(value: object) -> bool:
+    """A positive whole number of base units that the views can hold."""
+    return type(value) is int and 0 < value <= MAX_UNITS
+
+
 def is_idempotency_key(value: str) -> bool:
     return IDEMPOTENCY_KEY.fullmatch(value) is not None
 
 
 def text_problem(value: str) -> str | None:
     """Why ``value`` is not acceptable text (any length), or None if it is."""
+    if value.isprintable():  # no Cc, Cs or Cn character at all: the common case, at C speed
+        return None
     for ch in value:
         category = unicodedata.category(ch)
         if category == "Cc":

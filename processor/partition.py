@@ -32,6 +32,7 @@ from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.outbox import Outbox, Partitioner
 from processor.snapshots import EMPTY, Snapshot, restore
+from processor.wellformed import envelope_problem
 
 log = logging.getLogger("ledgerline.processor")
 
@@ -218,6 +219,10 @@ class PartitionWorker:
         except DecodeError as exc:
             return self._dead_letter(record, str(exc), out)
         assert self.partitioner is not None
+        problem = envelope_problem(key=env.key, id=env.id, command_id=env.command_id,
+                                   correlation_id=env.correlation_id, principal=env.principal)
+        if problem is not None:  # every event repeats these: none could be stored
+            return self._dead_letter(record, f"cannot decide {env.type}: {problem}", out)
         if self.partitioner.partition(env.key.encode()) != self.tp.partition:
             # Its state lives with another partition's owner; deciding it here would fork it.
             return self._dead_letter(record, f"key {env.key!r} does not belong to this partition", out)
@@ -226,33 +231,40 @@ class PartitionWorker:
             log.info("duplicate command %s on %s ignored", env.id, env.key)
             return "duplicate"
         try:
-            decided = decide(snap.state, env.payload)
+            decided = decide(snap.state, env.payload, env.key)
             state = snap.state
             for event in decided:
                 state = evolve(state, event)
+            # Encoded before anything is added to the transaction: a record that cannot be
+            # encoded leaves nothing of its decision behind.
+            written = self._encode(env, decided)
         except Exception as exc:  # a command no decider can apply is poison, not a crash
             return self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
         pending[env.key] = snap.after(state, env.id)
-        self._emit(env, decided, out)
+        for topic, partition, key, value in written:
+            out.add(topic, partition, key, value)
         return "decided"
 
-    def _emit(self, cmd: Envelope, decided: list[Any], out: Outbox) -> None:
+    def _encode(self, cmd: Envelope, decided: list[Any]) -> list[tuple[str, int, bytes, bytes]]:
+        """The records a decision writes: its events, and the follow-up requests they cause."""
         assert self.partitioner is not None
         key, now, next_id = cmd.key.encode(), datetime.now(UTC), self.ids.next
+        written = []
         for event in decided:
             env = codec.envelope(
                 event, key=cmd.key, command_id=cmd.command_id, principal=cmd.principal,
                 correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
             )
-            out.add(topics.EVENTS, self.tp.partition, key, codec.encode(env))
+            written.append((topics.EVENTS, self.tp.partition, key, codec.encode(env)))
             for target, follow_up in react(event):
                 request = codec.envelope(
                     follow_up, key=target, command_id=cmd.command_id, principal=cmd.principal,
                     correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
                 )
                 target_key = target.encode()
-                out.add(topics.COMMANDS, self.partitioner.partition(target_key), target_key,
-                        codec.encode(request))
+                written.append((topics.COMMANDS, self.partitioner.partition(target_key),
+                                target_key, codec.encode(request)))
+        return written
 
     def _dead_letter(self, record: Any, error: str, out: Outbox) -> str:
         log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)

@@ -18,6 +18,7 @@ from events.messages import (
     AssetRegistrationRejected,
     AssetTransferred,
     BurnFailed,
+    FreezeRejected,
     IssueRejected,
     PaymentReceived,
     SupplyReduced,
@@ -64,6 +65,10 @@ class RowChanges:
     commands: dict[str, Row] = field(default_factory=dict)
     entries: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
+    # Positions of the batch the projector dead-lettered, and positions of earlier dead letters
+    # whose re-driven record is now applied (written by the worker, not folded from events).
+    dead_letters: list[Row] = field(default_factory=list)
+    resolved: list[Position] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events)
@@ -287,6 +292,9 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case WalletUnfrozen():
             _freeze(changes, e.wallet, False, e.reason, at)
             _command(changes, env, "completed", command_type="UnfreezeWallet")
+        case FreezeRejected():
+            _command(changes, env, "rejected", e.reason,
+                     command_type="FreezeWallet" if e.freeze else "UnfreezeWallet")
         case _:
             raise ValueError(f"the projector does not know how to apply {env.type}")
     changes.events.append(

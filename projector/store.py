@@ -119,6 +119,20 @@ created_at = LEAST(command_log.created_at, EXCLUDED.created_at),
 {_RANKED.format(t="command_log")}
 """
 
+# A re-driven record that fails again replaces its first letter: one row per position.
+_DEAD_LETTERS = f"""
+INSERT INTO dead_letters (topic, partition, "offset", cause, type, key, error, appended_at)
+SELECT * FROM {_unnest("text", "int", "bigint", "text", "text", "text", "text", "timestamptz")}
+ON CONFLICT (topic, partition, "offset") DO UPDATE SET
+cause = EXCLUDED.cause, type = EXCLUDED.type, key = EXCLUDED.key, error = EXCLUDED.error,
+appended_at = EXCLUDED.appended_at, updated_at = now()
+"""
+
+_RESOLVED = f"""
+DELETE FROM dead_letters d USING {_unnest("text", "int", "bigint")} AS u(topic, partition, o)
+WHERE d.topic = u.topic AND d.partition = u.partition AND d."offset" = u.o
+"""
+
 # Append-only tables are loaded with COPY. COPY cannot skip conflicts, and needs not: the offsets
 # are moved (and fenced) first in the same transaction, so no record is ever written twice.
 _ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "held_after", "kind",
@@ -153,6 +167,12 @@ async def load_offsets(conn: asyncpg.Connection, projection: str, topic: str) ->
         topic,
     )
     return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def dead_letter_count(conn: asyncpg.Connection) -> int:
+    """Records of the event log the projector could not apply (rows of ``dead_letters``)."""
+    count: int = await conn.fetchval("SELECT count(*) FROM dead_letters")
+    return count
 
 
 async def write_batch(
@@ -236,6 +256,17 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _COMMANDS, _col(rows, "command_id"), _col(rows, "type"), _col(rows, "principal"),
             _col(rows, "correlation_id"), _col(rows, "status"), _col(rows, "status_rank"),
             _col(rows, "reason"), _times(rows, "created_at"),
+        )
+    if c.resolved:
+        await conn.execute(_RESOLVED, wire.array(p.topic for p in c.resolved),
+                           wire.array(p.partition for p in c.resolved),
+                           wire.array(p.offset for p in c.resolved))
+    if c.dead_letters:
+        rows = c.dead_letters
+        await conn.execute(
+            _DEAD_LETTERS, _col(rows, "topic"), _col(rows, "partition"), _col(rows, "offset"),
+            _col(rows, "cause"), _col(rows, "type"), _col(rows, "key"), _col(rows, "error"),
+            _times(rows, "appended_at"),
         )
     if c.entries:
         await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _entry_lines(c.entries))

@@ -6,6 +6,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from query import db
 from query.context import ctx
 from query.wallets import Asset, Wallet, load_asset, money
 
@@ -254,3 +255,9 @@ class Freshness:
     @strawberry.field
     def max_seconds_behind(self) -> float:
         return max((p.seconds_behind for p in self.partitions), default=0.0)
+
+    @strawberry.field(description="Records of the event log the views lack because the projector "
+                                  "could not apply them (dead-lettered: see `ledgerline dlq list`); "
+                                  "0 when none.")
+    async def dead_letters(self, info: Info) -> int:
+        return await db.dead_letter_count(ctx(info).db)
