@@ -46,14 +46,18 @@ async def test_fifty_racing_requests_on_one_key_run_exactly_one_command(
 ) -> None:
     f = await funded_alice(http, running, "100.00")
     key = unique("race-")
-    # 25 identical bodies, and 25 that differ from them and from each other.
-    bodies = [{"from": f.alice, "to": f.bob, "asset": f.symbol, "amount": "1.00"}] * 25 + [
-        {"from": f.alice, "to": f.bob, "asset": f.symbol, "amount": f"{n}.00"} for n in range(2, 27)]
+    # 25 identical bodies, interleaved with 25 that differ from them and from each other.
+    def body(amount: str) -> dict[str, str]:
+        return {"from": f.alice, "to": f.bob, "asset": f.symbol, "amount": amount}
+
+    bodies = [b for n in range(2, 27) for b in (body("1.00"), body(f"{n}.00"))]
     headers = {**_auth(f.alice_token), "Idempotency-Key": key}
 
     async def send(body: dict[str, Any]) -> httpx.Response:
         return await http.post(running.command_url + "/v1/transfers", json=body, headers=headers)
 
+    # Fifty connections open first, so that the fifty requests reach the server together.
+    await asyncio.gather(*(http.get(running.command_url + "/healthz") for _ in bodies))
     answers = await asyncio.gather(*(send(b) for b in bodies))
     assert all(a.status_code in (202, 409) for a in answers), [a.text for a in answers]
     won = {b["amount"] for b, a in zip(bodies, answers, strict=True) if a.status_code == 202}
