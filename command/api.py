@@ -303,7 +303,7 @@ async def transfer(call: Call) -> Response:
     source = validate.wallet(body, "from")
     target = validate.wallet(body, "to")
     symbol = validate.symbol(validate.field(body, "asset", str), "asset")
-    memo = validate.text(body, "memo", required=False, empty=True)
+    memo = validate.optional_text(body, "memo", empty=True)
     decimals = await _asset_decimals(call.w, symbol, "asset")
     amount = validate.amount(body, "amount", decimals)
     if source == target:
@@ -366,7 +366,6 @@ async def _set_frozen(call: Call, frozen: bool) -> Response:
     body = await _body(call)
     validate.only(body, _FREEZE_FIELDS)
     reason = validate.text(body, "reason")
-    assert reason is not None
     if not call.principal.may_freeze():
         raise ApiError(403, Code.FORBIDDEN, "freezing or unfreezing a wallet needs the compliance role")
     message = (FreezeWallet if frozen else UnfreezeWallet)(wallet=wallet, reason=reason)

@@ -5,6 +5,7 @@ A code is part of the API's contract (clients branch on it; ``openapi.json`` lis
 add members freely, never rename or remove one.
 """
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 from starlette.responses import JSONResponse
@@ -15,7 +16,7 @@ class Code(StrEnum):
 
     description: str
 
-    def __new__(cls, value: str, description: str) -> "Code":
+    def __new__(cls, value: str, description: str = "") -> "Code":
         member = str.__new__(cls, value)
         member._value_ = value
         member.description = description
@@ -75,7 +76,7 @@ class ApiError(Exception):
     """A request the API refuses; ``code`` is stable, ``message`` says what is wrong."""
 
     def __init__(self, status: int, code: Code, message: str, field: str | None = None, *,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = Code(code)

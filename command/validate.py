@@ -66,12 +66,21 @@ def wallet_id(value: str, name: str = "wallet") -> str:
 
 
 def text(body: dict[str, Any], name: str, limit: int = grammar.TEXT_LIMIT, *,
-         required: bool = True, empty: bool = False) -> str | None:
+         empty: bool = False) -> str:
     """Free text: at most ``limit`` characters, no control characters, unpaired surrogates or
     noncharacters, and not blank unless ``empty``."""
-    value: str | None = field(body, name, str, required=required)
-    if value is None:
-        return None
+    value: str = field(body, name, str)
+    return _text(value, name, limit, empty)
+
+
+def optional_text(body: dict[str, Any], name: str, limit: int = grammar.TEXT_LIMIT, *,
+                  empty: bool = False) -> str | None:
+    """As :func:`text`, for a field that may be left out (or null)."""
+    value: str | None = field(body, name, str, required=False)
+    return None if value is None else _text(value, name, limit, empty)
+
+
+def _text(value: str, name: str, limit: int, empty: bool) -> str:
     if len(value) > limit:
         raise ApiError(422, Code.INVALID_FIELD, f"{name!r} is at most {limit} characters", name)
     if not empty and not value.strip():
