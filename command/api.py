@@ -6,7 +6,11 @@ An answer is given only once the command is in Kafka (``acks=all``, idempotent p
 A command without ``Idempotency-Key`` touches no database on its way in: asset decimals are
 cached, a bearer token's signature is checked once per token (its expiry on every use), and a
 waiting request is woken by the projector's NOTIFY. See :mod:`command.producer` for how the
-producer batches under load without adding latency at low load.
+producer batches under load without adding latency at low load. A command with one reserves
+the key in PostgreSQL before it is sent (:mod:`command.idempotency`).
+
+Every refusal is an :class:`~command.errors.ApiError` with a code of the closed
+:class:`~command.errors.Code` set; every input rule is :mod:`events.grammar`'s.
 """
 
 import contextlib
