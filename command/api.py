@@ -61,6 +61,7 @@ from query.tokens import Verified
 log = logging.getLogger("ledgerline.command_api")
 
 _IDEMPOTENCY_NS = uuid.UUID("0d5b7c1a-3a52-4f0e-9c7e-6f2b8e1d4a90")
+_OTHER_CHARSET = re.compile(r"charset\s*=\s*(?!\"?utf-8\"?\s*(?:;|$))", re.IGNORECASE)
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
 _json = msgspec.json.Encoder()
 
@@ -97,9 +98,13 @@ def _json_response(content: dict[str, Any], status_code: int = 200) -> Response:
 
 async def _body(call: Call) -> dict[str, Any]:
     limit = call.w.settings.max_body_bytes
-    ctype = call.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
+    media, _, params = call.headers.get("content-type", "").partition(";")
+    if media.strip().lower() != "application/json":
         raise ApiError(415, Code.UNSUPPORTED_MEDIA_TYPE, "send the body as 'application/json'")
+    if params and _OTHER_CHARSET.search(params):
+        # JSON is UTF-8 (RFC 8259); a body declared otherwise would be read as something else.
+        raise ApiError(415, Code.UNSUPPORTED_MEDIA_TYPE, "JSON bodies are UTF-8; drop the charset "
+                       "or say charset=utf-8")
     declared = call.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, Code.BODY_TOO_LARGE, f"the body is larger than {limit} bytes")

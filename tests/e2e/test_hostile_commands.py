@@ -315,3 +315,19 @@ async def test_someone_elses_command_and_an_unknown_one_answer_alike(
     assert seen[0][0] == 404 and seen[0][1]["error"]["code"] == "unknown_command"
     mine = await http.get(f"{funded.command_url}/v1/commands/{theirs}", headers=_auth(ALICE_TOKEN))
     assert mine.status_code == 200
+
+
+@pytest.mark.parametrize(("headers", "status", "code"), [
+    ({"Content-Type": "application/json; charset=latin-1"}, 415, "unsupported_media_type"),
+    ({"Content-Type": "application/json; charset=utf-16"}, 415, "unsupported_media_type"),
+    ({"Authorization": b"Bearer \xe9\xe9.\xe9.\xe9"}, 401, "invalid_token"),
+    ({"Authorization": b"\xff\xfe"}, 401, "unauthenticated"),
+])
+async def test_odd_headers_are_4xx(
+    http: httpx.AsyncClient, funded: Running, headers: dict[str, Any], status: int, code: str
+) -> None:
+    sent = {"Content-Type": "application/json", **_auth(ALICE_TOKEN), **headers}
+    answer = await http.post(funded.command_url + "/v1/transfers", content=json.dumps(TRANSFER),
+                             headers=sent)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code

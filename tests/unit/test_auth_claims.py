@@ -99,3 +99,22 @@ def test_the_maximum_lifetime_setting_reaches_the_keys() -> None:
     assert keys.max_lifetime_seconds == 3600
     with pytest.raises(SettingsError):
         load({"LEDGERLINE_JWT_MAX_LIFETIME_SECONDS": "1e300"})
+
+
+@pytest.mark.parametrize("payload", [
+    '{"sub": "\\ud800", "exp": %d}', '{"sub": "alice", "wallets": ["\\udc00"], "exp": %d}',
+    '{"sub": "alice\\u0000", "exp": %d}', '[1, %d]',
+])
+def test_claims_python_json_would_let_through_are_refused(payload: str) -> None:
+    # json.loads takes lone surrogates ("\ud800"), which cannot be encoded as UTF-8 later.
+    with pytest.raises(AuthError) as error:
+        authenticate(_raw_bearer(payload % (NOW + 600)), SECRET)
+    assert (error.value.status, error.value.code) == (401, "invalid_token")
+
+
+@pytest.mark.parametrize("header", ["Bearer \u00e9\u00e9.\u00e9.\u00e9", "Bearer a.b", "Bearer " + "a" * 20_000,
+                                    "Bearer ...", "Bearer e30.e30.e30"])
+def test_garbage_tokens_are_401(header: str) -> None:
+    with pytest.raises(AuthError) as error:
+        authenticate(header, SECRET)
+    assert error.value.status == 401
