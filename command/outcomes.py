@@ -29,6 +29,9 @@ FINAL = FINAL_COMMAND_STATUSES
 _COLUMNS = ("c.command_id, c.type, c.principal, c.status, c.reason, c.correlation_id, c.created_at, "
             "c.updated_at")
 _STATUS = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = $1"
+# The caller's visibility is part of the statement, so an invisible command and a missing one
+# are the same query returning no row.
+_VISIBLE_STATUS = f"{_STATUS} AND ($2 OR c.principal = $3)"
 _STATUSES = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = ANY($1::text[])"
 
 RECHECK_SECONDS = 1.0
@@ -36,6 +39,14 @@ RECHECK_SECONDS = 1.0
 
 async def read(pool: asyncpg.Pool, command_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow(_STATUS, command_id)
+    return None if row is None else dict(row)
+
+
+async def read_visible(pool: asyncpg.Pool, command_id: str, principal: str, *,
+                       sees_everything: bool) -> dict[str, Any] | None:
+    """The command's outcome if ``principal`` may see it (it sent the command, or sees
+    everything), else None, exactly as for a command that does not exist."""
+    row = await pool.fetchrow(_VISIBLE_STATUS, command_id, sees_everything, principal)
     return None if row is None else dict(row)
 
 

@@ -15,8 +15,15 @@ WALLET_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 SYMBOL_PATTERN = r"[A-Z][A-Z0-9]{0,11}"
 # Amounts at the edges: ASCII digits only, an optional fraction, nothing around them.
 AMOUNT_PATTERN = r"[0-9]{1,60}(\.[0-9]{1,60})?"
+# The same, and not zero (at least one digit 1-9 somewhere): what a command accepts. Said with
+# a look-ahead so that JSON Schema (ECMA-262 patterns) can state it too.
+POSITIVE_AMOUNT_PATTERN = r"(?=[0-9.]*[1-9])" + AMOUNT_PATTERN
+# Command ids as this system makes them: lower-case hex UUIDs with hyphens, nothing else
+# (``uuid.UUID`` would also take braces, "urn:uuid:" and missing hyphens).
+COMMAND_ID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 WALLET_ID = re.compile(WALLET_PATTERN)
+COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 SYMBOL = re.compile(SYMBOL_PATTERN)
 AMOUNT = re.compile(r"(?P<whole>[0-9]{1,60})(?:\.(?P<frac>[0-9]{1,60}))?")
 
@@ -26,9 +33,12 @@ REFERENCE = re.compile(REFERENCE_PATTERN)
 # Amounts inside: whole base units that PostgreSQL's NUMERIC(78,0) can hold.
 MAX_UNITS = 10**78 - 1
 
-# Free text (names, memos, reasons): 1-280 characters.
+# Free text (memos, reasons): at most 280 characters; an asset's name, a token's subject: 200.
 TEXT_LIMIT = 280
 NAME_LIMIT = 200
+# JSON bodies: no command nests anything, so 32 levels leave room and stop a parser's recursion
+# long before it matters.
+JSON_MAX_DEPTH = 32
 # Idempotency-Key: visible ASCII, as a header value can carry it unchanged.
 KEY_PATTERN = r"[\x21-\x7e]{1,200}"
 IDEMPOTENCY_KEY = re.compile(KEY_PATTERN)
@@ -53,6 +63,34 @@ def is_units(value: object) -> bool:
 
 def is_idempotency_key(value: str) -> bool:
     return IDEMPOTENCY_KEY.fullmatch(value) is not None
+
+
+def is_command_id(value: object) -> bool:
+    return isinstance(value, str) and COMMAND_ID.fullmatch(value) is not None
+
+
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_too_deep(raw: bytes, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether the JSON text ``raw`` nests arrays and objects deeper than ``limit``.
+
+    Counted without recursion and before any parser sees it. Counting brackets is enough for
+    most bodies (C-speed, no Python loop); only when there are more than ``limit`` of them is
+    the text walked, skipping strings, whose brackets are only characters.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN.finditer(raw):
+        char = token.group()[0]
+        if char == 0x5B or char == 0x7B:  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif char == 0x5D or char == 0x7D:  # ] }
+            depth -= 1
+    return False
 
 
 def text_problem(value: str) -> str | None:

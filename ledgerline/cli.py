@@ -18,8 +18,14 @@ def _serve(app_factory: Callable[[Settings], object], host: str, port: int, sett
            **options: Any) -> None:
     import uvicorn
 
+    from ledgerline.httpserver import BoundedHttpToolsProtocol
+
+    # Both APIs: httptools with a bound on the request head (431 beyond it); the h11 setting
+    # carries the bound, so it holds whichever parser runs.
     uvicorn.run(app_factory(settings), host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                access_log=False, lifespan="on", proxy_headers=False, **options)
+                access_log=False, lifespan="on", proxy_headers=False,
+                http=BoundedHttpToolsProtocol, h11_max_incomplete_event_size=settings.max_header_bytes,
+                **options)
 
 
 def command_api(settings: Settings, _args: argparse.Namespace) -> None:
