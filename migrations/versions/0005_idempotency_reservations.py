@@ -13,7 +13,7 @@ row. ``state`` says how far the sender got:
 A send that failed before the record left the producer deletes its row: the key is free again.
 Rows written before this revision were written after their command was sent.
 
-Revision ID: 0004
+Revision ID: 0005
 Revises: 0003
 """
 
