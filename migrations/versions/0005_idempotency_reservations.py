@@ -14,7 +14,7 @@ A send that failed before the record left the producer deletes its row: the key 
 Rows written before this revision were written after their command was sent.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from alembic import op
