@@ -13,13 +13,12 @@ Every refusal is an :class:`~command.errors.ApiError` with a code of the closed
 :class:`~command.errors.Code` set; every input rule is :mod:`events.grammar`'s.
 """
 
-import contextlib
 import hashlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,20 +28,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from command import idempotency, outcomes, validate
 from command.errors import ApiError, Code
 from command.ids import name_id, random_id
 from command.openapi import render as render_openapi
-from command.producer import command_producer
 from common.auth import AuthError, Principal
-from common.runtime import settle_heap
-from common.settings import Settings, asyncpg_dsn
+from common.settings import Settings
 from common.tokens import Verified
 from events import codec, grammar, topics
 from events.amounts import AmountError
@@ -418,17 +413,17 @@ _UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectN
                 asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, KafkaError)
 
 
-class _Box:
+class Box:
     """Where the lifespan puts the wiring for the endpoints to find."""
 
     wiring: Wiring
 
 
-class _Endpoint:
+class Endpoint:
     """A command endpoint as a plain ASGI app. Every refusal becomes the API's error shape
     right here, and so does a crash: nothing above has to wrap the request."""
 
-    def __init__(self, handler: Handler, box: _Box) -> None:
+    def __init__(self, handler: Handler, box: Box) -> None:
         self.handler = handler
         self.box = box
 
@@ -462,7 +457,7 @@ class CommandApi:
     goes straight to its handler; anything else through Starlette's router and middleware,
     which would otherwise cost about a tenth of such a request's time."""
 
-    def __init__(self, app: Starlette, direct: dict[str, _Endpoint]) -> None:
+    def __init__(self, app: Starlette, direct: dict[str, Endpoint]) -> None:
         self.app = app
         self.direct = direct
 
@@ -498,60 +493,3 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(_request: Request) -> Response:
     return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """No reset round trip when a connection goes back to the pool: this API never changes a
-    session's settings, holds no advisory locks or cursors, and listens on its own connection."""
-
-
-def create_app(settings: Settings) -> CommandApi:
-    tokens = Verified(settings.token_keys())
-    box = _Box()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dsn = asyncpg_dsn(settings.database_url)
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
-        producer = command_producer(settings.kafka_bootstrap)
-        await producer.start()
-        waiters = outcomes.Waiters(pool)
-        await waiters.start(dsn)
-        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens)
-        settle_heap()
-        log.info("command API ready")
-        try:
-            yield
-        finally:
-            await waiters.stop()
-            await producer.stop()
-            await pool.close()
-
-    direct = {path: _Endpoint(handler, box) for path, handler in (
-        ("/v1/transfers", transfer), ("/v1/trades", trade), ("/v1/burns", burn),
-        ("/v1/assets", register_asset))}
-    routes = [
-        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in direct.items()),
-        Route("/v1/assets/{symbol}/issue", _Endpoint(issue, box), methods=["POST"]),
-        Route("/v1/wallets/{wallet}/freeze", _Endpoint(freeze, box), methods=["POST"]),
-        Route("/v1/wallets/{wallet}/unfreeze", _Endpoint(unfreeze, box), methods=["POST"]),
-        Route("/v1/commands/{command_id}", _Endpoint(command_status, box), methods=["GET"]),
-        Route("/openapi.json", openapi),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-    ]
-
-    async def not_found(_request: Request, _exc: Exception) -> Response:
-        return ApiError(404, Code.NOT_FOUND, "no such endpoint").response()
-
-    async def not_allowed(_request: Request, exc: Exception) -> Response:
-        # The router's exception carries the Allow header RFC 9110 requires with a 405.
-        allow = exc.headers if isinstance(exc, HTTPException) else None
-        return ApiError(405, Code.METHOD_NOT_ALLOWED, "this endpoint does not take that method; "
-                        f"it takes {(allow or {}).get('Allow', 'other methods')}",
-                        headers=allow).response()
-
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: not_found, 405: not_allowed})
-    return CommandApi(app, direct)

@@ -5,8 +5,6 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from common import logs, runtime
 from common.settings import Settings, SettingsError, asyncpg_dsn, load
@@ -14,34 +12,21 @@ from common.settings import Settings, SettingsError, asyncpg_dsn, load
 log = logging.getLogger("ledgerline")
 
 
-def _serve(app_factory: Callable[[Settings], object], host: str, port: int, settings: Settings,
-           **options: Any) -> None:
-    import uvicorn
-
-    from ledgerline.httpserver import BoundedHttpToolsProtocol
-
-    # Both APIs: httptools with a bound on the request head (431 beyond it); the h11 setting
-    # carries the bound, so it holds whichever parser runs.
-    uvicorn.run(app_factory(settings), host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                access_log=False, lifespan="on", proxy_headers=False,
-                http=BoundedHttpToolsProtocol, h11_max_incomplete_event_size=settings.max_header_bytes,
-                **options)
-
-
 def command_api(settings: Settings, _args: argparse.Namespace) -> None:
-    from command.api import create_app
+    from command.bootstrap import main as run
 
-    log.info("command API on http://%s:%d", settings.command_host, settings.command_port)
-    _serve(create_app, settings.command_host, settings.command_port, settings)
+    run(settings)
 
 
 def query_api(settings: Settings, _args: argparse.Namespace) -> None:
+    from common.httpserver import serve
     from query.app import create_app
 
     log.info("GraphQL API on http://%s:%d/graphql", settings.query_host, settings.query_port)
     # Subscription messages are small states sent to many sockets: compressing each one for
     # each socket costs more CPU than the bytes it saves.
-    _serve(create_app, settings.query_host, settings.query_port, settings, ws_per_message_deflate=False)
+    serve(create_app(settings), settings.query_host, settings.query_port,
+          max_header_bytes=settings.max_header_bytes, ws_per_message_deflate=False)
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:

@@ -63,10 +63,10 @@ async def _api(stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, Producer,
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4,
                                      server_settings={"search_path": schema})
     producer = Producer()
-    box = api._Box()
+    box = api.Box()
     box.wiring = api.Wiring(load({"LEDGERLINE_JWT_SECRET": SECRET}), pool, producer,  # type: ignore[arg-type]
                             outcomes.Waiters(pool), {"USDX": 2}, Verified(TokenKeys(secret=SECRET)))
-    endpoint = api._Endpoint(api.transfer, box)
+    endpoint = api.Endpoint(api.transfer, box)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=endpoint),
                                      base_url="http://api") as client:

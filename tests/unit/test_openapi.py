@@ -11,7 +11,7 @@ def test_the_committed_openapi_document_is_current() -> None:
 
 
 def test_every_route_of_the_api_is_documented() -> None:
-    from command.api import create_app
+    from command.bootstrap import create_app
     from common.settings import load
 
     app = create_app(load({"LEDGERLINE_JWT_SECRET": "k" * 40}))

@@ -88,3 +88,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()
+
+
+def serve(app: Any, host: str, port: int, *, max_header_bytes: int, **options: Any) -> None:
+    """Serve an API's ASGI app until a signal stops it: httptools with the bounded head, no
+    access log (the apps log what matters), no proxy headers trusted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                proxy_headers=False, http=BoundedHttpToolsProtocol,
+                h11_max_incomplete_event_size=max_header_bytes, **options)
