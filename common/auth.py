@@ -15,6 +15,7 @@ strings. Any other shape is ``401 invalid_token`` with a message naming the clai
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
@@ -42,7 +43,9 @@ class TokenKeys:
         return cls(jwks_url=url, _jwks=jwt.PyJWKClient(url, cache_keys=True, lifespan=300),
                    max_lifetime_seconds=max_lifetime_seconds)
 
-    def key_for(self, token: str) -> tuple[object, list[str]]:
+    def key_for(self, token: str) -> tuple[Any, list[str]]:
+        """The key to verify ``token`` with (a secret, a PEM key or a JWKS key), and the
+        algorithms that key allows."""
         if self.secret is not None:
             return self.secret, ["HS256"]
         if self.public_key is not None:
