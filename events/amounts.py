@@ -20,7 +20,8 @@ def parse_amount(text: object, decimals: int, *, allow_zero: bool = False) -> in
     # ASCII digits and nothing around them: "１", "٠.٠١" or " 1" are not amounts.
     match = AMOUNT.fullmatch(text)
     if match is None:
-        raise AmountError("invalid_amount", f'{text!r} is not a positive decimal string of ASCII digits like "12.50"')
+        raise AmountError("invalid_amount",
+                          f'{text!r} is not a positive decimal string of ASCII digits like "12.50"')
     frac = (match["frac"] or "").rstrip("0")
     if len(frac) > decimals:
         raise AmountError(
