@@ -3,19 +3,30 @@ OpenAPI document, the query API from its GraphQL schema, each as an operator, as
 owner and with no token.
 
 The cases are generated from the snapshots kept in the repository (``openapi.json``,
-``schema.graphql``: the fuzz tests are made when pytest collects them, before any process runs),
-and the first test checks that the running APIs serve exactly those documents.
+``schema.graphql``): schemathesis makes its tests when pytest collects them, before any process
+runs (its loader from a fixture does not work with pytest 9.2). The first test checks that the
+running APIs serve exactly those documents.
 
-Every answer must pass schemathesis' checks (all of them, as configured by default): no 5xx, the
-status code, content type, headers and body the document promises, schema-valid input accepted
-and invalid input refused, auth not ignored, 405 with ``Allow``. Afterwards nothing the fuzz sent
-may have reached the dead-letter topic, and ``ledgerline audit`` must find the books balanced.
+Every answer must pass schemathesis' checks, all of those it runs by default: no 5xx, the status
+code, content type, headers and body the document promises, schema-valid input accepted and
+invalid input refused, auth not ignored, 405 with ``Allow``. Three checks are narrowed where
+their premise does not hold, each in a function below that says why: a 422 for what no JSON
+Schema can express (an unknown asset, two wallets that must differ, more decimals than the asset
+has), GraphQL's ``forbidden`` for an owner asking about another wallet, and, without a token,
+GraphQL must refuse everything with 401 (instead of accepting schema-valid queries). Afterwards
+nothing the fuzz sent may have reached the dead-letter topic, and ``ledgerline audit`` must find
+the books balanced.
 
-Bounded for a 2-core machine: a fixed number of generated cases per operation and caller, no
-shrinking, no deadline. ``LEDGERLINE_FUZZ_EXAMPLES`` / ``LEDGERLINE_FUZZ_SEED`` change the number
-and the seed (the seed is fixed so that a failure found once is found again).
+A fuzz test does not stop at its first failure: it fails at the end with every distinct one
+(check, status, the API's error code and message), each with a request that reproduces it and a
+label, ``known: ...`` (KNOWN below) or ``NOT KNOWN``. ``LEDGERLINE_FUZZ_REPORT=FILE`` also
+appends them to FILE as JSON lines.
+
+Bounded for a 2-core machine (about 2-3 minutes for the module): a fixed number of generated
+cases per operation and caller, Hypothesis without shrinking and without a deadline.
+``LEDGERLINE_FUZZ_EXAMPLES`` (default 30) and ``LEDGERLINE_FUZZ_SEED`` change the number and the
+seed; the seed is fixed so that a failure found once is found again.
 """
-
 import asyncio
 import json
 import os
@@ -85,6 +96,10 @@ SENT = Sent()
 DOMAIN_REFUSALS = frozenset({"unknown_asset", "same_wallet", "same_asset", "too_many_decimals"})
 
 
+_LISTED = re.compile(r"\[[^\]]*\]")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+
+
 def _answer_error(response: schemathesis.Response) -> tuple[str | None, str]:
     """The API's error code in an answer (``error.code`` over HTTP, ``extensions.code`` in
     GraphQL) and its message with the quoted values left out (what tells two refusals apart)."""
@@ -102,7 +117,7 @@ def _answer_error(response: schemathesis.Response) -> tuple[str | None, str]:
     else:
         return None, ""
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
-    return (None if code is None else str(code)), re.sub(r"'[^']*'|`[^`]*`", "…", message)
+    return (None if code is None else str(code)), _QUOTED.sub("…", _LISTED.sub("…", message))
 
 
 def _answer_code(response: schemathesis.Response) -> str | None:
@@ -158,8 +173,27 @@ class Finding:
     answer: str
 
     def __str__(self) -> str:
-        return (f"{self.check}: {self.status} {self.code or ''} {self.reason}\n    {self.request}\n"
-                f"    -> {self.answer}")
+        return (f"[{self.known or 'NOT KNOWN'}] {self.check}: {self.status} {self.code or ''} "
+                f"{self.reason}\n    {self.request}\n    -> {self.answer}")
+
+    @property
+    def known(self) -> str | None:
+        """The known bug this is, if it is one (see KNOWN)."""
+        for label, check, code, words in KNOWN:
+            if self.check.startswith(check) and self.code == code and words in self.reason:
+                return label
+        return None
+
+
+# Failures already known (and being fixed elsewhere) when this suite was written: a finding
+# matching one is labelled with it; every other one says NOT KNOWN. Remove a line once its fix
+# has landed and the fuzz no longer finds it.
+KNOWN = [  # (label, check, API error code, words of its message)
+    ("known: 405 without Allow", "ST204", "method_not_allowed", ""),
+    ("known: OpenAPI allows amount 0", "ST202", "invalid_amount", "greater than zero"),
+    ("known: OpenAPI allows an empty reason/name", "ST202", "invalid_field", "must be 1-"),
+    ("known: OpenAPI allows an empty Idempotency-Key", "ST202", "invalid_idempotency_key", ""),
+]
 
 
 # One per distinct (check, status, error code and message): the first request that showed it.
