@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from common.auth import TokenKeys
 
-DEFAULT_DATABASE_URL = "postgresql://ledgerline@127.0.0.1:55432/ledgerline"
+DEFAULT_DATABASE_URL = "postgresql://ledgerline_app@127.0.0.1:55432/ledgerline"
 
 
 class SettingsError(RuntimeError):

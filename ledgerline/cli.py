@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from common import logs, runtime
 from common.settings import Settings, SettingsError, asyncpg_dsn, load
@@ -106,6 +107,16 @@ def up(settings: Settings, args: argparse.Namespace) -> None:
     run_local_stack(settings, demo=not args.no_demo)
 
 
+def _with_local_database(settings: Settings, command: str) -> Settings:
+    """Without DATABASE_URL, the local stack's database (its password is in its home folder)."""
+    if command in ("up", "token", "topics") or os.environ.get("DATABASE_URL"):
+        return settings
+    from ledgerline import local
+
+    url = local.local_database_url(os.environ)
+    return settings if url is None else replace(settings, database_url=url)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ledgerline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         "topics": topics, "token": token, "audit": audit,
     }
     try:
-        settings = load()
+        settings = _with_local_database(load(), args.command)
         logs.setup(args.command, settings.log_level)
         handlers[args.command](settings, args)
     except SettingsError as exc:
