@@ -17,8 +17,9 @@ import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -29,7 +30,7 @@ from ledgerline.auth import AuthError, Principal
 from ledgerline.runtime import settle_heap
 from ledgerline.settings import Settings, asyncpg_dsn
 from projector.fold import FINAL_COMMAND_STATUSES
-from query import post
+from query import graphiql, post
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
 from query.feeds import Feeds
@@ -57,6 +58,7 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         self.settings = settings
         self.tokens = Verified(settings.token_keys())
         self.feeds = Feeds()
+        self.ide = HTMLResponse(graphiql.page())
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.app.state
@@ -79,7 +81,12 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         return answer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not _wants_ide(scope):
+        if scope["type"] == "http" and _wants_ide(scope):
+            # A static page, the same for everyone: no token needed to open it. Its queries
+            # carry the token set in its headers pane, and are checked like any other.
+            await self.ide(scope, receive, send)
+            return
+        if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             checked = _check_http(headers, self.tokens)
             if isinstance(checked, Response):
@@ -223,6 +230,8 @@ def create_app(settings: Settings) -> QueryApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Mount(graphiql.PREFIX.rstrip("/"),
+                  StaticFiles(directory=graphiql.default_dir(), check_dir=False)),
         ],
         lifespan=lifespan,
     ), graphql)
