@@ -8,6 +8,7 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 """
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -60,6 +61,14 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         self.feeds = Feeds()
         self.ide = HTMLResponse(graphiql.page())
 
+    def decode_json(self, data: str | bytes) -> object:
+        """Websocket messages (and GET parameters) decode as POST bodies do; what is not JSON
+        is Strawberry's ``JSONDecodeError``, answered by closing the socket with 4400."""
+        try:
+            return post.decode(data)
+        except post.NotJSON as exc:
+            raise json.JSONDecodeError(str(exc), "", 0) from None
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.app.state
         if isinstance(request, WebSocket):
@@ -111,8 +120,8 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
             return  # the client went away
         try:
             body = post.decode(raw)
-        except ValueError:
-            raise post.Refused(400, ErrorCode.invalid_query, "the body is not JSON") from None
+        except post.NotJSON as exc:
+            raise post.Refused(400, ErrorCode.invalid_query, f"the body is not JSON: {exc}") from None
         query, variables, name = post.operation(body)
         context = await _http_context(scope["app"].state, principal, headers.get("x-after-command"))
         try:
@@ -162,7 +171,7 @@ async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
 def _wants_ide(scope: Any) -> bool:
     if scope["method"] != "GET":
         return False
-    accept = next((v.decode() for k, v in scope["headers"] if k.lower() == b"accept"), "")
+    accept = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"accept"), "")
     query = scope.get("query_string", b"")
     return "text/html" in accept and b"query=" not in query
 

@@ -42,6 +42,7 @@ MAX_ALIASES = 20
 MAX_COST = 10_000
 MAX_TOKENS = 2_000
 LIST_ITEMS = 10
+MAX_VARIABLE_DEPTH = 16  # the deepest input type nests 2 levels
 CONNECTIONS = frozenset({"transfers", "trades", "events", "assets", "statement"})
 LISTS = frozenset({"balances", "steps", "partitions"})
 FIXED_COST = {"__schema": 1_000, "__type": 50}
@@ -129,6 +130,20 @@ class _Walk:
         return DEFAULT_PAGE
 
 
+def nesting(value: Any) -> int:
+    """How deeply ``value`` (decoded JSON) nests lists and objects; without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, dict | list):
+            level += 1
+            deepest = max(deepest, level)
+            if deepest > MAX_VARIABLE_DEPTH:
+                break  # refused anyway
+            stack.extend((x, level) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def check(m: Measure) -> None:
     if m.depth > MAX_DEPTH:
         raise error(ErrorCode.query_too_deep, f"the query nests deeper than {MAX_DEPTH} levels",
@@ -196,6 +211,10 @@ def refusal(document: DocumentNode, query: str | None, operation_name: str | Non
         if operation_type is OperationType.SUBSCRIPTION and over_http:
             raise error(ErrorCode.invalid_query, "subscriptions are served over the "
                         "graphql-transport-ws websocket protocol at this address, not over HTTP")
+        if nesting(variables) > MAX_VARIABLE_DEPTH:
+            raise error(ErrorCode.query_too_deep,
+                        f"`variables` nest deeper than {MAX_VARIABLE_DEPTH} levels",
+                        field="variables", maximum=MAX_VARIABLE_DEPTH)
         check(measured(query, document, operation_name, variables))
     except GraphQLError as refused:
         return [refused]

@@ -1,9 +1,11 @@
 """Hostile queries are refused with a clear error code, and the server keeps serving."""
 
 import asyncio
+import re
 
 import httpx
 import pytest
+import websockets
 from graphql import get_introspection_query
 
 from tests.conftest import Running, token, unique
@@ -89,3 +91,60 @@ async def test_server_keeps_serving_after_a_burst_of_hostile_queries(http: httpx
     assert running.alive()["query-api"]
     ok = await gql.data(http, running, ALICE_TOKEN, f'{{ wallet(id: "{ALICE}") {{ id balances {{ available }} }} }}')
     assert ok == {"wallet": {"id": ALICE, "balances": []}}
+
+
+async def test_graphiql_opens_without_a_token(http: httpx.AsyncClient, running: Running) -> None:
+    page = await http.get(running.graphql_url, headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    scripts = re.findall(r'src="(/graphiql/[^"]+)"', page.text)
+    assert scripts, page.text  # its scripts come from this server, not from a CDN
+    origin = running.graphql_url.removesuffix("/graphql")
+    for src in scripts:
+        asset = await http.get(origin + src)
+        assert asset.status_code == 200, src
+    # The page is static: a query from it still needs the token.
+    refused = await http.post(running.graphql_url, json={"query": "{ freshness { recordsBehind } }"})
+    assert refused.status_code == 401
+
+
+async def test_an_accept_header_that_is_not_utf8_is_no_server_error(http: httpx.AsyncClient,
+                                                                    running: Running) -> None:
+    page = await http.get(running.graphql_url, headers={"Accept": b"text/html\xff"})
+    assert page.status_code == 200
+
+
+def _refused_body(answer: httpx.Response, status: int, code: str) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json", answer.text
+    assert [e["extensions"]["code"] for e in answer.json()["errors"]] == [code], answer.text
+
+
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize("body", [
+    b'{"query": "query($f: TransferFilter) { transfers(filter: $f) { nodes { id } } }", "variables": {"f": '
+    + DEEP + b"}}",
+    b'{"query": "{ freshness { recordsBehind } }", "variables": {"f": ' + b"[" * 100 + b"]" * 100 + b"}}",
+    b'{"query": "{ wallet(id: \\"\xff\xfe\\") { id } }"}',
+    b'{"query": "{ wallet(id: \\"\xed\xa0\x80\\") { id } }"}',  # a surrogate, encoded
+    b'{"query": "{ wallet(id: \\"\\ud800\\") { id } }"}',  # a surrogate, escaped
+    b'{"query": "{ freshness { recordsBehind } }", "operationName": "\\udfff"}',
+], ids=["nested 1000 deep", "nested 100 deep", "invalid UTF-8", "encoded surrogate", "escaped surrogate",
+        "surrogate operation name"])
+async def test_a_body_that_is_not_json_is_a_coded_400(http: httpx.AsyncClient, running: Running,
+                                                      body: bytes) -> None:
+    answer = await http.post(running.graphql_url, content=body, headers={
+        "Authorization": f"Bearer {ALICE_TOKEN}", "Content-Type": "application/json"})
+    code = "query_too_deep" if body.count(b"[") == 100 else "invalid_query"
+    _refused_body(answer, 200 if code == "query_too_deep" else 400, code)
+
+
+async def test_a_websocket_message_that_is_not_json_closes_with_4400(running: Running) -> None:
+    async with gql.session(running, ALICE_TOKEN) as ws:
+        await ws.send('{"id": "1", "type": "subscribe", "payload": {"query": "{ x }", "variables": {"v": '
+                      + DEEP.decode() + "}}}")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await gql.receive(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
