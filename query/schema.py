@@ -14,13 +14,20 @@ from strawberry.types import ExecutionContext, Info
 from query import db, pages
 from query.context import ctx
 from query.errors import ErrorCode, forbidden, invalid_argument, is_expected
-from query.ids import id_arg, key_arg, symbol_arg, wallet_arg
+from query.ids import id_arg, key_arg, name_arg, symbol_arg, wallet_arg
 from query.limits import QueryGuard
 from query.records import AuditEvent, CommandStatus, Freshness, PartitionLag, Trade, Transfer
 from query.subscriptions import Subscription
 from query.wallets import Asset, Wallet, utc
 
 TRANSFER_STATUSES = frozenset({"initiated", "confirmed", "completed", "failed"})
+TRADE_STATUSES = frozenset({"initiated", "asset_locked", "paid", "transferred", "settled", "failed"})
+
+
+def _status(status: str | None, statuses: frozenset[str], what: str) -> str | None:
+    if status is not None and status not in statuses:
+        raise invalid_argument("filter.status", f"a {what}'s status is one of {sorted(statuses)}")
+    return status
 
 
 @strawberry.input(description="All given conditions must hold; `since` is inclusive, `until` exclusive.")
@@ -58,6 +65,10 @@ def _wallet_filter(info: Info, wallet: str | None) -> str | None:
     return wallet
 
 
+def _between(f: TransferFilter | TradeFilter | EventFilter) -> dict[str, datetime | None]:
+    return {"since": utc(f.since, "filter.since"), "until": utc(f.until, "filter.until")}
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A wallet; only its owner and the roles that see everything may read it.")
@@ -89,13 +100,10 @@ class Query:
         f = filter or TransferFilter()
         size = pages.page_size(first)
         position = pages.decode("transfers", after, datetime, str)
-        if f.status is not None and f.status not in TRANSFER_STATUSES:
-            raise invalid_argument("filter.status",
-                                   f"a transfer's status is one of {sorted(TRANSFER_STATUSES)}")
         rows = await db.transfers(
-            ctx(info).db, scope=ctx(info).scope(), status=f.status,
+            ctx(info).db, scope=ctx(info).scope(), status=_status(f.status, TRANSFER_STATUSES, "transfer"),
             asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
-            wallet=_wallet_filter(info, f.wallet), since=utc(f.since), until=utc(f.until),
+            wallet=_wallet_filter(info, f.wallet), **_between(f),
             after=position, limit=size + 1,  # type: ignore[arg-type]
         )
         return pages.connection(rows, size, after, lambda r: Transfer(row=r),
@@ -108,9 +116,9 @@ class Query:
         size = pages.page_size(first)
         position = pages.decode("trades", after, datetime, str)
         rows = await db.trades(
-            ctx(info).db, scope=ctx(info).scope(), status=f.status,
+            ctx(info).db, scope=ctx(info).scope(), status=_status(f.status, TRADE_STATUSES, "trade"),
             asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
-            wallet=_wallet_filter(info, f.wallet), since=utc(f.since), until=utc(f.until),
+            wallet=_wallet_filter(info, f.wallet), **_between(f),
             after=position, limit=size + 1,  # type: ignore[arg-type]
         )
         return pages.connection(rows, size, after, lambda r: Trade(row=r),
@@ -133,7 +141,8 @@ class Query:
             correlation_id=None if f.correlation_id is None
             else id_arg(f.correlation_id, "filter.correlationId"),
             command_id=None if f.command_id is None else id_arg(f.command_id, "filter.commandId"),
-            type_=f.type, since=utc(f.since), until=utc(f.until), after=position, limit=size + 1,  # type: ignore[arg-type]
+            type_=None if f.type is None else name_arg(f.type, "filter.type"), **_between(f),
+            after=position, limit=size + 1,  # type: ignore[arg-type]
         )
         return pages.connection(rows, size, after, AuditEvent.from_row,
                                 lambda r: pages.encode("events", r["occurred_at"], r["event_id"]))

@@ -1,6 +1,8 @@
 """Hostile queries are refused with a clear error code, and the server keeps serving."""
 
 import asyncio
+import base64
+import json
 import re
 
 import httpx
@@ -8,13 +10,15 @@ import pytest
 import websockets
 from graphql import get_introspection_query
 
-from tests.conftest import Running, token, unique
+from tests.conftest import Running, token, unique, unique_symbol
 from tests.e2e import gql
+from tests.e2e.helpers import new_asset
 
 pytestmark = pytest.mark.e2e
 
 ALICE = unique("alice")
 ALICE_TOKEN = token(ALICE, wallets=[ALICE])
+OPERATOR_TOKEN = token("ops", roles=["operator"])
 
 
 def nested(levels: int) -> str:
@@ -148,3 +152,67 @@ async def test_a_websocket_message_that_is_not_json_closes_with_4400(running: Ru
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await gql.receive(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
+def cursor(*key: object) -> str:
+    """A cursor made by hand: base64 of a JSON list, as the server makes them."""
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+NOW = "2026-01-01T00:00:00+00:00"
+YEAR_ZERO = "0001-01-01T00:00:00+14:00"  # in UTC, a day of year 0
+YEAR_10000 = "9999-12-31T23:59:59-14:00"
+NUL = chr(0)
+
+BAD_INPUT = [
+    ("NUL in a trade status", '{ trades(filter: {status: "paid\\u0000"}) { nodes { id } } }', "invalid_argument"),
+    ("NUL in an event type", '{ events(filter: {type: "Transfer\\u0000"}) { nodes { id } } }', "invalid_argument"),
+    ("control character in a wallet filter", '{ transfers(filter: {wallet: "a\\u001b"}) { nodes { id } } }',
+     "invalid_argument"),
+    ("NUL in a transfers cursor", f'{{ transfers(after: "{cursor("transfers", NOW, "x" + NUL)}") {{ nodes {{ id }} }} }}',
+     "invalid_cursor"),
+    ("NUL in an events cursor", f'{{ events(after: "{cursor("events", NOW, NUL)}") {{ nodes {{ id }} }} }}',
+     "invalid_cursor"),
+    ("a cursor in year 0", f'{{ trades(after: "{cursor("trades", YEAR_ZERO, "x")}") {{ nodes {{ id }} }} }}',
+     "invalid_cursor"),
+    ("since in year 0", f'{{ transfers(filter: {{since: "{YEAR_ZERO}"}}) {{ nodes {{ id }} }} }}', "invalid_argument"),
+    ("until in year 10000", f'{{ trades(filter: {{until: "{YEAR_10000}"}}) {{ nodes {{ id }} }} }}', "invalid_argument"),
+    ("since in year 0 for events", f'{{ events(filter: {{since: "{YEAR_ZERO}"}}) {{ nodes {{ id }} }} }}',
+     "invalid_argument"),
+]
+
+
+@pytest.mark.parametrize("name, query, code", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+async def test_bad_input_is_a_coded_error_not_internal(http: httpx.AsyncClient, running: Running, name: str,
+                                                       query: str, code: str) -> None:
+    error = await gql.error(http, running, OPERATOR_TOKEN, query)
+    assert error["extensions"]["code"] == code, error
+
+
+@pytest.fixture(scope="module")
+async def symbol(running: Running) -> str:
+    symbol = unique_symbol()
+    async with httpx.AsyncClient(timeout=30) as http:
+        await new_asset(http, running, token("treasury", roles=["issuer"], assets=[symbol]), symbol)
+    return symbol
+
+
+@pytest.mark.parametrize("arguments, code", [
+    (f'after: "{cursor("statement", NOW, 10**30)}"', "invalid_cursor"),
+    (f'after: "{cursor("statement", NOW, -(10**30))}"', "invalid_cursor"),
+    (f'after: "{cursor("statement", YEAR_ZERO, 1)}"', "invalid_cursor"),
+    (f'from: "{YEAR_ZERO}"', "invalid_argument"),
+    (f'to: "{YEAR_10000}"', "invalid_argument"),
+], ids=["offset 10**30", "offset -10**30", "cursor in year 0", "from year 0", "to year 10000"])
+async def test_statement_arguments_at_the_edges_are_coded_errors(http: httpx.AsyncClient, running: Running,
+                                                                 symbol: str, arguments: str, code: str) -> None:
+    query = f'{{ wallet(id: "{ALICE}") {{ statement(asset: "{symbol}", {arguments}) {{ nodes {{ kind }} }} }} }}'
+    error = await gql.error(http, running, ALICE_TOKEN, query)
+    assert error["extensions"]["code"] == code, error
+
+
+async def test_a_balance_at_year_zero_is_a_coded_error(http: httpx.AsyncClient, running: Running,
+                                                       symbol: str) -> None:
+    query = f'{{ wallet(id: "{ALICE}") {{ balanceAt(asset: "{symbol}", at: "{YEAR_ZERO}") {{ available }} }} }}'
+    error = await gql.error(http, running, ALICE_TOKEN, query)
+    assert error["extensions"] == {"code": "invalid_argument", "field": "at"}, error
