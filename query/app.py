@@ -160,10 +160,10 @@ def _check_http(headers: dict[str, str], tokens: Verified) -> Principal | Respon
 
 async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
     assert c.hub is not None and c.principal is not None
-    row = await wait_for_command(c.hub, c.db, command_id, AFTER_COMMAND_SECONDS)
+    row = await wait_for_command(c.hub, c.db, command_id, AFTER_COMMAND_SECONDS, c.may_see_command)
     caught_up = row is not None and row["status"] in FINAL_COMMAND_STATUSES
     answer: dict[str, Any] = {"id": command_id, "caughtUp": caught_up}
-    if row is not None and (c.principal.sees_everything or row["principal"] == c.principal.sub):
+    if row is not None:
         answer["status"] = row["status"]
     return answer
 

@@ -76,22 +76,22 @@ class Query:
         ctx(info).require_wallet(wallet_arg(id))
         return Wallet(id=id)
 
-    @strawberry.field(description="A transfer you send or receive; null if there is none.")
+    # Someone else's transfer, trade or command is answered as an unknown one (null), never as
+    # forbidden: the answer must not tell whether an id exists.
+
+    @strawberry.field(description="A transfer you send or receive; null if there is none you may read.")
     async def transfer(self, info: Info, id: strawberry.ID) -> Transfer | None:
         row = await ctx(info).loaders.transfer.load(id_arg(id))
-        if row is None:
+        if row is None or not ctx(info).may_see_any(row["source"], row["target"]):
             return None
-        if not ctx(info).may_see_any(row["source"], row["target"]):
-            raise forbidden(f"transfer {id}")
         return Transfer(row=row)
 
-    @strawberry.field(description="A trade you sell or buy in, with every settlement step; null if none.")
+    @strawberry.field(description="A trade you sell or buy in, with every settlement step; "
+                                  "null if there is none you may read.")
     async def trade(self, info: Info, id: strawberry.ID) -> Trade | None:
         row = await ctx(info).loaders.trade.load(id_arg(id))
-        if row is None:
+        if row is None or not ctx(info).may_see_any(row["seller"], row["buyer"]):
             return None
-        if not ctx(info).may_see_any(row["seller"], row["buyer"]):
-            raise forbidden(f"trade {id}")
         return Trade(row=row)
 
     @strawberry.field(description="Transfers, newest first.")
@@ -163,14 +163,13 @@ class Query:
         row = await ctx(info).loaders.asset.load(symbol_arg(symbol, "symbol"))
         return None if row is None else Asset.from_row(row)
 
-    @strawberry.field(description="What became of a command you sent; null until the projection has it.")
+    @strawberry.field(description="What became of a command you sent; null until the projection has "
+                                  "it, and for a command someone else sent.")
     async def command_status(self, info: Info, id: strawberry.ID) -> CommandStatus | None:
         c = ctx(info)
         row = (await db.commands_by_id(c.db, [id_arg(id)])).get(id)
-        if row is None:
+        if row is None or not c.may_see_command(row):
             return None
-        if not (c.who().sees_everything or row["principal"] == c.who().sub):
-            raise forbidden(f"command {id}")
         return CommandStatus.from_row(row)
 
     @strawberry.field(description="How far behind the event log the views are, per partition.")
