@@ -63,7 +63,10 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
 
     def decode_json(self, data: str | bytes) -> object:
         """Websocket messages (and GET parameters) decode as POST bodies do; what is not JSON
-        is Strawberry's ``JSONDecodeError``, answered by closing the socket with 4400."""
+        is Strawberry's ``JSONDecodeError``, answered by closing the socket with 4400. The server
+        refuses larger websocket messages already (``ws_max_size``); this holds under any server."""
+        if len(data) > MAX_BODY_BYTES:
+            raise json.JSONDecodeError(f"a message may be at most {MAX_BODY_BYTES} bytes", "", 0)
         try:
             return post.decode(data)
         except post.NotJSON as exc:
