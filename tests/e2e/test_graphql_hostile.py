@@ -240,3 +240,11 @@ async def test_a_websocket_message_larger_than_a_request_body_is_refused(running
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await gql.receive(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+
+
+async def test_a_subscription_with_variables_nested_too_deeply_is_refused(running: Running) -> None:
+    async with gql.session(running, ALICE_TOKEN) as ws:
+        deep = '{"id": "d", "type": "subscribe", "payload": {"query": "subscription($w: ID!) { walletBalances(wallet: $w) { wallet } }", "variables": {"w": "x", "v": ' + "[" * 900 + "]" * 900 + "}}}"
+        await ws.send(deep)
+        refused = await gql.receive(ws)
+    assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "query_too_deep", refused
