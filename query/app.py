@@ -1,6 +1,7 @@
 """The query process: Strawberry's GraphQL on Starlette, GraphiQL in the browser at /graphql.
 
-Every operation needs a bearer token: in the ``Authorization`` header over HTTP, in the
+The GraphiQL page is static and needs no token (see :mod:`query.graphiql`); every operation
+needs a bearer token: in the ``Authorization`` header over HTTP, in the
 ``connection_init`` payload (``{"Authorization": "Bearer …"}``) over graphql-transport-ws, the
 only websocket protocol offered. A request may name the command it just sent in
 ``X-After-Command``; the answer then waits (at most ``AFTER_COMMAND_SECONDS``) until the
@@ -242,8 +243,8 @@ def create_app(settings: Settings) -> QueryApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-            Mount(graphiql.PREFIX.rstrip("/"),
-                  StaticFiles(directory=graphiql.default_dir(), check_dir=False)),
+            *([Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.default_dir()))]
+              if graphiql.default_dir().is_dir() else []),
         ],
         lifespan=lifespan,
     ), graphql)
