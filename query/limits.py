@@ -8,8 +8,9 @@ GraphiQL works and an abusive introspection query does not.
 """
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from graphql import (
@@ -41,7 +42,11 @@ MAX_ALIASES = 20
 MAX_COST = 10_000
 MAX_TOKENS = 2_000
 LIST_ITEMS = 10
-MAX_FIELDS = 150  # GraphiQL's introspection query has 69; validation is quadratic in repeated fields
+# Validation compares every two fields of one response key in a selection set: quadratic in
+# repeats (495 repeated fields took 1.4 s, 150 still 0.1 s). GraphiQL's introspection has 69
+# fields and no key twice in one set.
+MAX_FIELDS = 150
+MAX_REPEATS = 10
 MAX_NESTING = 64  # selection sets inside each other, fragments included
 MAX_VARIABLE_DEPTH = 16  # the deepest input type nests 2 levels
 CONNECTIONS = frozenset({"transfers", "trades", "events", "assets", "statement"})
@@ -58,6 +63,7 @@ class Measure:
     uses_variables: bool = True  # False: the same for any variables, so it may be cached
     visited: int = 0  # selections looked at: the work the measure took
     fields: int = 0  # fields written in the document
+    repeats: tuple[str, int] = ("", 0)  # the response key selected most often in one selection set
 
 
 def measure(document: DocumentNode, operation_name: str | None,
@@ -80,17 +86,19 @@ def measure(document: DocumentNode, operation_name: str | None,
             total = total.merge(walk.size(op.selection_set, False))
     return Measure(depth=total.depth, introspection_depth=total.introspection_depth, aliases=total.aliases,
                    cost=total.cost, uses_variables=walk.uses_variables, visited=walk.visited,
-                   fields=written)
+                   fields=written, repeats=walk.repeats)
 
 
 @dataclass(frozen=True)
 class _Size:
-    """A selection set's size, relative to where it sits: depths count its own level as 1."""
+    """A selection set's size, relative to where it sits: depths count its own level as 1;
+    ``keys`` counts its response keys, fragments spread in (filled in by :meth:`_Walk.size`)."""
 
     cost: int = 0
     depth: int = 0
     introspection_depth: int = 0
     aliases: int = 0
+    keys: Mapping[str, int] = field(default_factory=dict)
 
     def merge(self, other: "_Size") -> "_Size":
         """Two selection sets at the same level (a fragment spread beside fields)."""
@@ -110,6 +118,7 @@ class _Walk:
         self._known: dict[tuple[str, bool], _Size] = {}
         self._open: set[str] = set()  # fragments being measured: a cycle stops there
         self._nesting = 0
+        self.repeats: tuple[str, int] = ("", 0)  # the response key selected most often in one set
 
     def size(self, selections: SelectionSetNode | None, introspecting: bool) -> _Size:
         if selections is None:
@@ -119,16 +128,24 @@ class _Walk:
             if self._nesting > MAX_NESTING:  # refused for its depth anyway; keeps the stack short
                 raise error(ErrorCode.query_too_deep, f"the query nests deeper than {MAX_DEPTH} levels",
                             maximum=MAX_DEPTH)
-            total = _EMPTY
+            total, keys = _EMPTY, Counter[str]()
             for s in selections.selections:
                 self.visited += 1
                 if isinstance(s, FieldNode):
                     total = total.merge(self._field(s, introspecting))
-                elif isinstance(s, InlineFragmentNode):
-                    total = total.merge(self.size(s.selection_set, introspecting))
-                elif isinstance(s, FragmentSpreadNode):
-                    total = total.merge(self._spread(s.name.value, introspecting))
-            return total
+                    keys[(s.alias or s.name).value] += 1
+                    continue
+                if isinstance(s, InlineFragmentNode):
+                    inner = self.size(s.selection_set, introspecting)
+                else:
+                    assert isinstance(s, FragmentSpreadNode)
+                    inner = self._spread(s.name.value, introspecting)
+                total = total.merge(inner)
+                keys.update(inner.keys)
+            for key, times in keys.items():
+                if times > self.repeats[1]:
+                    self.repeats = (key, times)
+            return replace(total, keys=keys)
         finally:
             self._nesting -= 1
 
@@ -225,6 +242,11 @@ def check(m: Measure) -> None:
         raise error(ErrorCode.query_too_costly,
                     f"the query's estimated cost is {m.cost}; at most {MAX_COST}: ask for fewer items",
                     cost=m.cost, maximum=MAX_COST)
+    key, times = m.repeats
+    if times > MAX_REPEATS:
+        raise error(ErrorCode.too_many_fields,
+                    f"`{key}` is selected {times} times in one selection set; at most {MAX_REPEATS}",
+                    maximum=MAX_REPEATS)
 
 
 # Remembered by query text, each bounded in bytes (see :mod:`query.cache`).

@@ -230,7 +230,7 @@ async def test_hostile_documents_are_refused_quickly(http: httpx.AsyncClient, ru
         query = next(q for n, q, _ in CASES if n == name)
         started = time.monotonic()
         await gql.raw(http, running, ALICE_TOKEN, query + " " * len(name))  # not a cached text
-        assert time.monotonic() - started < 1.0, name
+        assert time.monotonic() - started < 2.0, name
 
 
 async def test_a_websocket_message_larger_than_a_request_body_is_refused(running: Running) -> None:
