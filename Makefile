@@ -8,9 +8,11 @@ BIN := $(VENV)/bin
 $(BIN)/ledgerline: pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17+ is needed to run the Kafka broker (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is needed to fetch Kafka's jars once (apt-get install maven)"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm is needed to fetch GraphiQL's scripts once (apt-get install npm)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m query.graphiql >/dev/null  # GraphiQL's scripts and styles, served by the query API
 	@touch $@
 
 install: $(BIN)/ledgerline

@@ -42,6 +42,10 @@ class ErrorCode(enum.Enum):
         "query_too_costly", description="The estimated cost is above the limit: ask for fewer items."
     )
     query_too_long = strawberry.enum_value("query_too_long", description="Too many tokens.")
+    too_many_fields = strawberry.enum_value(
+        "too_many_fields",
+        description="More fields in the document, or of one name in one selection set, than the limit."
+    )
     invalid_query = strawberry.enum_value(
         "invalid_query", description="The document does not parse or does not fit the schema."
     )

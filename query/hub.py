@@ -131,16 +131,23 @@ class Hub:
 
 
 
-async def wait_for_command(hub: Hub, database: db.Db, command_id: str,
-                           seconds: float) -> dict[str, Any] | None:
-    """The command's row once its outcome is final, or as it is when ``seconds`` run out."""
+async def wait_for_command(hub: Hub, database: db.Db, command_id: str, seconds: float,
+                           visible: Callable[[dict[str, Any]], bool] = lambda _row: True,
+                           ) -> dict[str, Any] | None:
+    """The command's row once its outcome is final, or as it is when ``seconds`` run out. A row
+    the caller may not see is no row: another principal's command is waited for as long as an
+    unknown one and answered the same, so neither the answer nor its time tells it exists."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
+
+    def seen(found: dict[str, Any] | None) -> dict[str, Any] | None:
+        return found if found is not None and visible(found) else None
+
     with hub.watch("commands", command_id) as box:
-        row = (await db.commands_by_id(database, [command_id])).get(command_id)
+        row = seen((await db.commands_by_id(database, [command_id])).get(command_id))
         while row is None or row["status"] not in FINAL_COMMAND_STATUSES:
             try:
-                row = await asyncio.wait_for(box.get(), max(0.0, deadline - loop.time()))
+                row = seen(await asyncio.wait_for(box.get(), max(0.0, deadline - loop.time())))
             except TimeoutError:
                 break
     return row

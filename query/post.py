@@ -34,7 +34,23 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.Encoder().encode
-decode = msgspec.json.Decoder().decode  # its errors are ValueErrors, as json.loads's
+_decode = msgspec.json.Decoder().decode
+
+
+class NotJSON(ValueError):
+    """The bytes are not JSON: malformed, not UTF-8, or nested too deeply to decode."""
+
+
+def decode(raw: bytes | str) -> Any:
+    """JSON from a client. msgspec refuses invalid UTF-8 and unpaired surrogates (``"\\ud800"``);
+    a document nested deeper than the interpreter's recursion limit raises ``RecursionError``,
+    which is the client's fault like any other malformed body."""
+    try:
+        return _decode(raw)
+    except RecursionError:
+        raise NotJSON("the JSON nests too deeply") from None
+    except ValueError as exc:  # msgspec's DecodeError, UnicodeDecodeError
+        raise NotJSON(str(exc)) from None
 _plans = Plans(schema._schema, lambda field: resolver_for(schema, field))
 _JSON = [(b"content-type", b"application/json")]
 

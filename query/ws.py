@@ -24,7 +24,7 @@ from common.auth import AuthError
 from common.tokens import Verified
 from query.context import Context
 from query.feeds import Feeds
-from query.limits import MAX_TOKENS, parse_cached
+from query.limits import MAX_TOKENS, MAX_VARIABLE_DEPTH, nesting, parse_cached
 
 _encode = msgspec.json.Encoder().encode
 
@@ -100,6 +100,6 @@ def _feed_key(operation: Operation[Context, None], context: Context) -> Hashable
     except GraphQLError:
         return None
     kinds = {d.operation for d in document.definitions if isinstance(d, OperationDefinitionNode)}
-    if kinds != {OperationType.SUBSCRIPTION}:
-        return None
+    if kinds != {OperationType.SUBSCRIPTION} or nesting(operation.variables) > MAX_VARIABLE_DEPTH:
+        return None  # not shared; variables nested too deeply are refused when it runs
     return Feeds.key(operation.query, operation.variables, operation.operation_name, context)
