@@ -16,13 +16,14 @@ AMOUNT = {"type": "string", "pattern": f"^{grammar.POSITIVE_AMOUNT_PATTERN}$",
                          "no sign, exponent or spaces.", "examples": ["12.50"]}
 WALLET = {"type": "string", "pattern": f"^{grammar.WALLET_PATTERN}$", "examples": ["alice"]}
 SYMBOL = {"type": "string", "pattern": f"^{grammar.SYMBOL_PATTERN}$", "examples": ["USDX"]}
-_CLEAN = ("No control characters (U+0000-U+001F, U+007F-U+009F), unpaired surrogates or "
-          "noncharacters.")
+_CLEAN = "No control characters (U+0000-U+001F, U+007F-U+009F) or unpaired surrogates."
+
 
 
 def _text(limit: int, *, empty: bool = False) -> dict[str, Any]:
+    pattern = grammar.TEXT_OR_EMPTY_PATTERN if empty else grammar.TEXT_PATTERN
     return {"type": "string", "minLength": 0 if empty else 1, "maxLength": limit,
-            "description": ("" if empty else "Not blank. ") + _CLEAN}
+            "pattern": f"^{pattern}$", "description": ("" if empty else "Not blank. ") + _CLEAN}
 
 
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:

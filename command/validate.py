@@ -47,6 +47,8 @@ def field(body: dict[str, Any], name: str, kind: type, *, required: bool = True)
             raise ApiError(422, Code.MISSING_FIELD, f"{name!r} is required", name)
         return None
     value = body[name]
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 6.0 is 6
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ApiError(422, Code.INVALID_FIELD, f"{name!r} must be a {kind.__name__}", name)
     return value

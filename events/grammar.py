@@ -3,9 +3,9 @@ and, for anything produced straight to Kafka, the processor.
 
 Every grammar is matched in full (``re.fullmatch``: Python's ``$`` also matches before a final
 newline, which would let ``"bob\\n"`` pass for a wallet id). Text may hold any character but the
-control characters (Unicode category ``Cc``: NUL, newlines, escapes), unpaired surrogates (not
-encodable as UTF-8) and noncharacters; PostgreSQL refuses NUL in text, so a NUL let in here
-would reach the processor and then fail to project.
+control characters (Unicode category ``Cc``: NUL, newlines, escapes) and unpaired surrogates
+(not encodable as UTF-8); PostgreSQL refuses NUL in text, so a NUL let in here would reach the
+processor and then fail to project.
 """
 
 import re
@@ -33,6 +33,10 @@ REFERENCE = re.compile(REFERENCE_PATTERN)
 # Amounts inside: whole base units that PostgreSQL's NUMERIC(78,0) can hold.
 MAX_UNITS = 10**78 - 1
 
+# Free text as a JSON Schema pattern: no control character (category Cc), and not blank.
+_TEXT_CHAR = r"[^\x00-\x1f\x7f-\x9f]"
+TEXT_PATTERN = rf"{_TEXT_CHAR}*[^\s\x00-\x1f\x7f-\x9f]{_TEXT_CHAR}*"
+TEXT_OR_EMPTY_PATTERN = rf"{_TEXT_CHAR}*"
 # Free text (memos, reasons): at most 280 characters; an asset's name, a token's subject: 200.
 TEXT_LIMIT = 280
 NAME_LIMIT = 200
@@ -103,8 +107,6 @@ def text_problem(value: str) -> str | None:
             return f"control character U+{ord(ch):04X} is not allowed"
         if category == "Cs":
             return f"unpaired surrogate U+{ord(ch):04X} is not valid UTF-8"
-        if category == "Cn" and _noncharacter(ord(ch)):
-            return f"noncharacter U+{ord(ch):04X} is not allowed"
     return None
 
 
@@ -116,7 +118,3 @@ def is_text(value: object, limit: int = TEXT_LIMIT, *, empty: bool = False) -> b
     if not empty and not value.strip():
         return False
     return text_problem(value) is None
-
-
-def _noncharacter(code: int) -> bool:
-    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE

@@ -24,7 +24,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from query.direct import resolver_for
-from query.errors import ErrorCode, coded, is_expected
+from query.errors import ErrorCode, classification, coded, is_expected
 from query.limits import MAX_TOKENS, parse_cached, refusal
 from query.plan import Plans
 from query.schema import schema
@@ -64,7 +64,8 @@ class Refused(Exception):  # an answer, not a failure
         self.code = code if isinstance(code, str) else code.value
 
     def body(self) -> dict[str, Any]:
-        return {"errors": [{"message": self.message, "extensions": {"code": self.code}}]}
+        return {"errors": [{"message": self.message, "extensions": {
+            "code": self.code, "classification": classification(self.code)}}]}
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:

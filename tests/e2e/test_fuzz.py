@@ -9,10 +9,11 @@ running APIs serve exactly those documents.
 
 Every answer must pass schemathesis' checks, all of those it runs by default: no 5xx, the status
 code, content type, headers and body the document promises, schema-valid input accepted and
-invalid input refused, auth not ignored, 405 with ``Allow``. Three checks are narrowed where
+invalid input refused, auth not ignored, 405 with ``Allow``. Four checks are narrowed where
 their premise does not hold, each in a function below that says why: a 422 for what no JSON
 Schema can express (an unknown asset, two wallets that must differ, more decimals than the asset
-has), GraphQL's ``forbidden`` for an owner asking about another wallet, and, without a token,
+has), GraphQL's ``forbidden`` for an owner asking about another wallet, GraphQL arguments refused
+``BAD_USER_INPUT`` for a range, grammar or set no GraphQL type can state, and, without a token,
 GraphQL must refuse everything with 401 (instead of accepting schema-valid queries). Afterwards
 nothing the fuzz sent may have reached the dead-letter topic, and ``ledgerline audit`` must find
 the books balanced.
@@ -151,6 +152,34 @@ def not_a_server_error_but_forbidden(ctx: schemathesis.CheckContext, response: s
     return not_a_server_error(ctx, response, case)
 
 
+#: GraphQL argument refusals for what no GraphQL type can say: a value's range (``first`` at most
+#: 100, not negative), grammar (a wallet id, a symbol, an id) or set (a trade's status), and
+#: cursors only the API hands out. Each is coded ``BAD_USER_INPUT`` and names its argument.
+ARGUMENT_REFUSALS = frozenset({"invalid_argument", "invalid_cursor", "page_too_large"})
+
+
+def _graphql_extensions(response: schemathesis.Response) -> list[dict[str, object]]:
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return []
+    return [e.get("extensions") or {} if isinstance(e, dict) else {} for e in errors]
+
+
+def graphql_acceptance_except_argument_refusals(
+        ctx: schemathesis.CheckContext, response: schemathesis.Response,
+        case: schemathesis.Case) -> bool | None:
+    """schemathesis' ``positive_data_acceptance`` for GraphQL, but an argument refused for a
+    rule no GraphQL type can express (ARGUMENT_REFUSALS, coded and classified as the client's
+    input) is a correct answer, not a schema-valid query rejected."""
+    extensions = _graphql_extensions(response)
+    if response.status_code == 200 and extensions and all(
+            x.get("code") in ARGUMENT_REFUSALS and x.get("classification") == "BAD_USER_INPUT"
+            for x in extensions):
+        return None
+    return positive_data_acceptance(ctx, response, case)
+
+
 def anonymous_queries_are_refused(ctx: schemathesis.CheckContext, response: schemathesis.Response,
                                   case: schemathesis.Case) -> bool | None:
     """Without a token every query is refused, 401 ``unauthenticated``; this stands in for
@@ -185,15 +214,9 @@ class Finding:
         return None
 
 
-# Failures already known (and being fixed elsewhere) when this suite was written: a finding
-# matching one is labelled with it; every other one says NOT KNOWN. Remove a line once its fix
-# has landed and the fuzz no longer finds it.
-KNOWN = [  # (label, check, API error code, words of its message)
-    ("known: 405 without Allow", "ST204", "method_not_allowed", ""),
-    ("known: OpenAPI allows amount 0", "ST202", "invalid_amount", "greater than zero"),
-    ("known: OpenAPI allows an empty reason/name", "ST202", "invalid_field", "must be 1-"),
-    ("known: OpenAPI allows an empty Idempotency-Key", "ST202", "invalid_idempotency_key", ""),
-]
+# Failures known and accepted for now: a finding matching one is labelled with it; every other
+# one says NOT KNOWN. Empty: every finding fails the suite.
+KNOWN: list[tuple[str, str, str, str]] = []  # (label, check, API error code, words of its message)
 
 
 # One per distinct (check, status, error code and message): the first request that showed it.
@@ -227,8 +250,9 @@ def _fuzz(case: schemathesis.Case, base_url: str, caller: str,
         checks = {"excluded_checks": [positive_data_acceptance],
                   "additional_checks": [anonymous_queries_are_refused]}
     elif graphql_api:
-        checks = {"excluded_checks": [not_a_server_error],
-                  "additional_checks": [not_a_server_error_but_forbidden]}
+        checks = {"excluded_checks": [not_a_server_error, positive_data_acceptance],
+                  "additional_checks": [not_a_server_error_but_forbidden,
+                                        graphql_acceptance_except_argument_refusals]}
     else:
         checks = {"excluded_checks": [positive_data_acceptance],
                   "additional_checks": [positive_data_acceptance_except_domain_refusals]}

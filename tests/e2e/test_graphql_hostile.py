@@ -220,7 +220,7 @@ async def test_a_balance_at_year_zero_is_a_coded_error(http: httpx.AsyncClient, 
                                                        symbol: str) -> None:
     query = f'{{ wallet(id: "{ALICE}") {{ balanceAt(asset: "{symbol}", at: "{YEAR_ZERO}") {{ available }} }} }}'
     error = await gql.error(http, running, ALICE_TOKEN, query)
-    assert error["extensions"] == {"code": "invalid_argument", "field": "at"}, error
+    assert error["extensions"] == {"code": "invalid_argument", "field": "at", "classification": "BAD_USER_INPUT"}, error
 
 
 async def test_hostile_documents_are_refused_quickly(http: httpx.AsyncClient, running: Running) -> None:
