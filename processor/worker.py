@@ -39,7 +39,7 @@ log = logging.getLogger("ledgerline.processor")
 OFFSETS_EVERY_SECONDS = 0.2
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
     # aiokafka logs and swallows a listener's exception; a partition without its worker would
     # then stall unnoticed, so the failure is handed to the loop, which stops the process.
     def __init__(self, processor: "Processor") -> None:

@@ -312,7 +312,7 @@ class Projection:
                 self.metrics.dead_letters.labels(self.name, where[0], item.cause or UNAPPLIABLE).inc()
 
 
-class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
     def __init__(self, worker: "Projector") -> None:
         self.worker = worker
 

@@ -49,7 +49,7 @@ AFTER_COMMAND_SECONDS = 5.0
 MAX_BODY_BYTES = 64 * 1024
 
 
-class LedgerGraphQL(GraphQL):  # type: ignore[misc]
+class LedgerGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWS
 
     def __init__(self, settings: Settings) -> None:

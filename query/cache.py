@@ -34,7 +34,7 @@ class ByteLRU(Generic[V]):
         """The value, or :data:`MISSING` (a cached value may itself be None)."""
         item = self._items.get(key)
         if item is None:
-            return MISSING  # type: ignore[no-any-return]
+            return MISSING
         self._items.move_to_end(key)
         return item[0]
 

@@ -133,4 +133,4 @@ class Context:
 
 
 def ctx(info: Info) -> Context:
-    return info.context  # type: ignore[no-any-return]
+    return info.context

@@ -65,10 +65,10 @@ CLASSIFICATION = {
 }
 
 
-def classification(code: str) -> str:
+def classification(code: object) -> str:
     """The classification of the code ``code``: ``BAD_USER_INPUT`` unless listed otherwise."""
     try:
-        return CLASSIFICATION.get(ErrorCode(code), "BAD_USER_INPUT")
+        return CLASSIFICATION.get(ErrorCode(str(code)), "BAD_USER_INPUT")
     except ValueError:
         return "BAD_USER_INPUT"
 

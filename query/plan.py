@@ -172,7 +172,7 @@ class Plan:
         try:
             data = _fields(run, self.root, None, None)
             if is_awaitable(data):
-                data = await data  # type: ignore[misc]
+                data = await data  # type: ignore[misc]  # graphql-core's is_awaitable is no TypeGuard
         except GraphQLError as error:
             run.add(error, None)
             data = None
@@ -217,7 +217,7 @@ def _simple_variables(schema: GraphQLSchema, operation: OperationDefinitionNode)
         if isinstance(signature, GraphQLError) or definition.default_value is not None:
             return None
         non_null = isinstance(signature.type, GraphQLNonNull)
-        named = signature.type.of_type if non_null else signature.type  # type: ignore[union-attr]
+        named = signature.type.of_type if non_null else signature.type  # type: ignore[union-attr]  # narrowed by non_null
         accepts = _ACCEPTS.get(named)
         if accepts is None:
             return None
@@ -262,7 +262,7 @@ def _field(run: _Run, f: _Field, source: Any, path: Path) -> Any:
     # No abort signal and no async helpers: resolvers here use neither.
     info: Info = GraphQLResolveInfo(
         f.name, f.nodes, f.return_type, f.parent, path, run.schema, {}, None, run.operation, run.variables,
-        run.context, is_awaitable, None, None)  # type: ignore[arg-type]
+        run.context, is_awaitable, None, None)  # type: ignore[arg-type]  # Strawberry's Info is graphql-core's at run time
     try:
         args = f.arguments(run.variables)
         result = f.resolve(source, info, **args)
@@ -345,7 +345,7 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
         if object_type.is_type_of is not None:
             fits = object_type.is_type_of(value, info)
             if is_awaitable(fits):
-                return _object_later(run, object_type, fields, f, path, value, fits)  # type: ignore[arg-type]
+                return _object_later(run, object_type, fields, f, path, value, fits)  # type: ignore[arg-type]  # awaitable, checked above
             if not fits:
                 raise _wrong_type(object_type, value, f)
         return _fields(run, fields, value, path)

@@ -122,8 +122,8 @@ async def run(query: str, variables: dict[str, Any] | None, operation_name: str 
             result = await plan.run(context, variables)
         else:
             executed = execute(schema._schema, document, context_value=context, variable_values=variables,
-                               operation_name=name, is_awaitable=optimized_is_awaitable)  # type: ignore[arg-type]
-            result = await executed if optimized_is_awaitable(executed) else executed  # type: ignore[misc,assignment]
+                               operation_name=name, is_awaitable=optimized_is_awaitable)  # type: ignore[arg-type]  # a TypeGuard'd callable where graphql-core wants a plain one
+            result = await executed if optimized_is_awaitable(executed) else executed  # type: ignore[misc,assignment]  # as above
     except Exception as exc:  # as Strawberry does: answered, and logged
         return _failed([GraphQLError(str(exc), original_error=exc)])
     assert isinstance(result, ExecutionResult)

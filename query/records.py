@@ -47,7 +47,7 @@ class Transfer:
 
     @strawberry.field(description="`initiated`, `confirmed`, then `completed` or `failed`.")
     def status(self) -> str:
-        return self.row["status"]  # type: ignore[no-any-return]
+        return self.row["status"]
 
     @strawberry.field(description="Why it failed, from the closed set of failure reasons.")
     def reason(self) -> str | None:
@@ -126,7 +126,7 @@ class Trade:
 
     @strawberry.field
     def status(self) -> str:
-        return self.row["status"]  # type: ignore[no-any-return]
+        return self.row["status"]
 
     @strawberry.field
     def reason(self) -> str | None:
@@ -174,7 +174,7 @@ class Trade:
 
     @strawberry.field
     def updated_at(self) -> datetime:
-        return self.row["updated_at"]  # type: ignore[no-any-return]
+        return self.row["updated_at"]
 
     @strawberry.field(description="Every settlement step: lock, payment, delivery, or the failure.")
     async def steps(self, info: Info) -> list[Step]:

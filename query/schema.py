@@ -104,7 +104,7 @@ class Query:
             ctx(info).db, scope=ctx(info).scope(), status=_status(f.status, TRANSFER_STATUSES, "transfer"),
             asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
             wallet=_wallet_filter(info, f.wallet), **_between(f),
-            after=position, limit=size + 1,  # type: ignore[arg-type]
+            after=position, limit=size + 1,
         )
         return pages.connection(rows, size, after, lambda r: Transfer(row=r),
                                 lambda r: pages.encode("transfers", r["initiated_at"], r["transfer_id"]))
@@ -119,7 +119,7 @@ class Query:
             ctx(info).db, scope=ctx(info).scope(), status=_status(f.status, TRADE_STATUSES, "trade"),
             asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
             wallet=_wallet_filter(info, f.wallet), **_between(f),
-            after=position, limit=size + 1,  # type: ignore[arg-type]
+            after=position, limit=size + 1,
         )
         return pages.connection(rows, size, after, lambda r: Trade(row=r),
                                 lambda r: pages.encode("trades", r["created_at"], r["trade_id"]))
@@ -142,7 +142,7 @@ class Query:
             else id_arg(f.correlation_id, "filter.correlationId"),
             command_id=None if f.command_id is None else id_arg(f.command_id, "filter.commandId"),
             type_=None if f.type is None else name_arg(f.type, "filter.type"), **_between(f),
-            after=position, limit=size + 1,  # type: ignore[arg-type]
+            after=position, limit=size + 1,
         )
         return pages.connection(rows, size, after, AuditEvent.from_row,
                                 lambda r: pages.encode("events", r["occurred_at"], r["event_id"]))

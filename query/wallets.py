@@ -5,7 +5,7 @@ as a string (``"1250"``): 18-decimal amounts overflow GraphQL's Int and a float 
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import strawberry
 from strawberry.types import Info
@@ -21,6 +21,10 @@ def money(units: Any, decimals: int) -> str:
     return format_amount(int(units), decimals)
 
 
+@overload
+def utc(at: datetime, field: str = "at") -> datetime: ...
+@overload
+def utc(at: None, field: str = "at") -> None: ...
 def utc(at: datetime | None, field: str = "at") -> datetime | None:
     """``at`` in UTC; times without a zone are read as UTC. A time that has no UTC equivalent
     (``0001-01-01T00:00:00+14:00`` is in year 0) is an argument error, not a database error."""
@@ -150,7 +154,7 @@ class Wallet:
         asset_row = await _asset_row(info, asset)
         symbol, d = asset_row["symbol"], asset_row["decimals"]
         start, end = utc(start, "from"), utc(end, "to")
-        rows = await db.statement(c.db, self.id, symbol, start, end, position, size + 1)  # type: ignore[arg-type]
+        rows = await db.statement(c.db, self.id, symbol, start, end, position, size + 1)
         opening = None
         if start is not None:
             opening = await db.balance_at(c.db, self.id, symbol, start, inclusive=False)
@@ -163,7 +167,7 @@ async def _asset_row(info: Info, asset: str) -> dict[str, Any]:
     row = await ctx(info).loaders.asset.load(symbol_arg(asset))
     if row is None:
         raise invalid_argument("asset", f"no asset is registered as {asset!r}")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 def _point(asset_row: dict[str, Any], entry: dict[str, Any] | None) -> Balance:

@@ -37,7 +37,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if isinstance(payload, dict) and not self.connection_init_received:
             token = payload.get("Authorization") or payload.get("authorization")
             try:
-                tokens: Verified = self.view.tokens  # type: ignore[attr-defined]
+                tokens: Verified = self.view.tokens  # type: ignore[attr-defined]  # the view is LedgerGraphQL
                 self.context.principal = tokens.authenticate(token if isinstance(token, str) else None)
             except AuthError as exc:
                 self.connection_init_received = True
@@ -53,7 +53,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if key is None:
             await super().run_operation(operation)
             return
-        feeds: Feeds = self.view.feeds  # type: ignore[attr-defined]
+        feeds: Feeds = self.view.feeds  # type: ignore[attr-defined]  # the view is LedgerGraphQL
 
         def start() -> Any:
             return self.schema.stream(operation.query, variable_values=operation.variables,
@@ -79,7 +79,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if operation.completed:
             return
         try:
-            await self.websocket.ws.send_text(text)  # type: ignore[attr-defined]
+            await self.websocket.ws.send_text(text)  # type: ignore[attr-defined]  # Starlette's WebSocket under the adapter
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
