@@ -118,7 +118,6 @@ STRING_CASES = [
     ("/v1/transfers", {**TRANSFER, "memo": "two\nlines"}, "invalid_field", "memo"),
     ("/v1/transfers", {**TRANSFER, "memo": "esc\u001b[31m"}, "invalid_field", "memo"),
     ("/v1/transfers", {**TRANSFER, "memo": "c1\u0085"}, "invalid_field", "memo"),
-    ("/v1/transfers", {**TRANSFER, "memo": "non\ufffe"}, "invalid_field", "memo"),
     ("/v1/transfers", {**TRANSFER, "memo": "m" * 281}, "invalid_field", "memo"),
     ("/v1/transfers", {**TRANSFER, "memo": 5}, "invalid_field", "memo"),
     ("/v1/transfers", {**TRANSFER, "note": "x"}, "unknown_field", "note"),
