@@ -56,7 +56,7 @@ class Code(StrEnum):
     MISSING_FIELD = "missing_field", "A required field is missing or null."
     UNKNOWN_FIELD = "unknown_field", "The body has a field the command does not take."
     INVALID_FIELD = ("invalid_field", "A field has the wrong type, is empty, too long, or holds "
-                     "control characters, unpaired surrogates or noncharacters.")
+                     "control characters or unpaired surrogates.")
     INVALID_WALLET = "invalid_wallet", "A wallet id is 1-64 of A-Z a-z 0-9 _ . @ -, starting alphanumeric."
     INVALID_SYMBOL = "invalid_symbol", "A symbol is 1-12 capital letters and digits, starting with a letter."
     INVALID_AMOUNT = ("invalid_amount", "An amount is a string of ASCII digits with an optional "

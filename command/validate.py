@@ -69,8 +69,8 @@ def wallet_id(value: str, name: str = "wallet") -> str:
 
 def text(body: dict[str, Any], name: str, limit: int = grammar.TEXT_LIMIT, *,
          empty: bool = False) -> str:
-    """Free text: at most ``limit`` characters, no control characters, unpaired surrogates or
-    noncharacters, and not blank unless ``empty``."""
+    """Free text: at most ``limit`` characters, no control characters or unpaired
+    surrogates, and not blank unless ``empty``."""
     value: str = field(body, name, str)
     return _text(value, name, limit, empty)
 

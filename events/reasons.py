@@ -38,7 +38,7 @@ REASONS: Final[dict[str, str]] = {
                       "letter or digit",
     "invalid_symbol": "a symbol is 1-12 capital letters and digits, starting with a letter",
     "invalid_text": "a name (up to 200 characters), memo or reason (up to 280) is not blank and "
-                    "holds no control characters, unpaired surrogates or noncharacters",
+                    "holds no control characters or unpaired surrogates",
     "invalid_command": "the command is malformed: an id that does not match its grammar, or a "
                        "record key that is not the aggregate the command is for",
 }
