@@ -8,9 +8,11 @@ BIN := $(VENV)/bin
 $(BIN)/ledgerline: pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17+ is needed to run the Kafka broker (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is needed to fetch Kafka's jars once (apt-get install maven)"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm is needed to fetch GraphiQL's scripts once (apt-get install npm)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m query.graphiql >/dev/null  # GraphiQL's scripts and styles, served by the query API
 	@touch $@
 
 install: $(BIN)/ledgerline
@@ -19,9 +21,12 @@ install: $(BIN)/ledgerline
 up: install
 	$(BIN)/ledgerline up
 
-## Run every test against a real Kafka broker and a real PostgreSQL started for the run.
+PACKAGES := events common command processor projector query ledgerline
+
+## Lint, type-check, and run every test against a real Kafka broker and a real PostgreSQL.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/pytest -q
 
 unit: install
@@ -29,7 +34,7 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy events command/decide.py command/books.py projector/fold.py
+	$(BIN)/mypy $(PACKAGES)
 
 ## Commit the schema snapshot of every message version (refuses incompatible changes).
 schemas: install

@@ -36,9 +36,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import command_floor, stack
 from bench.httpload import Connection, request_bytes
+from common.auth import issue_token
+from common.settings import Settings, asyncpg_dsn
 from events import codec, topics
-from ledgerline.auth import issue_token
-from ledgerline.settings import Settings, asyncpg_dsn
 from ledgerline.stack.ports import free_port
 
 SECRET = "bench-secret-" + "c" * 40

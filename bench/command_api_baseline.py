@@ -23,12 +23,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from command import outcomes, validate
-from command.errors import ApiError
+from command.errors import ApiError, Code
+from common.auth import AuthError, authenticate
+from common.settings import Settings, asyncpg_dsn, load
 from events import codec, topics
 from events.keys import wallet_key
 from events.messages import InitiateTransfer
-from ledgerline.auth import AuthError, authenticate
-from ledgerline.settings import Settings, asyncpg_dsn, load
 
 _NS = uuid.UUID("0d5b7c1a-3a52-4f0e-9c7e-6f2b8e1d4a90")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
@@ -62,13 +62,13 @@ def create_app(settings: Settings) -> Starlette:
                 found = await request.app.state.pool.fetchval(
                     "SELECT decimals FROM assets WHERE symbol = $1", symbol)
                 if found is None:
-                    raise ApiError(422, "unknown_asset", f"no asset {symbol!r}", "asset")
+                    raise ApiError(422, Code.UNKNOWN_ASSET, f"no asset {symbol!r}", "asset")
                 decimals[symbol] = found
             amount = validate.amount(body, "amount", decimals[symbol])
             if not principal.may_debit(source):
-                raise ApiError(403, "forbidden", f"you may not move funds out of {source!r}", "from")
+                raise ApiError(403, Code.FORBIDDEN, f"you may not move funds out of {source!r}", "from")
         except AuthError as exc:
-            return ApiError(exc.status, exc.code, exc.message).response()
+            return ApiError(exc.status, Code(exc.code), exc.message).response()
         except ApiError as exc:
             return exc.response()
         command_id = codec.new_id()

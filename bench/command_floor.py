@@ -24,7 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from command.partition import quick_transaction_restarts
+from processor.partition import quick_transaction_restarts
 from projector.worker import SESSION
 
 _ANSWER = b'{"status":"accepted"}'

@@ -37,19 +37,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bench.stack import cpu_seconds
-from command import snapshots
-from command.decide import Balance, WalletState
-from command.outbox import Outbox, Partitioner
-from command.processor import Processor
-from command.snapshots import Snapshot, restore
+from common import logs
 from events import codec, topics
 from events.keys import wallet_key
 from events.messages import InitiateTransfer
-from ledgerline import logs
 from ledgerline.local import cache_dir
 from ledgerline.stack.kafka import THROUGHPUT_JVM_OPTS, KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.ports import free_port
 from ledgerline.stack.topics import ensure_topics
+from processor import snapshots
+from processor.decide import Balance, WalletState
+from processor.outbox import Outbox, Partitioner
+from processor.snapshots import Snapshot, restore
+from processor.worker import Processor
 
 ASSET = "BNCH"
 async def _producer(bootstrap: str) -> AIOKafkaProducer:

@@ -37,6 +37,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import stack
+from common.settings import asyncpg_dsn
 from events import codec, topics
 from events.keys import asset_key, wallet_key
 from events.messages import (
@@ -46,7 +47,6 @@ from events.messages import (
     TransferInitiated,
     WalletCredited,
 )
-from ledgerline.settings import asyncpg_dsn
 from projector import shadow
 from projector.metrics import ProjectorMetrics
 from projector.worker import SESSION, Prepared, Projection, Projector

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from bench import stack
-from ledgerline.auth import issue_token
+from common.auth import issue_token
 from ledgerline.stack.ports import free_port
 
 SECRET = "bench-secret-" + "b" * 40

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from common.auth import AuthError
+from common.runtime import settle_heap
+from common.settings import Settings, asyncpg_dsn, load
+from common.tokens import Verified
 from events.amounts import format_amount
-from ledgerline.auth import AuthError
-from ledgerline.runtime import settle_heap
-from ledgerline.settings import Settings, asyncpg_dsn, load
 from query.pool import Pool
-from query.tokens import Verified
 
 _BALANCE = """SELECT b.available, a.decimals FROM wallet_balances b JOIN assets a ON a.symbol = b.asset
               WHERE b.wallet = $1 AND b.asset = $2"""

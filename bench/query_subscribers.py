@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from bench.httpload import event_loop_runner
-from ledgerline.auth import issue_token
-from ledgerline.settings import asyncpg_dsn
-from projector.store import CHANNEL
+from common.auth import issue_token
+from common.settings import asyncpg_dsn
+from events.readmodel import CHANNEL
 
 ALICE, BOB, SYMBOL = "bench-alice", "bench-bob", "BENCHUSD"
 SUBSCRIPTION = """subscription($w: ID!) { walletBalances(wallet: $w) { balances { availableUnits } } }"""

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from common.settings import Settings, load
 from ledgerline import local
-from ledgerline.settings import Settings, load
 from ledgerline.stack.kafka import THROUGHPUT_JVM_OPTS
 from ledgerline.stack.ports import free_port
 

@@ -6,35 +6,40 @@ An answer is given only once the command is in Kafka (``acks=all``, idempotent p
 A command without ``Idempotency-Key`` touches no database on its way in: asset decimals are
 cached, a bearer token's signature is checked once per token (its expiry on every use), and a
 waiting request is woken by the projector's NOTIFY. See :mod:`command.producer` for how the
-producer batches under load without adding latency at low load.
+producer batches under load without adding latency at low load. A command with one reserves
+the key in PostgreSQL before it is sent (:mod:`command.idempotency`).
+
+Every refusal is an :class:`~command.errors.ApiError` with a code of the closed
+:class:`~command.errors.Code` set; every input rule is :mod:`events.grammar`'s.
 """
 
-import contextlib
 import hashlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from command import outcomes, validate
-from command.errors import ApiError
+from command import idempotency, outcomes, validate
+from command.errors import ApiError, Code
 from command.ids import name_id, random_id
 from command.openapi import render as render_openapi
-from command.producer import command_producer
-from events import codec, topics
+from common.auth import AuthError, Principal
+from common.settings import Settings
+from common.tokens import Verified
+from events import codec, grammar, topics
 from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
 from events.messages import (
@@ -47,14 +52,11 @@ from events.messages import (
     RegisterAsset,
     UnfreezeWallet,
 )
-from ledgerline.auth import AuthError, Principal
-from ledgerline.runtime import settle_heap
-from ledgerline.settings import Settings, asyncpg_dsn
-from query.tokens import Verified
 
 log = logging.getLogger("ledgerline.command_api")
 
 _IDEMPOTENCY_NS = uuid.UUID("0d5b7c1a-3a52-4f0e-9c7e-6f2b8e1d4a90")
+_OTHER_CHARSET = re.compile(r"charset\s*=\s*(?!\"?utf-8\"?\s*(?:;|$))", re.IGNORECASE)
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
 _json = msgspec.json.Encoder()
 
@@ -91,23 +93,27 @@ def _json_response(content: dict[str, Any], status_code: int = 200) -> Response:
 
 async def _body(call: Call) -> dict[str, Any]:
     limit = call.w.settings.max_body_bytes
-    ctype = call.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as 'application/json'")
+    media, _, params = call.headers.get("content-type", "").partition(";")
+    if media.strip().lower() != "application/json":
+        raise ApiError(415, Code.UNSUPPORTED_MEDIA_TYPE, "send the body as 'application/json'")
+    if params and _OTHER_CHARSET.search(params):
+        # JSON is UTF-8 (RFC 8259); a body declared otherwise would be read as something else.
+        raise ApiError(415, Code.UNSUPPORTED_MEDIA_TYPE, "JSON bodies are UTF-8; drop the charset "
+                       "or say charset=utf-8")
     declared = call.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+        raise ApiError(413, Code.BODY_TOO_LARGE, f"the body is larger than {limit} bytes")
     chunks, size, more = [], 0, True
     receive = call.request.receive  # not Request.stream(): an async generator costs more here
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ApiError(400, "incomplete_body", "the client went away before the body ended")
+            raise ApiError(400, Code.INCOMPLETE_BODY, "the client went away before the body ended")
         chunk = message.get("body", b"")
         more = message.get("more_body", False)
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
+            raise ApiError(413, Code.BODY_TOO_LARGE, f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     return validate.parse_json(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
@@ -119,7 +125,7 @@ async def _asset_decimals(w: Wiring, symbol: str, name: str, status: int = 422) 
         return cached
     decimals = await w.pool.fetchval("SELECT decimals FROM assets WHERE symbol = $1", symbol)
     if decimals is None:
-        raise ApiError(status, "unknown_asset", f"no asset {symbol!r} is registered", name)
+        raise ApiError(status, Code.UNKNOWN_ASSET, f"no asset {symbol!r} is registered", name)
     w.decimals[symbol] = decimals
     return int(decimals)
 
@@ -134,8 +140,9 @@ def _command_id(call: Call) -> str:
     key = call.headers.get("idempotency-key")
     if key is None:
         return random_id()
-    if not 1 <= len(key) <= 200:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 characters")
+    if not grammar.is_idempotency_key(key):
+        raise ApiError(400, Code.INVALID_IDEMPOTENCY_KEY,
+                       "Idempotency-Key must be 1-200 visible ASCII characters")
     return name_id(_IDEMPOTENCY_NS, f"{call.principal.sub}\n{key}")
 
 
@@ -148,49 +155,85 @@ def _created_id(call: Call, command_id: str, kind: str) -> str:
 
 
 async def _submit(call: Call, message: Message, key: str, extra: dict[str, str], route: str,
-                  body: dict[str, Any]) -> Response:
+                  body: dict[str, Any], check: Callable[[], Awaitable[None]] | None = None,
+                  ) -> Response:
+    """Send the command and answer. ``check``, if given, is a refusal that depends on the read
+    model (an asset that exists): for a request with an Idempotency-Key it runs only once the
+    key is this request's, so a retry of a command that went through gets its first answer."""
     w = call.w
     command_id = extra.pop("command_id")
     accepted = {"command_id": command_id, "status": "accepted", **extra,
                 "links": {"status": f"/v1/commands/{command_id}"}}
-    replayable = "idempotency-key" in call.headers
-    request_hash = _hash(route, body) if replayable else ""
-    if replayable:
-        first = await w.pool.fetchrow(
-            "SELECT request_hash, response FROM idempotency_keys WHERE command_id = $1", command_id
-        )
-        if first is not None:
-            if first["request_hash"] != request_hash:
-                raise ApiError(409, "idempotency_key_reused",
-                               "this Idempotency-Key was used for a different request")
-            return await _answer(call, json.loads(first["response"]))
     env = codec.envelope(message, key=key, command_id=command_id, id=command_id,
                          principal=call.principal.sub,
                          correlation_id=extra.get("transfer_id") or extra.get("trade_id"))
     record = codec.encode(env)
+    replayable = "idempotency-key" in call.headers
+    if replayable:
+        # The key is reserved before anything reaches Kafka: of concurrent requests with one
+        # key, one sends; the others get its answer (same body) or a 409 (another body).
+        first = await idempotency.claim(w.pool, command_id, call.principal.sub,
+                                        _hash(route, body), accepted)
+        if first is not None:
+            return await _answer(call, first)
+    if check is not None:
+        try:
+            await check()
+        except BaseException:
+            if replayable:
+                await _quietly(idempotency.release(w.pool, command_id))
+            raise
     wait = _wait_seconds(call)
     if wait <= 0:
-        await _append(call, key, record, command_id, request_hash, accepted)
+        await _append(call, key, record, command_id, replayable)
         return _json_response(accepted, 202)
     # Watched before it is sent, so the notification of its outcome cannot be missed. An id
     # made from an Idempotency-Key may have been sent (and decided) before, so its outcome is
     # read first; a fresh id cannot be in the read model before a notification names it.
     with w.waiters.watch(command_id) as watch:
-        await _append(call, key, record, command_id, request_hash, accepted)
+        await _append(call, key, record, command_id, replayable)
         return _outcome(accepted, await watch.final(wait, read_first=replayable))
 
 
-async def _append(call: Call, key: str, record: bytes, command_id: str, request_hash: str,
-                  accepted: dict[str, Any]) -> None:
+def _unavailable(what: str) -> ApiError:
+    return ApiError(503, Code.UNAVAILABLE, f"{what}; retry (with the same Idempotency-Key)",
+                    headers={"Retry-After": "1"})
+
+
+async def _quietly(step: Awaitable[None]) -> None:
+    # Bookkeeping after a failure must not hide the failure; a reservation it leaves behind
+    # goes stale and is taken over by a retry.
+    try:
+        await step
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("could not update an idempotency key: %r", exc)
+
+
+async def _append(call: Call, key: str, record: bytes, command_id: str, replayable: bool) -> None:
     """The command into Kafka (acknowledged by all in-sync replicas), then, for a request with
-    an Idempotency-Key (``request_hash`` set), its first answer kept for retries."""
-    await call.w.producer.send_and_wait(topics.COMMANDS, record, key=key.encode())
-    if request_hash:
-        await call.w.pool.execute(
-            "INSERT INTO idempotency_keys (command_id, principal, request_hash, response) "
-            "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING",
-            command_id, call.principal.sub, request_hash, json.dumps(accepted),
-        )
+    an Idempotency-Key, its key marked sent (or, when the send failed, free again or "unknown":
+    see :mod:`command.idempotency`)."""
+    pool = call.w.pool
+    try:
+        delivery = await call.w.producer.send(topics.COMMANDS, record, key=key.encode())
+    except BaseException as exc:
+        # Not handed to the producer: nothing can reach Kafka.
+        if replayable:
+            await _quietly(idempotency.release(pool, command_id))
+        if isinstance(exc, KafkaError):
+            raise _unavailable(f"the command could not be sent: {exc!r}") from None
+        raise
+    try:
+        await delivery
+    except BaseException as exc:
+        # The broker may have it: only a retry with the same id may send it again.
+        if replayable:
+            await _quietly(idempotency.unknown(pool, command_id))
+        if isinstance(exc, KafkaError):
+            raise _unavailable(f"the command may not have reached Kafka: {exc!r}") from None
+        raise
+    if replayable:
+        await _quietly(idempotency.sent(pool, command_id))
 
 
 async def _answer(call: Call, accepted: dict[str, Any]) -> Response:
@@ -207,39 +250,52 @@ def _outcome(accepted: dict[str, Any], outcome: dict[str, Any] | None) -> Respon
     return _json_response({**accepted, "status": outcome["status"], "reason": outcome["reason"]})
 
 
+_ASSET_FIELDS = frozenset({"symbol", "name", "decimals", "issuer", "max_supply"})
+_ISSUE_FIELDS = frozenset({"to", "amount"})
+_TRANSFER_FIELDS = frozenset({"from", "to", "asset", "amount", "memo"})
+_TRADE_FIELDS = frozenset({"seller", "buyer", "asset", "quantity", "payment_asset", "price"})
+_BURN_FIELDS = frozenset({"wallet", "asset", "amount"})
+_FREEZE_FIELDS = frozenset({"reason"})
+
+
 def _hash(route: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([route, body], sort_keys=True).encode()).hexdigest()
 
 
 async def register_asset(call: Call) -> Response:
     body = await _body(call)
+    validate.only(body, _ASSET_FIELDS)
     symbol = validate.symbol(validate.field(body, "symbol", str))
-    name = validate.field(body, "name", str)
+    name = validate.text(body, "name", grammar.NAME_LIMIT)
     decimals = validate.field(body, "decimals", int)
     if not 0 <= decimals <= 18:
-        raise ApiError(422, "invalid_decimals", "'decimals' must be between 0 and 18", "decimals")
+        raise ApiError(422, Code.INVALID_DECIMALS, "'decimals' must be between 0 and 18", "decimals")
     issuer = validate.wallet(body, "issuer")
     max_supply = None
     if body.get("max_supply") is not None:
         max_supply = validate.amount(body, "max_supply", decimals)
     if not call.principal.may_register_assets():
-        raise ApiError(403, "forbidden", "registering an asset needs the operator or issuer role")
-    if await call.w.pool.fetchval("SELECT 1 FROM assets WHERE symbol = $1", symbol):
-        raise ApiError(409, "asset_exists", f"asset {symbol!r} is already registered", "symbol")
+        raise ApiError(403, Code.FORBIDDEN, "registering an asset needs the operator or issuer role")
+
+    async def not_taken() -> None:
+        if await call.w.pool.fetchval("SELECT 1 FROM assets WHERE symbol = $1", symbol):
+            raise ApiError(409, Code.ASSET_EXISTS, f"asset {symbol!r} is already registered", "symbol")
+
     message = RegisterAsset(symbol=symbol, name=name, decimals=decimals, issuer=issuer,
                             max_supply=max_supply)
     extra = {"command_id": _command_id(call), "symbol": symbol}
-    return await _submit(call, message, asset_key(symbol), extra, "assets", body)
+    return await _submit(call, message, asset_key(symbol), extra, "assets", body, not_taken)
 
 
 async def issue(call: Call) -> Response:
     symbol = validate.symbol(call.request.path_params["symbol"])
     body = await _body(call)
+    validate.only(body, _ISSUE_FIELDS)
     decimals = await _asset_decimals(call.w, symbol, "symbol", status=404)
     to = validate.wallet(body, "to")
     amount = validate.amount(body, "amount", decimals)
     if not call.principal.may_issue(symbol):
-        raise ApiError(403, "forbidden", f"only the issuer of {symbol} may issue it")
+        raise ApiError(403, Code.FORBIDDEN, f"only the issuer of {symbol} may issue it")
     message = IssueTokens(symbol=symbol, to=to, amount=amount)
     extra = {"command_id": _command_id(call)}
     return await _submit(call, message, asset_key(symbol), extra, f"issue/{symbol}", body)
@@ -247,18 +303,17 @@ async def issue(call: Call) -> Response:
 
 async def transfer(call: Call) -> Response:
     body = await _body(call)
+    validate.only(body, _TRANSFER_FIELDS)
     source = validate.wallet(body, "from")
     target = validate.wallet(body, "to")
     symbol = validate.symbol(validate.field(body, "asset", str), "asset")
-    memo = validate.field(body, "memo", str, required=False)
-    if memo is not None and len(memo) > 280:
-        raise ApiError(422, "invalid_field", "'memo' is at most 280 characters", "memo")
+    memo = validate.optional_text(body, "memo", empty=True)
     decimals = await _asset_decimals(call.w, symbol, "asset")
     amount = validate.amount(body, "amount", decimals)
     if source == target:
-        raise ApiError(422, "same_wallet", "'from' and 'to' must be different wallets", "to")
+        raise ApiError(422, Code.SAME_WALLET, "'from' and 'to' must be different wallets", "to")
     if not call.principal.may_debit(source):
-        raise ApiError(403, "forbidden", f"you may not move funds out of wallet {source!r}", "from")
+        raise ApiError(403, Code.FORBIDDEN, f"you may not move funds out of wallet {source!r}", "from")
     command_id = _command_id(call)
     transfer_id = _created_id(call, command_id, "")
     message = InitiateTransfer(transfer_id=transfer_id, source=source, target=target,
@@ -269,14 +324,16 @@ async def transfer(call: Call) -> Response:
 
 async def trade(call: Call) -> Response:
     body = await _body(call)
+    validate.only(body, _TRADE_FIELDS)
     seller = validate.wallet(body, "seller")
     buyer = validate.wallet(body, "buyer")
     symbol = validate.symbol(validate.field(body, "asset", str), "asset")
     payment = validate.symbol(validate.field(body, "payment_asset", str), "payment_asset")
     if seller == buyer:
-        raise ApiError(422, "same_wallet", "'seller' and 'buyer' must be different wallets", "buyer")
+        raise ApiError(422, Code.SAME_WALLET, "'seller' and 'buyer' must be different wallets",
+                       "buyer")
     if symbol == payment:
-        raise ApiError(422, "same_asset", "'asset' and 'payment_asset' must differ", "payment_asset")
+        raise ApiError(422, Code.SAME_ASSET, "'asset' and 'payment_asset' must differ", "payment_asset")
     quantity = validate.amount(body, "quantity", await _asset_decimals(call.w, symbol, "asset"))
     # price is the whole payment for quantity, in payment_asset: no rounding of a unit price.
     price = validate.amount(body, "price", await _asset_decimals(call.w, payment, "payment_asset"))
@@ -286,7 +343,7 @@ async def trade(call: Call) -> Response:
     # two orders) or the owner of both wallets.
     for name, wallet in (("seller", seller), ("buyer", buyer)):
         if not call.principal.may_debit(wallet):
-            raise ApiError(403, "forbidden", f"you may not trade for wallet {wallet!r}", name)
+            raise ApiError(403, Code.FORBIDDEN, f"you may not trade for wallet {wallet!r}", name)
     command_id = _command_id(call)
     trade_id = _created_id(call, command_id, "trade\n")
     message = InitiateTrade(trade_id=trade_id, seller=seller, buyer=buyer, asset=symbol,
@@ -297,11 +354,12 @@ async def trade(call: Call) -> Response:
 
 async def burn(call: Call) -> Response:
     body = await _body(call)
+    validate.only(body, _BURN_FIELDS)
     wallet = validate.wallet(body, "wallet")
     symbol = validate.symbol(validate.field(body, "asset", str), "asset")
     amount = validate.amount(body, "amount", await _asset_decimals(call.w, symbol, "asset"))
     if not call.principal.may_debit(wallet):
-        raise ApiError(403, "forbidden", f"you may not burn from wallet {wallet!r}", "wallet")
+        raise ApiError(403, Code.FORBIDDEN, f"you may not burn from wallet {wallet!r}", "wallet")
     message = BurnTokens(wallet=wallet, asset=symbol, amount=amount)
     extra = {"command_id": _command_id(call)}
     return await _submit(call, message, wallet_key(wallet), extra, "burns", body)
@@ -310,9 +368,10 @@ async def burn(call: Call) -> Response:
 async def _set_frozen(call: Call, frozen: bool) -> Response:
     wallet = validate.wallet_id(call.request.path_params["wallet"])
     body = await _body(call)
+    validate.only(body, _FREEZE_FIELDS)
     reason = validate.text(body, "reason")
     if not call.principal.may_freeze():
-        raise ApiError(403, "forbidden", "freezing or unfreezing a wallet needs the compliance role")
+        raise ApiError(403, Code.FORBIDDEN, "freezing or unfreezing a wallet needs the compliance role")
     message = (FreezeWallet if frozen else UnfreezeWallet)(wallet=wallet, reason=reason)
     extra = {"command_id": _command_id(call)}
     route = f"wallets/{wallet}/{'freeze' if frozen else 'unfreeze'}"
@@ -328,18 +387,14 @@ async def unfreeze(call: Call) -> Response:
 
 
 async def command_status(call: Call) -> Response:
-    command_id = call.request.path_params["command_id"]
-    try:
-        uuid.UUID(command_id)
-    except ValueError:
-        raise ApiError(422, "invalid_command_id", "a command id is a UUID", "command_id") from None
-    outcome = await outcomes.read(call.w.pool, command_id)
-    # Someone else's command is as unknown as a missing one: its existence is not revealed.
+    command_id = validate.command_id(call.request.path_params["command_id"])
+    # Someone else's command is as unknown as a missing one: the statement that reads it filters
+    # by who may see it, so both take the same path and get the same answer.
     principal = call.principal
-    if outcome is not None and not (principal.sees_everything or outcome["principal"] == principal.sub):
-        outcome = None
+    outcome = await outcomes.read_visible(call.w.pool, command_id, principal.sub,
+                                          sees_everything=principal.sees_everything)
     if outcome is None:
-        raise ApiError(404, "unknown_command",
+        raise ApiError(404, Code.UNKNOWN_COMMAND,
                        f"no outcome for command {command_id} yet; it may still be in flight")
     return JSONResponse({
         "command_id": command_id,
@@ -353,18 +408,22 @@ async def command_status(call: Call) -> Response:
 
 Handler = Callable[[Call], Awaitable[Response]]
 
+# The database or the broker away: 503 and a retry, not a 500.
+_UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, KafkaError)
 
-class _Box:
+
+class Box:
     """Where the lifespan puts the wiring for the endpoints to find."""
 
     wiring: Wiring
 
 
-class _Endpoint:
+class Endpoint:
     """A command endpoint as a plain ASGI app. Every refusal becomes the API's error shape
     right here, and so does a crash: nothing above has to wrap the request."""
 
-    def __init__(self, handler: Handler, box: _Box) -> None:
+    def __init__(self, handler: Handler, box: Box) -> None:
         self.handler = handler
         self.box = box
 
@@ -379,14 +438,18 @@ class _Endpoint:
             principal = w.tokens.authenticate(headers.get("authorization"))
             return await self.handler(Call(request, w, principal, headers))
         except AuthError as exc:
-            return ApiError(exc.status, exc.code, exc.message).response()
+            return ApiError(exc.status, Code(exc.code), exc.message).response()
         except ApiError as exc:
             return exc.response()
         except AmountError as exc:
-            return ApiError(422, exc.code, str(exc)).response()
+            return ApiError(422, Code(exc.code), str(exc)).response()
+        except _UNREACHABLE as exc:
+            log.warning("%s %s: %r", request.method, request.url.path, exc)
+            return _unavailable(f"a backing service is unreachable: {type(exc).__name__}").response()
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
-            return ApiError(500, "internal_error", "the request failed on our side; retry later").response()
+            return ApiError(500, Code.INTERNAL_ERROR,
+                            "the request failed on our side; retry later").response()
 
 
 class CommandApi:
@@ -394,7 +457,7 @@ class CommandApi:
     goes straight to its handler; anything else through Starlette's router and middleware,
     which would otherwise cost about a tenth of such a request's time."""
 
-    def __init__(self, app: Starlette, direct: dict[str, _Endpoint]) -> None:
+    def __init__(self, app: Starlette, direct: dict[str, Endpoint]) -> None:
         self.app = app
         self.direct = direct
 
@@ -430,56 +493,3 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(_request: Request) -> Response:
     return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """No reset round trip when a connection goes back to the pool: this API never changes a
-    session's settings, holds no advisory locks or cursors, and listens on its own connection."""
-
-
-def create_app(settings: Settings) -> CommandApi:
-    tokens = Verified(settings.token_keys())
-    box = _Box()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dsn = asyncpg_dsn(settings.database_url)
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
-        producer = command_producer(settings.kafka_bootstrap)
-        await producer.start()
-        waiters = outcomes.Waiters(pool)
-        await waiters.start(dsn)
-        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens)
-        settle_heap()
-        log.info("command API ready")
-        try:
-            yield
-        finally:
-            await waiters.stop()
-            await producer.stop()
-            await pool.close()
-
-    direct = {path: _Endpoint(handler, box) for path, handler in (
-        ("/v1/transfers", transfer), ("/v1/trades", trade), ("/v1/burns", burn),
-        ("/v1/assets", register_asset))}
-    routes = [
-        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in direct.items()),
-        Route("/v1/assets/{symbol}/issue", _Endpoint(issue, box), methods=["POST"]),
-        Route("/v1/wallets/{wallet}/freeze", _Endpoint(freeze, box), methods=["POST"]),
-        Route("/v1/wallets/{wallet}/unfreeze", _Endpoint(unfreeze, box), methods=["POST"]),
-        Route("/v1/commands/{command_id}", _Endpoint(command_status, box), methods=["GET"]),
-        Route("/openapi.json", openapi),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-    ]
-
-    async def not_found(_request: Request, _exc: Exception) -> Response:
-        return ApiError(404, "not_found", "no such endpoint").response()
-
-    async def not_allowed(_request: Request, _exc: Exception) -> Response:
-        return ApiError(405, "method_not_allowed", "this endpoint does not take that method").response()
-
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: not_found, 405: not_allowed})
-    return CommandApi(app, direct)

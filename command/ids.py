@@ -27,6 +27,9 @@ class _Entropy:
         self.block = b""
         self.at = 0
 
+    def reset(self) -> None:
+        self.block, self.at = b"", 0
+
     def take16(self) -> bytearray:
         if self.at >= len(self.block):
             self.block, self.at = os.urandom(16 * _ENTROPY_IDS), 0
@@ -36,7 +39,7 @@ class _Entropy:
 
 _entropy = _Entropy()
 # A forked child must not hand out the ids left in its parent's block.
-os.register_at_fork(after_in_child=lambda: _entropy.__init__())  # type: ignore[misc]
+os.register_at_fork(after_in_child=_entropy.reset)
 
 
 def random_id() -> str:

@@ -11,15 +11,15 @@ into one poll per request.
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import asyncpg
 
-from projector.fold import FINAL_COMMAND_STATUSES
-from projector.store import CHANNEL
+from common.listen import Listener
+from events import readmodel
+from events.readmodel import FINAL_COMMAND_STATUSES
 
 log = logging.getLogger("ledgerline.outcomes")
 
@@ -29,6 +29,9 @@ FINAL = FINAL_COMMAND_STATUSES
 _COLUMNS = ("c.command_id, c.type, c.principal, c.status, c.reason, c.correlation_id, c.created_at, "
             "c.updated_at")
 _STATUS = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = $1"
+# The caller's visibility is part of the statement, so an invisible command and a missing one
+# are the same query returning no row.
+_VISIBLE_STATUS = f"{_STATUS} AND ($2 OR c.principal = $3)"
 _STATUSES = f"SELECT {_COLUMNS} FROM command_log c WHERE c.command_id = ANY($1::text[])"
 
 RECHECK_SECONDS = 1.0
@@ -36,6 +39,14 @@ RECHECK_SECONDS = 1.0
 
 async def read(pool: asyncpg.Pool, command_id: str) -> dict[str, Any] | None:
     row = await pool.fetchrow(_STATUS, command_id)
+    return None if row is None else dict(row)
+
+
+async def read_visible(pool: asyncpg.Pool, command_id: str, principal: str, *,
+                       sees_everything: bool) -> dict[str, Any] | None:
+    """The command's outcome if ``principal`` may see it (it sent the command, or sees
+    everything), else None, exactly as for a command that does not exist."""
+    row = await pool.fetchrow(_VISIBLE_STATUS, command_id, sees_everything, principal)
     return None if row is None else dict(row)
 
 
@@ -77,38 +88,42 @@ class Waiters:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._waiting: dict[str, list[Watch]] = {}
-        self._conn: asyncpg.Connection | None = None
+        self._listener: Listener | None = None
         self._to_read: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, dsn: str) -> None:
-        self._conn = await asyncpg.connect(dsn)
-        await self._conn.add_listener(CHANNEL, self._notified)
+        self._listener = Listener(dsn, self._notified, on_connect=self._reread,
+                                  application_name="ledgerline-command-listener")
+        await self._listener.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
         for task in (self._reader, self._sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._conn is not None:
-            await self._conn.close()
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, payload: str) -> None:
         # Every projector commit notifies, one kind of id per payload ({"commands": [...]},
         # {"wallets": [...]}, ...); only command ids somebody here waits for matter.
         if not self._waiting or not payload.startswith('{"commands"'):
             return
-        try:
-            ids = json.loads(payload).get("commands", [])
-        except ValueError:
-            return
-        waited = [i for i in ids if i in self._waiting]
-        if not waited:
-            return
-        self._to_read.update(waited)
+        waited = [i for i in readmodel.parse(payload).get("commands", []) if i in self._waiting]
+        if waited:
+            self._read_soon(waited)
+
+    def _reread(self) -> None:
+        # Reconnected: a notification may have been lost meanwhile.
+        if self._waiting:
+            self._read_soon(list(self._waiting))
+
+    def _read_soon(self, ids: list[str]) -> None:
+        self._to_read.update(ids)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read_notified())
 

@@ -20,18 +20,23 @@ def parse_amount(text: object, decimals: int, *, allow_zero: bool = False) -> in
     # ASCII digits and nothing around them: "１", "٠.٠١" or " 1" are not amounts.
     match = AMOUNT.fullmatch(text)
     if match is None:
-        raise AmountError("invalid_amount",
-                          f'{text!r} is not a positive decimal string of ASCII digits like "12.50"')
+        raise AmountError("invalid_amount", f"{_shown(text)} is not a positive decimal string "
+                                            'of ASCII digits like "12.50"')
     frac = (match["frac"] or "").rstrip("0")
     if len(frac) > decimals:
         raise AmountError(
             "too_many_decimals",
-            f"{text!r} has {len(frac)} decimal places; the asset allows {decimals}",
+            f"{_shown(text)} has {len(frac)} decimal places; the asset allows {decimals}",
         )
     units: int = int(match["whole"]) * 10**decimals + int(frac.ljust(decimals, "0") or "0")
     if units == 0 and not allow_zero:
         raise AmountError("invalid_amount", "the amount must be greater than zero")
     return units
+
+
+def _shown(text: str) -> str:
+    # An error message quotes the input, but not all of a hostile one.
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "…"
 
 
 def format_amount(units: int, decimals: int) -> str:

@@ -265,6 +265,15 @@ class WalletUnfrozen(Message, frozen=True, kw_only=True):
     reason: str
 
 
+class FreezeRejected(Message, frozen=True, kw_only=True):
+    """A freeze (``freeze`` true) or unfreeze of ``wallet`` refused, e.g. for a malformed reason
+    text produced straight to Kafka; the wallet's frozen flag is unchanged."""
+
+    wallet: str
+    freeze: bool
+    reason: Reason
+
+
 Command = (
     RegisterAsset
     | IssueTokens
@@ -300,6 +309,7 @@ Event = (
     | SupplyReduced
     | WalletFrozen
     | WalletUnfrozen
+    | FreezeRejected
 )
 
 COMMANDS: tuple[type[Message], ...] = (
@@ -337,4 +347,5 @@ EVENTS: tuple[type[Message], ...] = (
     SupplyReduced,
     WalletFrozen,
     WalletUnfrozen,
+    FreezeRejected,
 )

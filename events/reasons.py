@@ -17,6 +17,10 @@ Reason = Literal[
     "duplicate_command",
     "same_wallet",
     "same_asset",
+    "invalid_wallet",
+    "invalid_symbol",
+    "invalid_text",
+    "invalid_command",
 ]
 
 REASONS: Final[dict[str, str]] = {
@@ -24,10 +28,17 @@ REASONS: Final[dict[str, str]] = {
     "unknown_asset": "no asset is registered under that symbol",
     "asset_exists": "an asset with that symbol is already registered",
     "invalid_decimals": "an asset has between 0 and 18 decimals",
-    "invalid_amount": "amounts are positive whole numbers of base units",
+    "invalid_amount": "amounts are positive whole numbers of base units, below 10^78",
     "supply_cap_exceeded": "issuing this amount would exceed the asset's maximum supply",
     "wallet_frozen": "the wallet is frozen and cannot be debited (credits still land)",
     "duplicate_command": "a command with this id was already decided",
     "same_wallet": "the sender and the receiver (or seller and buyer) are the same wallet",
     "same_asset": "a trade must exchange two different assets",
+    "invalid_wallet": "a wallet id is 1-64 letters, digits, '_', '.', '@' or '-', starting with a "
+                      "letter or digit",
+    "invalid_symbol": "a symbol is 1-12 capital letters and digits, starting with a letter",
+    "invalid_text": "a name (up to 200 characters), memo or reason (up to 280) is not blank and "
+                    "holds no control characters or unpaired surrogates",
+    "invalid_command": "the command is malformed: an id that does not match its grammar, or a "
+                       "record key that is not the aggregate the command is for",
 }

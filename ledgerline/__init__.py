@@ -1,1 +1,1 @@
-"""Ledgerline: settings, process wiring and the local stack."""
+"""Ledgerline's launcher: the console script, the local stack and migrations, above every process."""

@@ -1,86 +1,51 @@
 """``ledgerline``: one console script, a subcommand per process."""
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import replace
 
-from ledgerline import logs, runtime
-from ledgerline.settings import Settings, SettingsError, asyncpg_dsn, load
+from common import logs, runtime
+from common.settings import Settings, SettingsError, asyncpg_dsn, load
 
 log = logging.getLogger("ledgerline")
 
 
-async def _until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run(stop)
-
-
-def _serve(app_factory: Callable[[Settings], object], host: str, port: int, settings: Settings,
-           **options: Any) -> None:
-    import uvicorn
-
-    uvicorn.run(app_factory(settings), host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                access_log=False, lifespan="on", proxy_headers=False, **options)
-
-
 def command_api(settings: Settings, _args: argparse.Namespace) -> None:
-    from command.api import create_app
+    from command.bootstrap import main as run
 
-    log.info("command API on http://%s:%d", settings.command_host, settings.command_port)
-    _serve(create_app, settings.command_host, settings.command_port, settings)
+    run(settings)
 
 
 def query_api(settings: Settings, _args: argparse.Namespace) -> None:
-    from query.app import create_app
+    from common.httpserver import serve
+    from query.app import MAX_BODY_BYTES, create_app
 
     log.info("GraphQL API on http://%s:%d/graphql", settings.query_host, settings.query_port)
     # Subscription messages are small states sent to many sockets: compressing each one for
-    # each socket costs more CPU than the bytes it saves.
-    _serve(create_app, settings.query_host, settings.query_port, settings, ws_per_message_deflate=False)
+    # each socket costs more CPU than the bytes it saves. A message from a client may be as
+    # large as a request body, no larger (uvicorn's default, 16 MiB, let one block the loop).
+    serve(create_app(settings), settings.query_host, settings.query_port,
+          max_header_bytes=settings.max_header_bytes, ws_per_message_deflate=False,
+          ws_max_size=MAX_BODY_BYTES)
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:
-    from command.faults import Fault
-    from command.metrics import ProcessorMetrics
-    from command.processor import Processor
-    from ledgerline.ops import Health, listen
+    from processor.bootstrap import main as run
 
-    async def run(stop: asyncio.Event) -> None:
-        metrics, health = ProcessorMetrics(), Health()
-        server = None
-        if settings.processor_metrics_port:
-            server = await listen(metrics.registry, health, settings.processor_metrics_port,
-                                  "LEDGERLINE_PROCESSOR_METRICS_PORT")
-        try:
-            await Processor(
-                settings.kafka_bootstrap, max_records=settings.processor_max_records,
-                session_timeout_ms=settings.processor_session_timeout_ms,
-                fault=Fault.from_env(os.environ), metrics=metrics, health=health,
-            ).run(stop)
-        finally:
-            if server is not None:
-                server.close()
-
-    runtime.run(_until_signalled(run))
+    run(settings)
 
 
 def projector(settings: Settings, _args: argparse.Namespace) -> None:
-    from projector.main import run_projector
+    from projector.bootstrap import main as run
 
-    runtime.run(_until_signalled(lambda stop: run_projector(settings, stop)))
+    run(settings)
 
 
 def dlq(settings: Settings, args: argparse.Namespace) -> None:
-    from projector.main import dlq_list, dlq_redrive
+    from projector.bootstrap import dlq_list, dlq_redrive
 
     if args.dlq_command == "list":
         runtime.run(dlq_list(settings, as_json=args.json))
@@ -93,7 +58,7 @@ def dlq(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def rebuild(settings: Settings, args: argparse.Namespace) -> None:
-    from projector.main import run_rebuild
+    from projector.bootstrap import run_rebuild
 
     runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
 
@@ -113,10 +78,9 @@ def topics(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:
-    import os
 
+    from common.auth import issue_token
     from ledgerline import local
-    from ledgerline.auth import issue_token
 
     # Without LEDGERLINE_JWT_SECRET, sign with the local stack's own secret.
     secret = settings.jwt_secret or local.jwt_secret(local.home_dir(os.environ), os.environ)
@@ -127,8 +91,8 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
 def audit(settings: Settings, args: argparse.Namespace) -> None:
     from aiokafka.errors import KafkaError
 
-    from command.audit import AuditError
-    from command.audit import audit as run_audit
+    from processor.audit import AuditError
+    from processor.audit import audit as run_audit
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
@@ -143,6 +107,16 @@ def up(settings: Settings, args: argparse.Namespace) -> None:
     from ledgerline.local import run_local_stack
 
     run_local_stack(settings, demo=not args.no_demo)
+
+
+def _with_local_database(settings: Settings, command: str) -> Settings:
+    """Without DATABASE_URL, the local stack's database (its password is in its home folder)."""
+    if command in ("up", "token", "topics") or os.environ.get("DATABASE_URL"):
+        return settings
+    from ledgerline import local
+
+    url = local.local_database_url(os.environ)
+    return settings if url is None else replace(settings, database_url=url)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         "topics": topics, "token": token, "audit": audit,
     }
     try:
-        settings = load()
+        settings = _with_local_database(load(), args.command)
         logs.setup(args.command, settings.log_level)
         handlers[args.command](settings, args)
     except SettingsError as exc:

@@ -2,12 +2,15 @@
 
 Used by ``ledgerline up`` and by the test fixtures, so both start the system the same way.
 ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL``, when set, point at existing servers instead.
+
+The stack's secrets live in its home folder (``.ledgerline``), each in a file only its owner can
+read: ``jwt-secret`` (signs the tokens), ``pg-superuser-password`` and ``pg-app-password`` (the
+PostgreSQL superuser, used only to set the server up, and the role the processes connect as).
 """
 
 import json
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -18,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ledgerline.auth import issue_token
-from ledgerline.settings import Settings
+from common.auth import issue_token
+from common.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.kafka import STARTUP_JVM_OPTS, KafkaBroker, ensure_kafka_jars
-from ledgerline.stack.postgres import LocalPostgres
+from ledgerline.stack.postgres import APP_PASSWORD_FILE, LocalPostgres
+from ledgerline.stack.secret_files import kept_secret
 from ledgerline.stack.topics import ensure_topics
 
 log = logging.getLogger("ledgerline.local")
@@ -42,10 +46,14 @@ def cache_dir(env: Mapping[str, str]) -> Path:
 
 @dataclass
 class Infra:
-    """The broker and database the processes use, and the servers this stack started."""
+    """The broker and database the processes use, and the servers this stack started.
+
+    ``admin_url``: the database's superuser when this stack started the server (to make roles,
+    say), else the same as ``database_url``."""
 
     bootstrap: str
     database_url: str
+    admin_url: str
     broker: KafkaBroker | None = None
     postgres: LocalPostgres | None = None
 
@@ -61,7 +69,7 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
     """Start what ``env`` does not point at (the broker, the database), create the topics and
     migrate. ``jvm_opts``: the broker's JVM, quick to start by default; benchmarks pass
     :data:`THROUGHPUT_JVM_OPTS`."""
-    infra = Infra(settings.kafka_bootstrap, settings.database_url)
+    infra = Infra(settings.kafka_bootstrap, settings.database_url, settings.database_url)
     try:
         if env.get("KAFKA_BOOTSTRAP"):
             log.info("using the Kafka broker at %s", settings.kafka_bootstrap)
@@ -77,12 +85,12 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
         if env.get("DATABASE_URL"):
             log.info("using the PostgreSQL server named by DATABASE_URL")
         else:
-            port = int(env.get("LEDGERLINE_PG_PORT") or DEFAULT_PG_PORT)
-            infra.postgres = LocalPostgres(home / "postgres", port=port)
+            infra.postgres = LocalPostgres(home / "postgres", port=_pg_port(env), secrets_dir=home)
             started = time.monotonic()
             infra.postgres.start()
-            infra.database_url = infra.postgres.url
-            log.info("PostgreSQL up at 127.0.0.1:%d in %.1fs", port, time.monotonic() - started)
+            infra.database_url, infra.admin_url = infra.postgres.url, infra.postgres.admin_url
+            log.info("PostgreSQL up at 127.0.0.1:%d in %.1fs", infra.postgres.port,
+                     time.monotonic() - started)
         run_sync(lambda: ensure_topics(infra.bootstrap, settings.partitions))
         from ledgerline.migrate import upgrade
 
@@ -94,15 +102,24 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
     return infra
 
 
+def _pg_port(env: Mapping[str, str]) -> int:
+    return int(env.get("LEDGERLINE_PG_PORT") or DEFAULT_PG_PORT)
+
+
 def jwt_secret(home: Path, env: Mapping[str, str]) -> str:
     if env.get("LEDGERLINE_JWT_SECRET"):
         return env["LEDGERLINE_JWT_SECRET"]
-    path = home / "jwt-secret"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return kept_secret(home / "jwt-secret", nbytes=48)[0]
+
+
+def local_database_url(env: Mapping[str, str]) -> str | None:
+    """The local stack's database as its application role, when ``DATABASE_URL`` is not set and
+    the stack has made its password: so ``ledgerline audit`` (or ``migrate``, ``rebuild``) in
+    another shell reaches the database ``make up`` runs."""
+    home = home_dir(env)
+    if env.get("DATABASE_URL") or not (home / APP_PASSWORD_FILE).is_file():
+        return None
+    return LocalPostgres(home / "postgres", port=_pg_port(env), secrets_dir=home).url
 
 
 @dataclass
@@ -228,6 +245,12 @@ def _metrics(settings: Settings) -> str:
     return ", ".join(shown) or "off"
 
 
+def _shown_database(infra: Infra, home: Path) -> str:
+    if infra.postgres is None:
+        return "the server named by DATABASE_URL"
+    return f"{infra.postgres.display_url}   (password in {home / APP_PASSWORD_FILE})"
+
+
 def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path) -> str:
     q = f"http://{settings.query_host}:{settings.query_port}/graphql"
     c = f"http://{settings.command_host}:{settings.command_port}"
@@ -238,7 +261,7 @@ Ledgerline is running.
   GraphQL API   {q}   (GraphiQL in the browser; send a token as 'Authorization: Bearer ...')
   Command API   {c}
   Kafka         {infra.bootstrap}
-  PostgreSQL    {infra.database_url}
+  PostgreSQL    {_shown_database(infra, home)}
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
 

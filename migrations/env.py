@@ -5,7 +5,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ledgerline.settings import load, sqlalchemy_url
+from common.settings import load, sqlalchemy_url
 
 
 def _do_run(connection) -> None:  # type: ignore[no-untyped-def]

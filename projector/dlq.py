@@ -28,12 +28,13 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from common.topic_reader import read_to_end
 from events import codec, topics
-from ledgerline.topic_reader import read_to_end
 from projector.fold import Position
 
 REDRIVEN_FROM = "redriven_from"
@@ -92,14 +93,14 @@ class Letter:
             return "?"
 
 
-def _letter(record: object) -> Letter:
+def _letter(record: Any) -> Letter:  # an aiokafka ConsumerRecord (no type hints)
     headers = {k: v.decode(errors="replace") for k, v in getattr(record, "headers", ()) or ()}
     return Letter(
-        partition=record.partition,  # type: ignore[attr-defined]
-        offset=record.offset,  # type: ignore[attr-defined]
-        timestamp_ms=record.timestamp,  # type: ignore[attr-defined]
-        key=record.key,  # type: ignore[attr-defined]
-        value=record.value,  # type: ignore[attr-defined]
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=record.key,
+        value=record.value,
         error=headers.get("error", ""),
         source=Position(headers.get("source_topic", "?"), int(headers.get("source_partition", -1)),
                         int(headers.get("source_offset", -1))),

@@ -18,6 +18,7 @@ from events.messages import (
     AssetRegistrationRejected,
     AssetTransferred,
     BurnFailed,
+    FreezeRejected,
     IssueRejected,
     PaymentReceived,
     SupplyReduced,
@@ -36,14 +37,7 @@ from events.messages import (
     WalletFrozen,
     WalletUnfrozen,
 )
-
-TRANSFER_RANK = {"initiated": 1, "confirmed": 2, "completed": 3, "failed": 3}
-TRADE_RANK = {"initiated": 1, "asset_locked": 2, "paid": 3, "transferred": 4, "settled": 5,
-              "failed": 5}
-# A command is final (rank 3) once every balance change it causes is in the views.
-COMMAND_RANK = {"pending": 1, "confirmed": 2, "completed": 3, "settled": 3, "failed": 3,
-                "rejected": 3}
-FINAL_COMMAND_STATUSES = frozenset(s for s, rank in COMMAND_RANK.items() if rank == 3)
+from events.readmodel import COMMAND_RANK, TRADE_RANK, TRANSFER_RANK
 
 # What a credit of each kind finishes: the command status it reaches.
 _CREDIT_STATUS = {"issue": "completed", "transfer": "completed", "trade_payment": "confirmed",
@@ -71,6 +65,10 @@ class RowChanges:
     commands: dict[str, Row] = field(default_factory=dict)
     entries: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
+    # Positions of the batch the projector dead-lettered, and positions of earlier dead letters
+    # whose re-driven record is now applied (written by the worker, not folded from events).
+    dead_letters: list[Row] = field(default_factory=list)
+    resolved: list[Position] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events)
@@ -294,6 +292,9 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case WalletUnfrozen():
             _freeze(changes, e.wallet, False, e.reason, at)
             _command(changes, env, "completed", command_type="UnfreezeWallet")
+        case FreezeRejected():
+            _command(changes, env, "rejected", e.reason,
+                     command_type="FreezeWallet" if e.freeze else "UnfreezeWallet")
         case _:
             raise ValueError(f"the projector does not know how to apply {env.type}")
     changes.events.append(

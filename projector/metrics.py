@@ -1,4 +1,4 @@
-"""The projector's Prometheus metrics (served with ``/healthz`` by :mod:`ledgerline.ops`).
+"""The projector's Prometheus metrics (served with ``/healthz`` by :mod:`common.ops`).
 
 The registry is made per process (in ``main``), never at import.
 """
@@ -13,7 +13,13 @@ class ProjectorMetrics:
         self.events = Counter("ledgerline_projector_events", "Records applied to the views",
                               ["projection"], registry=r)
         self.dead_letters = Counter("ledgerline_projector_dead_letters",
-                                    "Records sent to the dead-letter topic", ["projection"], registry=r)
+                                    "Records sent to the dead-letter topic, by source topic and "
+                                    "reason (undecodable, unappliable, refused_by_database)",
+                                    ["projection", "topic", "reason"], registry=r)
+        self.dead_letters_stored = Gauge("ledgerline_projection_dead_letters",
+                                         "Records of the event log not in the views because they "
+                                         "were dead-lettered (rows of dead_letters; survives "
+                                         "restarts)", ["projection"], registry=r)
         self.batch_size = Histogram("ledgerline_projector_batch_records", "Records per committed batch",
                                     ["projection"], registry=r,
                                     buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000))

@@ -22,10 +22,11 @@ from typing import Any, TextIO
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from common.topic_reader import partitions_of
 from events import topics
-from ledgerline.topic_reader import partitions_of
+from events.readmodel import PROJECTION
 from projector import dlq, shadow, store
-from projector.worker import PROJECTION, SESSION, Projection
+from projector.worker import SESSION, Projection
 
 log = logging.getLogger("ledgerline.rebuild")
 

@@ -5,18 +5,17 @@ One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFL
 and are cast by the server: no value passes through a float, and Python does the least work.
 """
 
-import json
 from collections.abc import Iterable, Sequence
 
 import asyncpg
 
+from events import readmodel
+from events.readmodel import CHANNEL, FINAL_COMMAND_STATUSES
 from projector import wire
-from projector.fold import FINAL_COMMAND_STATUSES, TRADE_TIMES, Row, RowChanges
+from projector.fold import TRADE_TIMES, Row, RowChanges
 
-CHANNEL = "ledger_changes"
 #: Taken shared by every batch of the live projector, exclusively by a rebuild's swap.
 SWAP_LOCK = 0x1ED6E5
-_NOTIFY_LIMIT = 7000
 
 
 class OffsetConflict(RuntimeError):
@@ -120,6 +119,20 @@ created_at = LEAST(command_log.created_at, EXCLUDED.created_at),
 {_RANKED.format(t="command_log")}
 """
 
+# A re-driven record that fails again replaces its first letter: one row per position.
+_DEAD_LETTERS = f"""
+INSERT INTO dead_letters (topic, partition, "offset", cause, type, key, error, appended_at)
+SELECT * FROM {_unnest("text", "int", "bigint", "text", "text", "text", "text", "timestamptz")}
+ON CONFLICT (topic, partition, "offset") DO UPDATE SET
+cause = EXCLUDED.cause, type = EXCLUDED.type, key = EXCLUDED.key, error = EXCLUDED.error,
+appended_at = EXCLUDED.appended_at, updated_at = now()
+"""
+
+_RESOLVED = f"""
+DELETE FROM dead_letters d USING {_unnest("text", "int", "bigint")} AS u(topic, partition, o)
+WHERE d.topic = u.topic AND d.partition = u.partition AND d."offset" = u.o
+"""
+
 # Append-only tables are loaded with COPY. COPY cannot skip conflicts, and needs not: the offsets
 # are moved (and fenced) first in the same transaction, so no record is ever written twice.
 _ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "held_after", "kind",
@@ -154,6 +167,12 @@ async def load_offsets(conn: asyncpg.Connection, projection: str, topic: str) ->
         topic,
     )
     return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def dead_letter_count(conn: asyncpg.Connection) -> int:
+    """Records of the event log the projector could not apply (rows of ``dead_letters``)."""
+    count: int = await conn.fetchval("SELECT count(*) FROM dead_letters")
+    return count
 
 
 async def write_batch(
@@ -238,6 +257,17 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _col(rows, "correlation_id"), _col(rows, "status"), _col(rows, "status_rank"),
             _col(rows, "reason"), _times(rows, "created_at"),
         )
+    if c.resolved:
+        await conn.execute(_RESOLVED, wire.array(p.topic for p in c.resolved),
+                           wire.array(p.partition for p in c.resolved),
+                           wire.array(p.offset for p in c.resolved))
+    if c.dead_letters:
+        rows = c.dead_letters
+        await conn.execute(
+            _DEAD_LETTERS, _col(rows, "topic"), _col(rows, "partition"), _col(rows, "offset"),
+            _col(rows, "cause"), _col(rows, "type"), _col(rows, "key"), _col(rows, "error"),
+            _times(rows, "appended_at"),
+        )
     if c.entries:
         await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _entry_lines(c.entries))
     if c.events:
@@ -273,23 +303,10 @@ def _event_lines(events: list[Row]) -> list[str]:
     return lines
 
 
-def _chunks(kind: str, ids: Iterable[str]) -> Iterable[str]:
-    batch: list[str] = []
-    size = 0
-    for i in ids:
-        if batch and size + len(i) + 4 > _NOTIFY_LIMIT:
-            yield json.dumps({kind: batch})
-            batch, size = [], 0
-        batch.append(i)
-        size += len(i) + 4
-    if batch:
-        yield json.dumps({kind: batch})
-
-
 def _notifications(c: RowChanges) -> Iterable[str]:
     """What changed, for listeners: final command ids, wallets, transfers, trades."""
     final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
-    yield from _chunks("commands", final)
-    yield from _chunks("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
-    yield from _chunks("transfers", list(c.transfers))
-    yield from _chunks("trades", list(c.trades))
+    yield from readmodel.payloads("commands", final)
+    yield from readmodel.payloads("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
+    yield from readmodel.payloads("transfers", list(c.transfers))
+    yield from readmodel.payloads("trades", list(c.trades))

@@ -6,54 +6,50 @@ worker expects), so a batch is applied exactly once even with several instances,
 a stale instance. On assignment the consumer seeks to the offsets stored there.
 
 Records that cannot be decoded or applied go to the dead-letter topic with their error and
-position *before* the offsets move past them, and the worker goes on. A batch the database
-refuses as a whole (a constraint) is split in halves until the refused record is alone. Transient
-failures (database or broker away, deadlock) are retried with backoff, never committed past.
+position *before* the offsets move past them, and the worker goes on; each is also a row of
+``dead_letters``, written with the offsets, so the count is exact and outlives the process. A
+batch the database refuses as a whole (a constraint) is split in halves until the refused record
+is alone. Transient failures (database or broker away, deadlock) are retried with backoff,
+never committed past.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
-from command.processor import dead_letter_headers
+from common import failures
+from common.ops import Health
 from events import codec, topics
 from events.codec import Envelope
-from ledgerline.ops import Health
+from events.deadletter import dead_letter_headers
+from events.readmodel import PROJECTION
 from projector import dlq, store
-from projector.fold import Position, RowChanges, apply
+from projector.fold import Position, Row, RowChanges, apply
 from projector.lag import Lag
 from projector.metrics import ProjectorMetrics
 
 log = logging.getLogger("ledgerline.projector")
 
-PROJECTION = "views"
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    KafkaError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
-    asyncpg.exceptions.InvalidCachedStatementError,  # tables swapped by a rebuild
-    asyncpg.exceptions.OutdatedSchemaCacheError,
-)
-_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 #: Session settings of every connection that writes the views. Asynchronous commit is safe here:
 #: the offsets are in the same transaction, so a commit lost in a database crash takes its offsets
 #: with it and the records are simply applied again.
 SESSION = {"application_name": "ledgerline-projector", "synchronous_commit": "off"}
+
+
+# Why a record was dead-lettered: the ``cause`` of its ``dead_letters`` row and the ``reason``
+# label of the dead-letter counter.
+UNDECODABLE, UNAPPLIABLE, REFUSED = "undecodable", "unappliable", "refused_by_database"
 
 
 @dataclass(slots=True)
@@ -64,8 +60,47 @@ class Item:
     position: Position
     env: Envelope | None = None
     error: str | None = None
+    cause: str | None = None  # set with error
     redriven: bool = False
     skip: bool = False  # a re-driven event the views already hold
+
+    def fail(self, cause: str, error: str) -> None:
+        self.cause, self.error = cause, error
+
+
+def _storable(text: str, limit: int = 2000) -> str:
+    """Text PostgreSQL takes whatever it came from: no NUL, no unpaired surrogate."""
+    return text[:limit].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+
+
+def _dead_letter_row(item: Item) -> Row:
+    r = item.record
+    return {
+        "topic": item.position.topic, "partition": item.position.partition,
+        "offset": item.position.offset, "cause": item.cause or UNAPPLIABLE,
+        "type": None if item.env is None else item.env.type,
+        "key": None if r.key is None else _storable(r.key.decode(errors="replace"), 500),
+        "error": _storable(item.error or ""),
+        "appended_at": datetime.fromtimestamp(r.timestamp / 1000, UTC),
+    }
+
+
+def _dead_letters(changes: RowChanges, items: Sequence[Item]) -> RowChanges:
+    """``changes`` with the batch's dead letters, and the earlier letters it resolves: a
+    re-driven record applied (or found applied) at its original position. A position that
+    appears twice (a record and its re-driven copy) ends as the later of the two left it."""
+    rows: dict[Position, Row] = {}
+    resolved: dict[Position, None] = {}
+    for i in items:
+        if i.error is not None:
+            rows[i.position] = _dead_letter_row(i)
+            resolved.pop(i.position, None)
+        elif i.redriven:
+            resolved[i.position] = None
+            rows.pop(i.position, None)
+    changes.dead_letters = list(rows.values())
+    changes.resolved = list(resolved)
+    return changes
 
 
 def _item(record: Any) -> Item:
@@ -75,7 +110,7 @@ def _item(record: Any) -> Item:
     try:
         item.env = codec.decode(record.value)
     except Exception as exc:  # poison, whatever the reason: it must not stop the worker
-        item.error = str(exc)
+        item.fail(UNDECODABLE, str(exc))
     return item
 
 
@@ -90,7 +125,7 @@ def _fold(items: Sequence[Item]) -> RowChanges:
             try:
                 apply(changes, item.env, item.position)
             except Exception as exc:
-                item.error = f"cannot apply {item.env.type}: {exc}"
+                item.fail(UNAPPLIABLE, f"cannot apply {item.env.type}: {exc}")
                 break
         else:
             return changes
@@ -114,7 +149,8 @@ class Projection:
     def __init__(self, pool: asyncpg.Pool, dead_letters: AIOKafkaProducer, *,
                  name: str = PROJECTION, swap_lock: bool = True,
                  already_dead: set[tuple[str, int, int]] | None = None,
-                 metrics: ProjectorMetrics | None = None) -> None:
+                 metrics: ProjectorMetrics | None = None,
+                 on_dead_letters: Callable[[int], None] | None = None) -> None:
         self.pool = pool
         self.dead_letters = dead_letters
         self.name = name
@@ -124,10 +160,14 @@ class Projection:
         # by the live projector): never sent twice.
         self.already_dead = already_dead if already_dead is not None else set()
         self.stored: dict[int, int | None] = {}
+        # Told the number of rows in dead_letters at start and whenever a batch changes it.
+        self.on_dead_letters = on_dead_letters
 
     async def load(self, partitions: Sequence[int]) -> dict[int, int | None]:
         async with self.pool.acquire() as conn:
             offsets = await store.load_offsets(conn, self.name, topics.EVENTS)
+            if self.on_dead_letters is not None:
+                self.on_dead_letters(await store.dead_letter_count(conn))
         for p in partitions:
             self.stored[p] = offsets.get(p)
         return {p: self.stored[p] for p in partitions}
@@ -165,7 +205,7 @@ class Projection:
                 await self._skip_applied_redrives(items)
                 await self._write(items, changes)
                 return
-            except TRANSIENT as exc:
+            except failures.TRANSIENT as exc:
                 log.warning("transient failure (%r); retrying the batch in %.1fs", exc, delay)
                 if self.metrics is not None:
                     self.metrics.retries.labels(self.name).inc()
@@ -212,6 +252,7 @@ class Projection:
     async def _write(self, items: list[Item], changes: RowChanges | None = None) -> None:
         if changes is None:
             changes = _fold(items)
+        changes = _dead_letters(changes, items)
         await self._dead_letter([i for i in items if i.error is not None])
         offsets = self._offsets(items)
         started = time.monotonic()
@@ -219,11 +260,15 @@ class Projection:
             async with self.pool.acquire() as conn:
                 await store.write_batch(conn, changes, self.name, topics.EVENTS, offsets,
                                         swap_lock=self.swap_lock)
-        except _REFUSED as exc:
-            if len(items) == 1:
-                items[0].error = f"cannot apply: {exc}"
+                if (changes.dead_letters or changes.resolved) and self.on_dead_letters is not None:
+                    self.on_dead_letters(await store.dead_letter_count(conn))
+        except failures.REFUSED as exc:
+            if len(items) == 1 and items[0].error is None:
+                items[0].fail(REFUSED, f"cannot apply: {exc}")
                 await self._write(items)
                 return
+            if len(items) == 1:  # even its dead-letter row is refused: a bug, not poison
+                raise
             log.warning("the database refused a batch of %d (%r); splitting it", len(items), exc)
             half = len(items) // 2
             await self._write(items[:half])
@@ -264,10 +309,10 @@ class Projection:
             await sent
             self.already_dead.add(where)
             if self.metrics is not None:
-                self.metrics.dead_letters.labels(self.name).inc()
+                self.metrics.dead_letters.labels(self.name, where[0], item.cause or UNAPPLIABLE).inc()
 
 
-class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
     def __init__(self, worker: "Projector") -> None:
         self.worker = worker
 
@@ -308,10 +353,20 @@ class Projector:
             heartbeat_interval_ms=1_000,
         )
         self.dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-        self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics)
+        self.metrics = metrics
+        self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics,
+                                     on_dead_letters=self._dead_letters_stored)
+        self.projection_name = projection
         self.lag = Lag(projection, topics.EVENTS, metrics)
         self.inflight: asyncio.Task[None] | None = None
         self._inflight_note: tuple[dict[int, list[Any]], dict[int, int]] = ({}, {})
+
+    def _dead_letters_stored(self, count: int) -> None:
+        # Shown, not acted on: a degraded projector still applies every record it can, and
+        # restarting it would not bring the dead letters back.
+        self.health.dead_letters = count
+        if self.metrics is not None:
+            self.metrics.dead_letters_stored.labels(self.projection_name).set(count)
 
     @property
     def stored(self) -> dict[int, int | None]:

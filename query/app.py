@@ -1,6 +1,7 @@
 """The query process: Strawberry's GraphQL on Starlette, GraphiQL in the browser at /graphql.
 
-Every operation needs a bearer token: in the ``Authorization`` header over HTTP, in the
+The GraphiQL page is static and needs no token (see :mod:`query.graphiql`); every operation
+needs a bearer token: in the ``Authorization`` header over HTTP, in the
 ``connection_init`` payload (``{"Authorization": "Bearer …"}``) over graphql-transport-ws, the
 only websocket protocol offered. A request may name the command it just sent in
 ``X-After-Command``; the answer then waits (at most ``AFTER_COMMAND_SECONDS``) until the
@@ -8,6 +9,7 @@ projection shows that command's outcome, and says in ``extensions.afterCommand``
 """
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,19 +19,21 @@ import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 
-from ledgerline.auth import AuthError, Principal
-from ledgerline.runtime import settle_heap
-from ledgerline.settings import Settings, asyncpg_dsn
-from projector.fold import FINAL_COMMAND_STATUSES
-from query import post
+from common.auth import AuthError, Principal
+from common.runtime import settle_heap
+from common.settings import Settings, asyncpg_dsn
+from common.tokens import Verified
+from events.readmodel import FINAL_COMMAND_STATUSES
+from query import graphiql, post
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
 from query.feeds import Feeds
@@ -37,7 +41,6 @@ from query.hub import Hub, wait_for_command
 from query.ids import is_id
 from query.pool import Pool
 from query.schema import schema
-from query.tokens import Verified
 from query.ws import TransportWS
 
 log = logging.getLogger("ledgerline.query_api")
@@ -46,7 +49,7 @@ AFTER_COMMAND_SECONDS = 5.0
 MAX_BODY_BYTES = 64 * 1024
 
 
-class LedgerGraphQL(GraphQL):  # type: ignore[misc]
+class LedgerGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWS
 
     def __init__(self, settings: Settings) -> None:
@@ -57,6 +60,18 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         self.settings = settings
         self.tokens = Verified(settings.token_keys())
         self.feeds = Feeds()
+        self.ide = HTMLResponse(graphiql.page())
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Websocket messages (and GET parameters) decode as POST bodies do; what is not JSON
+        is Strawberry's ``JSONDecodeError``, answered by closing the socket with 4400. The server
+        refuses larger websocket messages already (``ws_max_size``); this holds under any server."""
+        if len(data) > MAX_BODY_BYTES:
+            raise json.JSONDecodeError(f"a message may be at most {MAX_BODY_BYTES} bytes", "", 0)
+        try:
+            return post.decode(data)
+        except post.NotJSON as exc:
+            raise json.JSONDecodeError(str(exc), "", 0) from None
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.app.state
@@ -79,7 +94,12 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
         return answer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not _wants_ide(scope):
+        if scope["type"] == "http" and _wants_ide(scope):
+            # A static page, the same for everyone: no token needed to open it. Its queries
+            # carry the token set in its headers pane, and are checked like any other.
+            await self.ide(scope, receive, send)
+            return
+        if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             checked = _check_http(headers, self.tokens)
             if isinstance(checked, Response):
@@ -104,8 +124,8 @@ class LedgerGraphQL(GraphQL):  # type: ignore[misc]
             return  # the client went away
         try:
             body = post.decode(raw)
-        except ValueError:
-            raise post.Refused(400, ErrorCode.invalid_query, "the body is not JSON") from None
+        except post.NotJSON as exc:
+            raise post.Refused(400, ErrorCode.invalid_query, f"the body is not JSON: {exc}") from None
         query, variables, name = post.operation(body)
         context = await _http_context(scope["app"].state, principal, headers.get("x-after-command"))
         try:
@@ -144,10 +164,10 @@ def _check_http(headers: dict[str, str], tokens: Verified) -> Principal | Respon
 
 async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
     assert c.hub is not None and c.principal is not None
-    row = await wait_for_command(c.hub, c.db, command_id, AFTER_COMMAND_SECONDS)
+    row = await wait_for_command(c.hub, c.db, command_id, AFTER_COMMAND_SECONDS, c.may_see_command)
     caught_up = row is not None and row["status"] in FINAL_COMMAND_STATUSES
     answer: dict[str, Any] = {"id": command_id, "caughtUp": caught_up}
-    if row is not None and (c.principal.sees_everything or row["principal"] == c.principal.sub):
+    if row is not None:
         answer["status"] = row["status"]
     return answer
 
@@ -155,7 +175,7 @@ async def _after_command(c: Context, command_id: str) -> dict[str, Any]:
 def _wants_ide(scope: Any) -> bool:
     if scope["method"] != "GET":
         return False
-    accept = next((v.decode() for k, v in scope["headers"] if k.lower() == b"accept"), "")
+    accept = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"accept"), "")
     query = scope.get("query_string", b"")
     return "text/html" in accept and b"query=" not in query
 
@@ -223,6 +243,8 @@ def create_app(settings: Settings) -> QueryApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *([Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.default_dir()))]
+              if graphiql.default_dir().is_dir() else []),
         ],
         lifespan=lifespan,
     ), graphql)

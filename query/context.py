@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from strawberry.types import Info
 
+from common.auth import Principal
 from events.keys import wallet_key
-from ledgerline.auth import Principal
 from query import db
 from query.errors import ErrorCode, error, forbidden
 from query.hub import Hub
@@ -120,6 +120,12 @@ class Context:
         scope = self.scope()
         return scope is None or any(w in scope for w in wallets if w is not None)
 
+    def may_see_command(self, row: dict[str, Any]) -> bool:
+        """Commands are the sender's own: others' are answered as unknown, never as forbidden,
+        so an id cannot be probed for existence (the command API answers 404 for both too)."""
+        p = self.who()
+        return p.sees_everything or row["principal"] == p.sub
+
     def event_keys(self) -> list[str] | None:
         """The aggregates whose events this principal may read: its own wallets only."""
         scope = self.scope()
@@ -127,4 +133,4 @@ class Context:
 
 
 def ctx(info: Info) -> Context:
-    return info.context  # type: ignore[no-any-return]
+    return info.context

@@ -225,3 +225,8 @@ async def freshness(db: Db) -> list[Row]:
         "SELECT * FROM projection_lag ORDER BY projection, topic, partition"
     )
     return [dict(r) for r in rows]
+
+
+async def dead_letter_count(db: Db) -> int:
+    count: int = await db.fetchval("SELECT count(*) FROM dead_letters")
+    return count

@@ -42,6 +42,10 @@ class ErrorCode(enum.Enum):
         "query_too_costly", description="The estimated cost is above the limit: ask for fewer items."
     )
     query_too_long = strawberry.enum_value("query_too_long", description="Too many tokens.")
+    too_many_fields = strawberry.enum_value(
+        "too_many_fields",
+        description="More fields in the document, or of one name in one selection set, than the limit."
+    )
     invalid_query = strawberry.enum_value(
         "invalid_query", description="The document does not parse or does not fit the schema."
     )
@@ -50,8 +54,28 @@ class ErrorCode(enum.Enum):
     )
 
 
+#: ``extensions.classification``: the kind of each code in the words GraphQL tooling knows (Apollo's
+#: codes), so a generic client or tool tells a refused input from a failed server without our enum.
+CLASSIFICATION = {
+    ErrorCode.unauthenticated: "UNAUTHENTICATED",
+    ErrorCode.token_expired: "UNAUTHENTICATED",
+    ErrorCode.invalid_token: "UNAUTHENTICATED",
+    ErrorCode.forbidden: "FORBIDDEN",
+    ErrorCode.internal: "INTERNAL_SERVER_ERROR",
+}
+
+
+def classification(code: object) -> str:
+    """The classification of the code ``code``: ``BAD_USER_INPUT`` unless listed otherwise."""
+    try:
+        return CLASSIFICATION.get(ErrorCode(str(code)), "BAD_USER_INPUT")
+    except ValueError:
+        return "BAD_USER_INPUT"
+
+
 def error(code: ErrorCode, message: str, **extra: Any) -> GraphQLError:
-    return GraphQLError(message, extensions={"code": code.value, **extra})
+    return GraphQLError(message, extensions={"code": code.value, **extra,
+                                             "classification": classification(code.value)})
 
 
 def forbidden(what: str) -> GraphQLError:
@@ -65,7 +89,10 @@ def invalid_argument(field: str, message: str) -> GraphQLError:
 def coded(e: GraphQLError) -> GraphQLError:
     """``e`` with a code: parse and validation errors ``invalid_query`` (or the limit they hit),
     anything unexpected ``internal``, its message kept out of the answer (it is in the log)."""
-    if (e.extensions or {}).get("code"):
+    extensions = e.extensions or {}
+    if extensions.get("code"):
+        if "classification" not in extensions:
+            e.extensions = {**extensions, "classification": classification(extensions["code"])}
         return e
     if e.original_error is None or isinstance(e.original_error, GraphQLError):
         code, message = ErrorCode.invalid_query, e.message
@@ -77,7 +104,8 @@ def coded(e: GraphQLError) -> GraphQLError:
         log.error("resolver failed at %s", e.path, exc_info=e.original_error)
         code, message = ErrorCode.internal, "internal error"
     return GraphQLError(message, nodes=e.nodes, source=e.source, positions=e.positions, path=e.path,
-                        extensions={**(e.extensions or {}), "code": code.value})
+                        extensions={**(e.extensions or {}), "code": code.value,
+                                    "classification": classification(code.value)})
 
 
 class CodedErrors(MaskErrors):

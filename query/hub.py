@@ -12,7 +12,6 @@ notification costs latency, never truth.
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from projector.fold import FINAL_COMMAND_STATUSES
-from projector.store import CHANNEL
+from common.listen import Listener
+from events import readmodel
+from events.readmodel import FINAL_COMMAND_STATUSES
 from query import db
 
 log = logging.getLogger("ledgerline.query.hub")
@@ -63,13 +63,16 @@ class Hub:
         self._dirty: dict[str, set[str]] = defaultdict(set)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.connected = asyncio.Event()
+        self.listener = Listener(dsn, self._notified, on_connect=self._mark_all_dirty,
+                                 application_name=APPLICATION_NAME)
+        self.connected = self.listener.connected
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._refresh())]
-        await asyncio.wait_for(self.connected.wait(), 30)
+        self._tasks = [asyncio.create_task(self._refresh())]
+        await self.listener.start()
 
     async def stop(self) -> None:
+        await self.listener.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -95,16 +98,9 @@ class Hub:
     def watchers(self) -> int:
         return sum(len(w) for w in self._watchers.values())
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            changes = json.loads(payload)
-        except ValueError:
-            log.warning("ignoring a notification that is not JSON: %.200s", payload)
-            return
-        if not isinstance(changes, dict):
-            return
-        for kind, keys in changes.items():
-            if kind in FETCHERS and isinstance(keys, list):
+    def _notified(self, payload: str) -> None:
+        for kind, keys in readmodel.parse(payload).items():
+            if kind in FETCHERS:
                 watched = [k for k in keys if (kind, k) in self._watchers]
                 if watched:
                     self._dirty[kind].update(watched)
@@ -114,35 +110,6 @@ class Hub:
         for kind, key in self._watchers:
             self._dirty[kind].add(key)
         self._wake.set()
-
-    async def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            closed = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": APPLICATION_NAME})
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("listener cannot connect (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            try:
-                conn.add_termination_listener(lambda _c, gone=closed: gone.set())
-                await conn.add_listener(CHANNEL, self._notified)
-                delay = 0.1
-                self.connected.set()
-                self._mark_all_dirty()  # whatever changed while we were not listening
-                while not closed.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(closed.wait(), 15)
-                    if not closed.is_set():  # a dead peer that never said goodbye
-                        await conn.fetchval("SELECT 1", timeout=5)
-                log.warning("listener connection lost; reconnecting")
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("listener failed: %s", exc)
-            finally:
-                self.connected.clear()
-                await conn.close(timeout=1)
 
     async def _refresh(self) -> None:
         while True:
@@ -164,16 +131,23 @@ class Hub:
 
 
 
-async def wait_for_command(hub: Hub, database: db.Db, command_id: str,
-                           seconds: float) -> dict[str, Any] | None:
-    """The command's row once its outcome is final, or as it is when ``seconds`` run out."""
+async def wait_for_command(hub: Hub, database: db.Db, command_id: str, seconds: float,
+                           visible: Callable[[dict[str, Any]], bool] = lambda _row: True,
+                           ) -> dict[str, Any] | None:
+    """The command's row once its outcome is final, or as it is when ``seconds`` run out. A row
+    the caller may not see is no row: another principal's command is waited for as long as an
+    unknown one and answered the same, so neither the answer nor its time tells it exists."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
+
+    def seen(found: dict[str, Any] | None) -> dict[str, Any] | None:
+        return found if found is not None and visible(found) else None
+
     with hub.watch("commands", command_id) as box:
-        row = (await db.commands_by_id(database, [command_id])).get(command_id)
+        row = seen((await db.commands_by_id(database, [command_id])).get(command_id))
         while row is None or row["status"] not in FINAL_COMMAND_STATUSES:
             try:
-                row = await asyncio.wait_for(box.get(), max(0.0, deadline - loop.time()))
+                row = seen(await asyncio.wait_for(box.get(), max(0.0, deadline - loop.time())))
             except TimeoutError:
                 break
     return row

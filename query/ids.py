@@ -6,8 +6,10 @@ from events import grammar
 from query.errors import invalid_argument
 
 # Transfer, trade, command and event ids (UUIDs today), aggregate keys such as ``wallet:alice``.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_KEY = re.compile(r"^(wallet|asset):[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+_KEY = re.compile(rf"wallet:{grammar.WALLET_PATTERN}|asset:{grammar.SYMBOL_PATTERN}")
+# Event types (``TransferInitiated``) and other names the API matches exactly.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 def wallet_arg(value: str, field: str = "id") -> str:
@@ -35,4 +37,10 @@ def id_arg(value: str, field: str = "id") -> str:
 def key_arg(value: str, field: str = "aggregate") -> str:
     if not _KEY.fullmatch(value):
         raise invalid_argument(field, f"{value[:80]!r} is not an aggregate such as 'wallet:alice'")
+    return value
+
+
+def name_arg(value: str, field: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise invalid_argument(field, f"{value[:80]!r} is not a name such as 'TransferInitiated'")
     return value

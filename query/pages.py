@@ -10,15 +10,17 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import strawberry
 
+from events import grammar
 from query.errors import ErrorCode, error
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
+MAX_KEY = 128  # the longest id a cursor may hold
 
 T = TypeVar("T")
 
@@ -80,14 +82,21 @@ def decode(kind: str, cursor: str | None, *types: type) -> tuple[Any, ...] | Non
 
 
 def _typed(value: Any, kind: type) -> Any:
+    """A cursor is the client's input like any other: hand-made ones hold NUL characters,
+    offsets of 10**30 and times in year 0, which the database would refuse with an error."""
     if kind is datetime and isinstance(value, str):
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError("naive time")
-        return parsed
-    if kind in (str, int) and type(value) is kind:
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("a time out of range") from None
+    if kind is str and type(value) is str and len(value) <= MAX_KEY and grammar.text_problem(value) is None:
         return value
-    raise ValueError(f"{value!r} is not a {kind.__name__}")
+    if kind is int and type(value) is int and -(2**63) <= value < 2**63:
+        return value
+    raise ValueError(f"{value!r:.80} is not a {kind.__name__} of a cursor")
 
 
 def connection(rows: Sequence[Any], size: int, after: str | None, node: Callable[[Any], T],

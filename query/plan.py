@@ -14,7 +14,6 @@ mutations, a response key used twice) get no plan and run on graphql-core itself
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +51,8 @@ from graphql.execution.values import (
 from graphql.language import ListValueNode, ObjectValueNode, ValueNode
 from graphql.pyutils import Path, Undefined, inspect, is_iterable
 from strawberry.execution.is_awaitable import optimized_is_awaitable as is_awaitable
+
+from query.cache import MISSING, ByteLRU, document_bytes
 
 log = logging.getLogger("ledgerline.query.plan")
 
@@ -171,7 +172,7 @@ class Plan:
         try:
             data = _fields(run, self.root, None, None)
             if is_awaitable(data):
-                data = await data  # type: ignore[misc]
+                data = await data  # type: ignore[misc]  # graphql-core's is_awaitable is no TypeGuard
         except GraphQLError as error:
             run.add(error, None)
             data = None
@@ -216,7 +217,7 @@ def _simple_variables(schema: GraphQLSchema, operation: OperationDefinitionNode)
         if isinstance(signature, GraphQLError) or definition.default_value is not None:
             return None
         non_null = isinstance(signature.type, GraphQLNonNull)
-        named = signature.type.of_type if non_null else signature.type  # type: ignore[union-attr]
+        named = signature.type.of_type if non_null else signature.type  # type: ignore[union-attr]  # narrowed by non_null
         accepts = _ACCEPTS.get(named)
         if accepts is None:
             return None
@@ -261,7 +262,7 @@ def _field(run: _Run, f: _Field, source: Any, path: Path) -> Any:
     # No abort signal and no async helpers: resolvers here use neither.
     info: Info = GraphQLResolveInfo(
         f.name, f.nodes, f.return_type, f.parent, path, run.schema, {}, None, run.operation, run.variables,
-        run.context, is_awaitable, None, None)  # type: ignore[arg-type]
+        run.context, is_awaitable, None, None)  # type: ignore[arg-type]  # Strawberry's Info is graphql-core's at run time
     try:
         args = f.arguments(run.variables)
         result = f.resolve(source, info, **args)
@@ -344,7 +345,7 @@ def _completion(return_type: GraphQLOutputType, selection: Selection | None) -> 
         if object_type.is_type_of is not None:
             fits = object_type.is_type_of(value, info)
             if is_awaitable(fits):
-                return _object_later(run, object_type, fields, f, path, value, fits)  # type: ignore[arg-type]
+                return _object_later(run, object_type, fields, f, path, value, fits)  # type: ignore[arg-type]  # awaitable, checked above
             if not fits:
                 raise _wrong_type(object_type, value, f)
         return _fields(run, fields, value, path)
@@ -494,23 +495,22 @@ def build(schema: GraphQLSchema, document: DocumentNode, operation_name: str | N
 
 
 class Plans:
-    """Plans by query text and operation name (None remembered too: that document has none)."""
+    """Plans by query text and operation name (None remembered too: that document has none),
+    bounded in bytes: a plan holds a compiled field per field of its document."""
 
-    def __init__(self, schema: GraphQLSchema, resolver_for: ResolverFor, size: int = 256) -> None:
-        self.schema, self.resolver_for, self.size = schema, resolver_for, size
-        self._known: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+    def __init__(self, schema: GraphQLSchema, resolver_for: ResolverFor, budget: int = 16 * 2**20) -> None:
+        self.schema, self.resolver_for = schema, resolver_for
+        self._known: ByteLRU[Plan | None] = ByteLRU(budget)
 
     def get(self, query: str, operation_name: str | None, document: DocumentNode) -> Plan | None:
         key = (query, operation_name)
-        if key in self._known:
-            self._known.move_to_end(key)
-            return self._known[key]
+        plan = self._known.get(key)
+        if plan is not MISSING:
+            return plan
         try:
             plan = build(self.schema, document, operation_name, self.resolver_for)
         except Exception:  # a plan is only a shortcut: graphql-core runs the document instead
             log.exception("cannot plan %.200r; it runs on graphql-core", query)
             plan = None
-        self._known[key] = plan
-        if len(self._known) > self.size:
-            self._known.popitem(last=False)
+        self._known.put(key, plan, document_bytes(query, document))
         return plan

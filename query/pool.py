@@ -38,7 +38,7 @@ class Pool:
         return self
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
-        return await self._run("fetch", query, args)  # type: ignore[no-any-return]
+        return await self._run("fetch", query, args)
 
     async def fetchrow(self, query: str, *args: Any) -> Any:
         return await self._run("fetchrow", query, args)

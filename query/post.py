@@ -24,7 +24,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from query.direct import resolver_for
-from query.errors import ErrorCode, coded, is_expected
+from query.errors import ErrorCode, classification, coded, is_expected
 from query.limits import MAX_TOKENS, parse_cached, refusal
 from query.plan import Plans
 from query.schema import schema
@@ -34,7 +34,23 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.Encoder().encode
-decode = msgspec.json.Decoder().decode  # its errors are ValueErrors, as json.loads's
+_decode = msgspec.json.Decoder().decode
+
+
+class NotJSON(ValueError):
+    """The bytes are not JSON: malformed, not UTF-8, or nested too deeply to decode."""
+
+
+def decode(raw: bytes | str) -> Any:
+    """JSON from a client. msgspec refuses invalid UTF-8 and unpaired surrogates (``"\\ud800"``);
+    a document nested deeper than the interpreter's recursion limit raises ``RecursionError``,
+    which is the client's fault like any other malformed body."""
+    try:
+        return _decode(raw)
+    except RecursionError:
+        raise NotJSON("the JSON nests too deeply") from None
+    except ValueError as exc:  # msgspec's DecodeError, UnicodeDecodeError
+        raise NotJSON(str(exc)) from None
 _plans = Plans(schema._schema, lambda field: resolver_for(schema, field))
 _JSON = [(b"content-type", b"application/json")]
 
@@ -48,7 +64,8 @@ class Refused(Exception):  # an answer, not a failure
         self.code = code if isinstance(code, str) else code.value
 
     def body(self) -> dict[str, Any]:
-        return {"errors": [{"message": self.message, "extensions": {"code": self.code}}]}
+        return {"errors": [{"message": self.message, "extensions": {
+            "code": self.code, "classification": classification(self.code)}}]}
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -105,8 +122,8 @@ async def run(query: str, variables: dict[str, Any] | None, operation_name: str 
             result = await plan.run(context, variables)
         else:
             executed = execute(schema._schema, document, context_value=context, variable_values=variables,
-                               operation_name=name, is_awaitable=optimized_is_awaitable)  # type: ignore[arg-type]
-            result = await executed if optimized_is_awaitable(executed) else executed  # type: ignore[misc,assignment]
+                               operation_name=name, is_awaitable=optimized_is_awaitable)  # type: ignore[arg-type]  # a TypeGuard'd callable where graphql-core wants a plain one
+            result = await executed if optimized_is_awaitable(executed) else executed  # type: ignore[misc,assignment]  # as above
     except Exception as exc:  # as Strawberry does: answered, and logged
         return _failed([GraphQLError(str(exc), original_error=exc)])
     assert isinstance(result, ExecutionResult)

@@ -6,6 +6,7 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from query import db
 from query.context import ctx
 from query.wallets import Asset, Wallet, load_asset, money
 
@@ -46,7 +47,7 @@ class Transfer:
 
     @strawberry.field(description="`initiated`, `confirmed`, then `completed` or `failed`.")
     def status(self) -> str:
-        return self.row["status"]  # type: ignore[no-any-return]
+        return self.row["status"]
 
     @strawberry.field(description="Why it failed, from the closed set of failure reasons.")
     def reason(self) -> str | None:
@@ -125,7 +126,7 @@ class Trade:
 
     @strawberry.field
     def status(self) -> str:
-        return self.row["status"]  # type: ignore[no-any-return]
+        return self.row["status"]
 
     @strawberry.field
     def reason(self) -> str | None:
@@ -173,7 +174,7 @@ class Trade:
 
     @strawberry.field
     def updated_at(self) -> datetime:
-        return self.row["updated_at"]  # type: ignore[no-any-return]
+        return self.row["updated_at"]
 
     @strawberry.field(description="Every settlement step: lock, payment, delivery, or the failure.")
     async def steps(self, info: Info) -> list[Step]:
@@ -254,3 +255,9 @@ class Freshness:
     @strawberry.field
     def max_seconds_behind(self) -> float:
         return max((p.seconds_behind for p in self.partitions), default=0.0)
+
+    @strawberry.field(description="Records of the event log the views lack because the projector "
+                                  "could not apply them (dead-lettered: see `ledgerline dlq list`); "
+                                  "0 when none.")
+    async def dead_letters(self, info: Info) -> int:
+        return await db.dead_letter_count(ctx(info).db)

@@ -14,13 +14,20 @@ from strawberry.types import ExecutionContext, Info
 from query import db, pages
 from query.context import ctx
 from query.errors import ErrorCode, forbidden, invalid_argument, is_expected
-from query.ids import id_arg, key_arg, symbol_arg, wallet_arg
+from query.ids import id_arg, key_arg, name_arg, symbol_arg, wallet_arg
 from query.limits import QueryGuard
 from query.records import AuditEvent, CommandStatus, Freshness, PartitionLag, Trade, Transfer
 from query.subscriptions import Subscription
 from query.wallets import Asset, Wallet, utc
 
 TRANSFER_STATUSES = frozenset({"initiated", "confirmed", "completed", "failed"})
+TRADE_STATUSES = frozenset({"initiated", "asset_locked", "paid", "transferred", "settled", "failed"})
+
+
+def _status(status: str | None, statuses: frozenset[str], what: str) -> str | None:
+    if status is not None and status not in statuses:
+        raise invalid_argument("filter.status", f"a {what}'s status is one of {sorted(statuses)}")
+    return status
 
 
 @strawberry.input(description="All given conditions must hold; `since` is inclusive, `until` exclusive.")
@@ -58,6 +65,10 @@ def _wallet_filter(info: Info, wallet: str | None) -> str | None:
     return wallet
 
 
+def _between(f: TransferFilter | TradeFilter | EventFilter) -> dict[str, datetime | None]:
+    return {"since": utc(f.since, "filter.since"), "until": utc(f.until, "filter.until")}
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="A wallet; only its owner and the roles that see everything may read it.")
@@ -65,22 +76,22 @@ class Query:
         ctx(info).require_wallet(wallet_arg(id))
         return Wallet(id=id)
 
-    @strawberry.field(description="A transfer you send or receive; null if there is none.")
+    # Someone else's transfer, trade or command is answered as an unknown one (null), never as
+    # forbidden: the answer must not tell whether an id exists.
+
+    @strawberry.field(description="A transfer you send or receive; null if there is none you may read.")
     async def transfer(self, info: Info, id: strawberry.ID) -> Transfer | None:
         row = await ctx(info).loaders.transfer.load(id_arg(id))
-        if row is None:
+        if row is None or not ctx(info).may_see_any(row["source"], row["target"]):
             return None
-        if not ctx(info).may_see_any(row["source"], row["target"]):
-            raise forbidden(f"transfer {id}")
         return Transfer(row=row)
 
-    @strawberry.field(description="A trade you sell or buy in, with every settlement step; null if none.")
+    @strawberry.field(description="A trade you sell or buy in, with every settlement step; "
+                                  "null if there is none you may read.")
     async def trade(self, info: Info, id: strawberry.ID) -> Trade | None:
         row = await ctx(info).loaders.trade.load(id_arg(id))
-        if row is None:
+        if row is None or not ctx(info).may_see_any(row["seller"], row["buyer"]):
             return None
-        if not ctx(info).may_see_any(row["seller"], row["buyer"]):
-            raise forbidden(f"trade {id}")
         return Trade(row=row)
 
     @strawberry.field(description="Transfers, newest first.")
@@ -89,14 +100,11 @@ class Query:
         f = filter or TransferFilter()
         size = pages.page_size(first)
         position = pages.decode("transfers", after, datetime, str)
-        if f.status is not None and f.status not in TRANSFER_STATUSES:
-            raise invalid_argument("filter.status",
-                                   f"a transfer's status is one of {sorted(TRANSFER_STATUSES)}")
         rows = await db.transfers(
-            ctx(info).db, scope=ctx(info).scope(), status=f.status,
+            ctx(info).db, scope=ctx(info).scope(), status=_status(f.status, TRANSFER_STATUSES, "transfer"),
             asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
-            wallet=_wallet_filter(info, f.wallet), since=utc(f.since), until=utc(f.until),
-            after=position, limit=size + 1,  # type: ignore[arg-type]
+            wallet=_wallet_filter(info, f.wallet), **_between(f),
+            after=position, limit=size + 1,
         )
         return pages.connection(rows, size, after, lambda r: Transfer(row=r),
                                 lambda r: pages.encode("transfers", r["initiated_at"], r["transfer_id"]))
@@ -108,10 +116,10 @@ class Query:
         size = pages.page_size(first)
         position = pages.decode("trades", after, datetime, str)
         rows = await db.trades(
-            ctx(info).db, scope=ctx(info).scope(), status=f.status,
+            ctx(info).db, scope=ctx(info).scope(), status=_status(f.status, TRADE_STATUSES, "trade"),
             asset=None if f.asset is None else symbol_arg(f.asset, "filter.asset"),
-            wallet=_wallet_filter(info, f.wallet), since=utc(f.since), until=utc(f.until),
-            after=position, limit=size + 1,  # type: ignore[arg-type]
+            wallet=_wallet_filter(info, f.wallet), **_between(f),
+            after=position, limit=size + 1,
         )
         return pages.connection(rows, size, after, lambda r: Trade(row=r),
                                 lambda r: pages.encode("trades", r["created_at"], r["trade_id"]))
@@ -133,7 +141,8 @@ class Query:
             correlation_id=None if f.correlation_id is None
             else id_arg(f.correlation_id, "filter.correlationId"),
             command_id=None if f.command_id is None else id_arg(f.command_id, "filter.commandId"),
-            type_=f.type, since=utc(f.since), until=utc(f.until), after=position, limit=size + 1,  # type: ignore[arg-type]
+            type_=None if f.type is None else name_arg(f.type, "filter.type"), **_between(f),
+            after=position, limit=size + 1,
         )
         return pages.connection(rows, size, after, AuditEvent.from_row,
                                 lambda r: pages.encode("events", r["occurred_at"], r["event_id"]))
@@ -154,14 +163,13 @@ class Query:
         row = await ctx(info).loaders.asset.load(symbol_arg(symbol, "symbol"))
         return None if row is None else Asset.from_row(row)
 
-    @strawberry.field(description="What became of a command you sent; null until the projection has it.")
+    @strawberry.field(description="What became of a command you sent; null until the projection has "
+                                  "it, and for a command someone else sent.")
     async def command_status(self, info: Info, id: strawberry.ID) -> CommandStatus | None:
         c = ctx(info)
         row = (await db.commands_by_id(c.db, [id_arg(id)])).get(id)
-        if row is None:
+        if row is None or not c.may_see_command(row):
             return None
-        if not (c.who().sees_everything or row["principal"] == c.who().sub):
-            raise forbidden(f"command {id}")
         return CommandStatus.from_row(row)
 
     @strawberry.field(description="How far behind the event log the views are, per partition.")

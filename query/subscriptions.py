@@ -11,7 +11,6 @@ import strawberry
 from strawberry.types import Info
 
 from query.context import Context, ctx
-from query.errors import forbidden
 from query.hub import FETCHERS, Hub
 from query.ids import id_arg, wallet_arg
 from query.records import Trade, Transfer
@@ -71,12 +70,14 @@ class Subscription:
 
 
 async def _statuses(c: Context, kind: str, key: str, parties: tuple[str, str]) -> AsyncGenerator[Any, None]:
+    """Someone else's transfer or trade streams as an unknown one does: nothing, so a
+    subscription cannot tell whether an id exists."""
     c.who()
     last = None
     async for row in _follow(c, kind, key):
-        if row is None or (row["status"], row["reason"]) == last:
+        if row is None or not c.may_see_any(*(row[p] for p in parties)):
             continue
-        if not c.may_see_any(*(row[p] for p in parties)):
-            raise forbidden(f"{kind[:-1]} {key}")
+        if (row["status"], row["reason"]) == last:
+            continue
         last = row["status"], row["reason"]
         yield row

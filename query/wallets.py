@@ -5,7 +5,7 @@ as a string (``"1250"``): 18-decimal amounts overflow GraphQL's Int and a float 
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import strawberry
 from strawberry.types import Info
@@ -21,9 +21,21 @@ def money(units: Any, decimals: int) -> str:
     return format_amount(int(units), decimals)
 
 
-def utc(at: datetime | None) -> datetime | None:
-    """Times without a zone are read as UTC."""
-    return at if at is None or at.tzinfo is not None else at.replace(tzinfo=UTC)
+@overload
+def utc(at: datetime, field: str = "at") -> datetime: ...
+@overload
+def utc(at: None, field: str = "at") -> None: ...
+def utc(at: datetime | None, field: str = "at") -> datetime | None:
+    """``at`` in UTC; times without a zone are read as UTC. A time that has no UTC equivalent
+    (``0001-01-01T00:00:00+14:00`` is in year 0) is an argument error, not a database error."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise invalid_argument(field, f"{at.isoformat()} is outside the range of times") from None
 
 
 @strawberry.type
@@ -125,7 +137,7 @@ class Wallet:
     async def balance_at(self, info: Info, asset: str, at: datetime) -> Balance:
         ctx(info).require_wallet(self.id)
         asset_row = await _asset_row(info, asset)
-        entry = await db.balance_at(ctx(info).db, self.id, asset_row["symbol"], utc(at))
+        entry = await db.balance_at(ctx(info).db, self.id, asset_row["symbol"], utc(at, "at"))
         return _point(asset_row, entry)
 
     @strawberry.field(description="Ledger entries in `[from, to)`, oldest first, with running balances.")
@@ -141,8 +153,8 @@ class Wallet:
         position = pages.decode("statement", after, datetime, int)
         asset_row = await _asset_row(info, asset)
         symbol, d = asset_row["symbol"], asset_row["decimals"]
-        start, end = utc(start), utc(end)
-        rows = await db.statement(c.db, self.id, symbol, start, end, position, size + 1)  # type: ignore[arg-type]
+        start, end = utc(start, "from"), utc(end, "to")
+        rows = await db.statement(c.db, self.id, symbol, start, end, position, size + 1)
         opening = None
         if start is not None:
             opening = await db.balance_at(c.db, self.id, symbol, start, inclusive=False)
@@ -155,7 +167,7 @@ async def _asset_row(info: Info, asset: str) -> dict[str, Any]:
     row = await ctx(info).loaders.asset.load(symbol_arg(asset))
     if row is None:
         raise invalid_argument("asset", f"no asset is registered as {asset!r}")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 def _point(asset_row: dict[str, Any], entry: dict[str, Any] | None) -> Balance:

@@ -20,11 +20,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from ledgerline.auth import AuthError
+from common.auth import AuthError
+from common.tokens import Verified
 from query.context import Context
 from query.feeds import Feeds
-from query.limits import MAX_TOKENS, parse_cached
-from query.tokens import Verified
+from query.limits import MAX_TOKENS, MAX_VARIABLE_DEPTH, nesting, parse_cached
 
 _encode = msgspec.json.Encoder().encode
 
@@ -37,7 +37,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if isinstance(payload, dict) and not self.connection_init_received:
             token = payload.get("Authorization") or payload.get("authorization")
             try:
-                tokens: Verified = self.view.tokens  # type: ignore[attr-defined]
+                tokens: Verified = self.view.tokens  # type: ignore[attr-defined]  # the view is LedgerGraphQL
                 self.context.principal = tokens.authenticate(token if isinstance(token, str) else None)
             except AuthError as exc:
                 self.connection_init_received = True
@@ -53,7 +53,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if key is None:
             await super().run_operation(operation)
             return
-        feeds: Feeds = self.view.feeds  # type: ignore[attr-defined]
+        feeds: Feeds = self.view.feeds  # type: ignore[attr-defined]  # the view is LedgerGraphQL
 
         def start() -> Any:
             return self.schema.stream(operation.query, variable_values=operation.variables,
@@ -79,7 +79,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if operation.completed:
             return
         try:
-            await self.websocket.ws.send_text(text)  # type: ignore[attr-defined]
+            await self.websocket.ws.send_text(text)  # type: ignore[attr-defined]  # Starlette's WebSocket under the adapter
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
@@ -100,6 +100,6 @@ def _feed_key(operation: Operation[Context, None], context: Context) -> Hashable
     except GraphQLError:
         return None
     kinds = {d.operation for d in document.definitions if isinstance(d, OperationDefinitionNode)}
-    if kinds != {OperationType.SUBSCRIPTION}:
-        return None
+    if kinds != {OperationType.SUBSCRIPTION} or nesting(operation.variables) > MAX_VARIABLE_DEPTH:
+        return None  # not shared; variables nested too deeply are refused when it runs
     return Feeds.key(operation.query, operation.variables, operation.operation_name, context)

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.auth import issue_token
+from common.settings import Settings, load
 from ledgerline import local
-from ledgerline.auth import issue_token
-from ledgerline.settings import Settings, load
 from ledgerline.stack.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]

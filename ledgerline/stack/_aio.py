@@ -36,4 +36,4 @@ def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]  # type: ignore[no-any-return]  # what main() returned: a T

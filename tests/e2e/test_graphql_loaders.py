@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.auth import Principal
-from ledgerline.settings import asyncpg_dsn
+from common.auth import Principal
+from common.settings import asyncpg_dsn
 from query.context import Context, Loaders
 from query.schema import schema
 from tests.conftest import Running, token, unique, unique_symbol

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from graphql import execute, parse
 
-from ledgerline.auth import Principal
-from ledgerline.settings import asyncpg_dsn
+from common.auth import Principal
+from common.settings import asyncpg_dsn
 from query.context import Context, Loaders
 from query.direct import resolver_for
 from query.errors import coded

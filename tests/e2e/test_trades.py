@@ -43,6 +43,10 @@ async def test_settled_trade_moves_the_asset_and_the_payment(
     assert await balances(http, running, AUDITOR, buyer) == {bond: ("3", "0"), cash: ("700.00", "0.00")}
     data = await graphql(http, running, AUDITOR, TRADE, id=body["trade_id"])
     assert data["trade"] == {"id": body["trade_id"], "status": "settled", "reason": None}
+    # Someone else's trade is answered as an unknown one: the id's existence does not show.
+    outsider = token(unique("mallory"), wallets=[unique("mallory")])
+    assert await graphql(http, running, outsider, TRADE, id=body["trade_id"]) == {"trade": None}
+    assert await graphql(http, running, outsider, TRADE, id="00000000-0000-0000-0000-000000000000") == {"trade": None}
     status = await http.get(f"{running.command_url}/v1/commands/{body['command_id']}",
                             headers={"Authorization": f"Bearer {OPERATOR}"})
     assert status.json()["status"] == "settled"

@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from common.settings import asyncpg_dsn
+from common.topic_reader import read_to_end
 from events import codec, topics
 from events.codec import Envelope
 from events.keys import asset_key, wallet_key
@@ -39,8 +41,6 @@ from events.messages import (
     TransferInitiated,
     WalletCredited,
 )
-from ledgerline.settings import asyncpg_dsn
-from ledgerline.topic_reader import read_to_end
 from tests.conftest import Running, unique_symbol
 
 # --- workload -------------------------------------------------------------------------------------

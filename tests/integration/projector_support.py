@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 
+from common.settings import asyncpg_dsn
+from common.topic_reader import read_to_end
 from events import topics
-from ledgerline.settings import asyncpg_dsn
-from ledgerline.topic_reader import read_to_end
 from projector import dlq, rebuild, shadow
 from tests.conftest import Running, token, unique, unique_symbol
 

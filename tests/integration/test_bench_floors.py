@@ -8,7 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import command_floor
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from command import outcomes
-from ledgerline.settings import asyncpg_dsn
-from projector.store import CHANNEL
+from common.settings import asyncpg_dsn
+from events.readmodel import CHANNEL
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from tests.conftest import Running, token, unique, unique_symbol
 from tests.e2e.helpers import new_asset, post
 from tests.integration.ledger import facts, read_events

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from projector import dlq
 from tests.conftest import Running
 from tests.integration.projector_support import (

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from ledgerline.stack.ports import free_port
 from projector import dlq
 from tests.conftest import Running

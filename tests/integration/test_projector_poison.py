@@ -6,21 +6,25 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
+from common.settings import asyncpg_dsn
 from events import codec, topics
 from events.keys import asset_key, wallet_key
-from events.messages import AssetRegistered, WalletCredited
-from ledgerline.settings import asyncpg_dsn
+from events.messages import AssetRegistered, TransferInitiated, WalletCredited
 from projector import dlq
-from tests.conftest import Running, unique, unique_symbol
+from tests.conftest import Running, token, unique, unique_symbol
+from tests.e2e.helpers import graphql
 
 pytestmark = pytest.mark.integration
 
@@ -162,10 +166,13 @@ async def test_a_redriven_event_applies_once_at_its_original_position(
                ("source_partition", str(PARTITION).encode()), ("source_offset", str(hole).encode())]
     (letter_at,) = await _send(bootstrap, [(wallet_key(wallet), value, headers)], topic=topics.DLQ)
 
+    assert await _dead_letter_at(pool, hole) is not None
     code, out = await _cli(running, "dlq", "redrive", f"{PARTITION}:{letter_at}")
     assert code == 0 and "redriven" in out, out
     assert await _eventually(lambda: pool.fetchval(
         "SELECT available FROM wallet_balances WHERE wallet = $1", wallet)) == 7
+    # Applied at its original position, the event is no longer missing from the views.
+    assert await _dead_letter_at(pool, hole) is None
     event_id = codec.decode(value).id
     position = await pool.fetchrow('SELECT partition, "offset" FROM events WHERE event_id = $1', event_id)
     assert tuple(position) == (PARTITION, hole)
@@ -190,3 +197,65 @@ async def _applied_past(pool: asyncpg.Pool, offset: int) -> bool:
         "SELECT next_offset FROM ledger.projection_offsets WHERE projection = 'views' "
         "AND topic = $1 AND partition = $2", topics.EVENTS, PARTITION)
     return stored is not None and stored > offset
+
+
+async def _dead_letter_at(pool: asyncpg.Pool, offset: int) -> Any:
+    return await pool.fetchrow('SELECT * FROM dead_letters WHERE topic = $1 AND partition = $2 '
+                               'AND "offset" = $3', topics.EVENTS, PARTITION, offset)
+
+
+def _scrape(port: int) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], int, Any]:
+    """The projector's metric samples, and its /healthz status and body."""
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    with urllib.request.urlopen(base + "/healthz", timeout=5) as answer:
+        return samples, answer.status, json.loads(answer.read())
+
+
+REFUSED = ("ledgerline_projector_dead_letters_total",
+           (("projection", "views"), ("reason", "refused_by_database"), ("topic", topics.EVENTS)))
+STORED = ("ledgerline_projection_dead_letters", (("projection", "views"),))
+FRESHNESS = "{ freshness { deadLetters } }"
+
+
+async def test_a_dead_letter_shows_in_metrics_health_graphql_and_audit(
+    running: Running, pool: asyncpg.Pool
+) -> None:
+    """The hostile-input issue as the projector met it: a transfer with a NUL memo, written to
+    the event log by a processor that did not check it. PostgreSQL refuses the NUL, the record
+    is dead-lettered, and every place an operator looks says so."""
+    settings = running.stack.settings
+    port = settings.projector_metrics_port
+    before, _, _ = await asyncio.to_thread(_scrape, port)
+    alice, bob = unique("alice"), unique("bob")
+    initiated = TransferInitiated(transfer_id=str(uuid.uuid4()), source=alice, target=bob,
+                                  asset=unique_symbol(), amount=5, memo="lunch\x00")
+    value = codec.encode(codec.envelope(initiated, key=wallet_key(alice),
+                                        command_id=str(uuid.uuid4()), principal="test"))
+    (at,) = await _send(settings.kafka_bootstrap, [(wallet_key(alice), value, None)])
+
+    row = await _eventually(lambda: _dead_letter_at(pool, at))
+    assert row is not None
+    assert (row["cause"], row["type"], row["key"]) == (
+        "refused_by_database", "TransferInitiated", wallet_key(alice))
+    assert "0x00" in row["error"] or "\\u0000" in row["error"], row["error"]
+    stored = await pool.fetchval("SELECT count(*) FROM dead_letters")
+
+    after, status, health = await asyncio.to_thread(_scrape, port)
+    assert after[REFUSED] == before.get(REFUSED, 0) + 1
+    assert after[STORED] == stored
+    # Degraded, not down: still 200, so nothing restarts a projector that is doing its work.
+    assert status == 200 and health["status"] == "degraded" and health["dead_letters"] == stored
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        data = await graphql(http, running, token("ops", roles=["operator"]), FRESHNESS)
+    assert data["freshness"]["deadLetters"] == stored
+
+    code, out = await _cli(running, "audit", "--wait", "30")
+    assert code == 1, out
+    [line] = [x for x in out.splitlines() if x.startswith("DEAD LETTERS")]
+    assert line.startswith(f"DEAD LETTERS {stored} record") and "ledgerline dlq list" in line, out
+    assert out.splitlines()[-1].endswith(f"the views lack {stored} dead-lettered records"), out

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from projector import rebuild, shadow
 from tests.conftest import Running
 from tests.integration.projector_support import Workload, caught_up, replay_matches_live, settled

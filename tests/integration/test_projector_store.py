@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from common.settings import asyncpg_dsn
 from events import codec
 from events.messages import WalletCredited
-from ledgerline.settings import asyncpg_dsn
 from projector import store
 from projector.fold import Position, RowChanges, apply
 from tests.conftest import Stack

@@ -6,7 +6,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from query.pool import Pool
 from tests.conftest import Stack
 

@@ -4,7 +4,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ledgerline.settings import asyncpg_dsn
+from common.settings import asyncpg_dsn
 from tests.conftest import Running, token, unique, unique_symbol
 from tests.e2e.helpers import new_asset, post
 
@@ -13,12 +13,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def analyst(running: Running) -> asyncpg.Connection:
-    dsn = asyncpg_dsn(running.stack.infra.database_url)
-    admin = await asyncpg.connect(dsn)
-    name = unique("analyst_")
-    await admin.execute(f"CREATE ROLE {name} LOGIN IN ROLE ledgerline_reporting")
+    admin = await asyncpg.connect(asyncpg_dsn(running.stack.infra.admin_url))
+    name, password = unique("analyst_"), unique("pw")
+    await admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE ledgerline_reporting")
     await admin.close()
-    conn = await asyncpg.connect(dsn, user=name)
+    conn = await asyncpg.connect(asyncpg_dsn(running.stack.infra.database_url), user=name,
+                                 password=password)
     yield conn
     await conn.close()
 

@@ -6,8 +6,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from command.decide import AssetState, Balance, WalletState, decide, evolve, react
-from command.snapshots import EMPTY, Snapshot
 from events.codec import Envelope, envelope
 from events.messages import (
     Command,
@@ -22,6 +20,8 @@ from events.messages import (
     TradeTerms,
     WalletCredited,
 )
+from processor.decide import AssetState, Balance, WalletState, decide, evolve, react
+from processor.snapshots import EMPTY, Snapshot
 
 
 @dataclass(frozen=True)

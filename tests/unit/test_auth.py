@@ -3,7 +3,7 @@ import time
 import jwt
 import pytest
 
-from ledgerline.auth import AuthError, authenticate, issue_token
+from common.auth import AuthError, authenticate, issue_token
 
 SECRET = "s" * 40
 

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ledgerline.auth import AuthError, TokenKeys, authenticate
-from ledgerline.settings import SettingsError, load
+from common.auth import AuthError, TokenKeys, authenticate
+from common.settings import SettingsError, load
 
 PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PUBLIC_PEM = PRIVATE.public_key().public_bytes(

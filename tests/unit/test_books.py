@@ -2,9 +2,9 @@
 
 import msgspec
 
-from command.books import Books
 from events.codec import Envelope
 from events.messages import BurnTokens, InitiateTrade, InitiateTransfer, WalletCredited
+from processor.books import Books
 from tests.unit.driver import Ledger, envelopes, funded
 
 

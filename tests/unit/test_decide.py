@@ -4,7 +4,6 @@ from typing import get_args
 
 import pytest
 
-from command.decide import Balance, WalletState, decide
 from events.messages import (
     AssetTransferred,
     BurnFailed,
@@ -31,6 +30,7 @@ from events.messages import (
     WalletUnfrozen,
 )
 from events.reasons import REASONS, Reason
+from processor.decide import Balance, WalletState, decide
 from tests.unit.driver import Ledger, funded
 
 

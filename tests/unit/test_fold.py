@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from events.codec import Envelope
 from events.messages import BurnTokens, FreezeWallet, InitiateTrade, UnfreezeWallet
-from projector.fold import FINAL_COMMAND_STATUSES, Position, RowChanges, apply
+from events.readmodel import FINAL_COMMAND_STATUSES
+from projector.fold import Position, RowChanges, apply
 from tests.unit.driver import envelopes, funded
 
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from ledgerline.auth import AuthError, TokenKeys, issue_token
-from query.tokens import Verified
+from common.auth import AuthError, TokenKeys, issue_token
+from common.tokens import Verified
 
 SECRET = "unit-secret-" + "z" * 40
 

@@ -13,7 +13,7 @@ from projector import dlq
 from projector.fold import Position
 from projector.lag import PartitionLag
 from projector.rebuild import Progress
-from projector.worker import _fold, _item
+from projector.worker import _dead_letters, _fold, _item
 
 
 @dataclass
@@ -25,6 +25,10 @@ class Record:
     key: bytes = b"k"
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp: int = 0
+
+
+def _redriven(value: bytes, offset: int, original: int) -> Record:
+    return Record(value, offset, headers=(dlq.original_header(Position("ledger.events", 0, original)),))
 
 
 def _credit(wallet: str, amount: int, after: int) -> bytes:
@@ -74,3 +78,19 @@ def test_progress_shows_count_rate_and_eta() -> None:
     progress.show(force=True)
     line = out.getvalue()
     assert "250 / 1,000 records (25.0%)" in line and "records/s" in line and "ETA" in line
+
+
+def test_dead_letter_rows_one_per_position_and_storable() -> None:
+    nul_key = Record(b"{garbage", 0, key=b"wallet:a\x00b\xff")
+    items = [_item(nul_key), _item(Record(_credit("b", 5, -5), 1)),
+             _item(_redriven(b"still garbage", 7, original=1)),  # fails again: one row, at 1
+             _item(Record(b"x", 2)), _item(_redriven(_credit("c", 5, 5), 8, original=2))]
+    changes = _dead_letters(_fold(items), items)
+    rows = {r["offset"]: r for r in changes.dead_letters}
+    assert sorted(rows) == [0, 1]
+    assert (rows[0]["cause"], rows[0]["type"], rows[0]["key"]) == ("undecodable", None,
+                                                                   "wallet:a\\x00b\ufffd")
+    assert rows[1]["cause"] == "undecodable" and "still garbage" not in rows[1]["error"]
+    # The re-driven copy of the letter at 2 applied: that position is no longer missing.
+    assert changes.resolved == [Position("ledger.events", 0, 2)]
+    assert not any("\x00" in str(v) for r in changes.dead_letters for v in r.values())

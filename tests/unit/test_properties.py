@@ -7,8 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from command.books import Books
-from command.decide import WalletState
 from events.codec import envelope
 from events.messages import (
     BurnTokens,
@@ -21,6 +19,8 @@ from events.messages import (
     TradeSettled,
     UnfreezeWallet,
 )
+from processor.books import Books
+from processor.decide import WalletState
 from tests.unit.driver import Ledger
 
 WALLETS = ("w0", "w1", "w2", "w3")

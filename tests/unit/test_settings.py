@@ -1,6 +1,6 @@
 import pytest
 
-from ledgerline.settings import SettingsError, load
+from common.settings import SettingsError, load
 
 
 def test_defaults_follow_the_wire_contract() -> None:

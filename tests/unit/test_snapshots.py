@@ -1,7 +1,7 @@
 """State snapshots: what the processor recovers from, including open trade locks."""
 
-from command import snapshots
-from command.decide import AssetState, Balance, Hold, WalletState
+from processor import snapshots
+from processor.decide import AssetState, Balance, Hold, WalletState
 
 
 def test_a_wallet_with_open_locks_round_trips() -> None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ledgerline.auth import TokenKeys
+    from common.auth import TokenKeys
 
-DEFAULT_DATABASE_URL = "postgresql://ledgerline@127.0.0.1:55432/ledgerline"
+DEFAULT_DATABASE_URL = "postgresql://ledgerline_app@127.0.0.1:55432/ledgerline"
 
 
 class SettingsError(RuntimeError):
@@ -37,10 +37,12 @@ class Settings:
     processor_session_timeout_ms: int = 10_000
     projector_metrics_port: int = 9101  # 0: no /metrics endpoint
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
+    jwt_max_lifetime_seconds: int = 366 * 24 * 3600
+    max_header_bytes: int = 32 * 1024
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
-        from ledgerline.auth import TokenKeys
+        from common.auth import TokenKeys
 
         given = [n for n, v in (("LEDGERLINE_JWT_SECRET", self.jwt_secret),
                                 ("LEDGERLINE_JWT_PUBLIC_KEY", self.jwt_public_key),
@@ -50,12 +52,14 @@ class Settings:
         if self.jwt_public_key:
             if "BEGIN PUBLIC KEY" not in self.jwt_public_key:
                 raise SettingsError("LEDGERLINE_JWT_PUBLIC_KEY must be a PEM public key")
-            return TokenKeys(public_key=self.jwt_public_key)
+            return TokenKeys(public_key=self.jwt_public_key,
+                             max_lifetime_seconds=self.jwt_max_lifetime_seconds)
         if self.jwt_jwks_url:
             if not self.jwt_jwks_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
                 raise SettingsError("LEDGERLINE_JWT_JWKS_URL must be an https:// URL")
-            return TokenKeys.jwks(self.jwt_jwks_url)
-        return TokenKeys(secret=self.require_jwt_secret())
+            return TokenKeys.jwks(self.jwt_jwks_url, self.jwt_max_lifetime_seconds)
+        return TokenKeys(secret=self.require_jwt_secret(),
+                         max_lifetime_seconds=self.jwt_max_lifetime_seconds)
 
     def require_jwt_secret(self) -> str:
         if not self.jwt_secret:
@@ -105,6 +109,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                           6_000, 300_000),
         projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
         processor_metrics_port=_int(env, "LEDGERLINE_PROCESSOR_METRICS_PORT", 9102, 0, 65535),
+        # The furthest ahead a bearer token's 'exp' may lie (default 366 days, at most 10 years).
+        jwt_max_lifetime_seconds=_int(env, "LEDGERLINE_JWT_MAX_LIFETIME_SECONDS", 366 * 24 * 3600,
+                                      60, 3653 * 24 * 3600),
+        # The request line and headers of one HTTP request, on both APIs; more is 431.
+        max_header_bytes=_int(env, "LEDGERLINE_MAX_HEADER_BYTES", 32 * 1024, 4096, 1024 * 1024),
     )
 
 

@@ -2,7 +2,8 @@
 
 import asyncio
 import gc
-from collections.abc import Coroutine
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -31,3 +32,17 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``work(stop)``; SIGINT or SIGTERM sets ``stop``, and the work winds down by itself."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await work(stop)
+
+
+def run_worker(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """A worker process's main loop: ``work(stop)`` on uvloop until a signal stops it."""
+    run(until_signalled(work))

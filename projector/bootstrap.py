@@ -1,4 +1,4 @@
-"""Process wiring for the projector's commands: the worker, ``dlq``, ``rebuild``.
+"""The projector's composition root, for its commands: the worker, ``dlq``, ``rebuild``.
 
 Pools, Kafka clients and the metrics registry are made here, at start, and passed in.
 """
@@ -9,8 +9,9 @@ import sys
 
 import asyncpg
 
-from ledgerline.ops import Health, listen
-from ledgerline.settings import Settings, SettingsError, asyncpg_dsn
+from common import runtime
+from common.ops import Health, listen
+from common.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
 from projector.worker import SESSION, Projector
 
@@ -34,6 +35,11 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
             server.close()
         await listener.close()
         await pool.close()
+
+
+def main(settings: Settings) -> None:
+    """``ledgerline projector``: project events into the views until SIGINT or SIGTERM."""
+    runtime.run_worker(lambda stop: run_projector(settings, stop))
 
 
 async def dlq_list(settings: Settings, *, as_json: bool) -> None:

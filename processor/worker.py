@@ -1,5 +1,5 @@
 """The ledger processor: consumes ``ledger.commands`` and hands each partition's records to that
-partition's worker (:mod:`command.partition`), which decides them and commits events, follow-up
+partition's worker (:mod:`processor.partition`), which decides them and commits events, follow-up
 requests, snapshots and a checkpoint of the input offset in one Kafka transaction per batch.
 
 The group's committed offsets follow the checkpoints in the background (for lag tooling, and
@@ -25,14 +25,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from command.faults import Fault
-from command.metrics import ProcessorMetrics
-from command.outbox import dead_letter_headers
-from command.partition import Fenced, PartitionWorker, quick_transaction_restarts
+from common.ops import Health
 from events import topics
-from ledgerline.ops import Health
+from processor.faults import Fault
+from processor.metrics import ProcessorMetrics
+from processor.partition import Fenced, PartitionWorker, quick_transaction_restarts
 
-__all__ = ["Fenced", "Processor", "dead_letter_headers"]
+__all__ = ["Fenced", "Processor"]
 
 log = logging.getLogger("ledgerline.processor")
 
@@ -40,7 +39,7 @@ log = logging.getLogger("ledgerline.processor")
 OFFSETS_EVERY_SECONDS = 0.2
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
     # aiokafka logs and swallows a listener's exception; a partition without its worker would
     # then stall unnoticed, so the failure is handed to the loop, which stops the process.
     def __init__(self, processor: "Processor") -> None:

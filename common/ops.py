@@ -14,18 +14,20 @@ import time
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ledgerline.settings import SettingsError
+from common.settings import SettingsError
 
-log = logging.getLogger("ledgerline.ops")
+log = logging.getLogger("common.ops")
 
 
 class Health:
-    """Alive while the worker's loop has turned recently."""
+    """Alive while the worker's loop has turned recently; *degraded* (still 200: a restart
+    would not help) while records it could not apply are waiting in the dead-letter topic."""
 
     def __init__(self, stale_after: float = 30.0) -> None:
         self.stale_after = stale_after
         self.last_turn = time.monotonic()
         self.partitions: list[int] = []
+        self.dead_letters: int | None = None  # None: this worker does not count them
 
     def turned(self, partitions: list[int] | None = None) -> None:
         """The loop turned; ``partitions``: what it owns now, if that changed."""
@@ -79,6 +81,10 @@ def _route(path: str, registry: CollectorRegistry, health: Health) -> tuple[str,
         return "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
     if path == "/healthz":
         ok = health.healthy()
-        body = json.dumps({"status": "ok" if ok else "stalled", "partitions": health.partitions}).encode()
+        status = "stalled" if not ok else "degraded" if health.dead_letters else "ok"
+        answer: dict[str, object] = {"status": status, "partitions": health.partitions}
+        if health.dead_letters is not None:
+            answer["dead_letters"] = health.dead_letters
+        body = json.dumps(answer).encode()
         return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
     return "404 Not Found", "text/plain", b"not found\n"

@@ -11,16 +11,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 
-def dead_letter_headers(error: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """Headers of a dead-lettered record: the error and the record's source position."""
-    return [
-        ("error", error.encode()[:4000]),
-        ("source_topic", topic.encode()),
-        ("source_partition", str(partition).encode()),
-        ("source_offset", str(offset).encode()),
-    ]
-
-
 class Partitioner:
     """Kafka's default key -> partition mapping (murmur2), cached: keys repeat, murmur2 is slow."""
 

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import jwt
 
-from ledgerline.auth import AuthError, Principal, TokenKeys, authenticate
+from common.auth import AuthError, Principal, TokenKeys, authenticate
 
 _SIZE = 4096
 
@@ -31,9 +31,9 @@ class Verified:
                     return principal
                 del self._known[authorization]
         principal = authenticate(authorization, self.keys)  # raises AuthError when refused
-        expires = _expiry(authorization)
-        if expires is not None:
-            self._known[authorization] = (principal, expires)  # type: ignore[index]
+        expiry = _expiry(authorization)
+        if authorization is not None and expiry is not None:
+            self._known[authorization] = (principal, expiry)
             if len(self._known) > _SIZE:
                 self._known.popitem(last=False)
         return principal

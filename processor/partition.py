@@ -19,17 +19,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
 
-from command import snapshots
-from command.decide import decide, evolve, react
-from command.faults import Fault
-from command.metrics import ProcessorMetrics
-from command.outbox import Outbox, Partitioner, dead_letter_headers
-from command.snapshots import EMPTY, Snapshot, restore
+from common.failures import transient_in_transaction
 from events import codec, topics
 from events.codec import DecodeError, Envelope
+from events.deadletter import dead_letter_headers
+from processor import snapshots
+from processor.decide import decide, evolve, react
+from processor.faults import Fault
+from processor.metrics import ProcessorMetrics
+from processor.outbox import Outbox, Partitioner
+from processor.snapshots import EMPTY, Snapshot, restore
+from processor.wellformed import envelope_problem
 
 log = logging.getLogger("ledgerline.processor")
 
@@ -157,8 +160,7 @@ class PartitionWorker:
                 # The transaction was aborted and the in-memory state did not take the batch:
                 # deciding the same records again is safe. Anything else, or a failure that
                 # persists, stops the process: a restart rejoins the group from a clean slate.
-                transient = getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError)
-                if not transient or time.monotonic() > deadline:
+                if not transient_in_transaction(exc) or time.monotonic() > deadline:
                     raise
                 log.warning("batch on partition %s failed (%r); retrying", self.tp.partition, exc)
                 if self.metrics is not None:
@@ -217,6 +219,10 @@ class PartitionWorker:
         except DecodeError as exc:
             return self._dead_letter(record, str(exc), out)
         assert self.partitioner is not None
+        problem = envelope_problem(key=env.key, id=env.id, command_id=env.command_id,
+                                   correlation_id=env.correlation_id, principal=env.principal)
+        if problem is not None:  # every event repeats these: none could be stored
+            return self._dead_letter(record, f"cannot decide {env.type}: {problem}", out)
         if self.partitioner.partition(env.key.encode()) != self.tp.partition:
             # Its state lives with another partition's owner; deciding it here would fork it.
             return self._dead_letter(record, f"key {env.key!r} does not belong to this partition", out)
@@ -225,33 +231,40 @@ class PartitionWorker:
             log.info("duplicate command %s on %s ignored", env.id, env.key)
             return "duplicate"
         try:
-            decided = decide(snap.state, env.payload)
+            decided = decide(snap.state, env.payload, env.key)
             state = snap.state
             for event in decided:
                 state = evolve(state, event)
+            # Encoded before anything is added to the transaction: a record that cannot be
+            # encoded leaves nothing of its decision behind.
+            written = self._encode(env, decided)
         except Exception as exc:  # a command no decider can apply is poison, not a crash
             return self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
         pending[env.key] = snap.after(state, env.id)
-        self._emit(env, decided, out)
+        for topic, partition, key, value in written:
+            out.add(topic, partition, key, value)
         return "decided"
 
-    def _emit(self, cmd: Envelope, decided: list[Any], out: Outbox) -> None:
+    def _encode(self, cmd: Envelope, decided: list[Any]) -> list[tuple[str, int, bytes, bytes]]:
+        """The records a decision writes: its events, and the follow-up requests they cause."""
         assert self.partitioner is not None
         key, now, next_id = cmd.key.encode(), datetime.now(UTC), self.ids.next
+        written = []
         for event in decided:
             env = codec.envelope(
                 event, key=cmd.key, command_id=cmd.command_id, principal=cmd.principal,
                 correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
             )
-            out.add(topics.EVENTS, self.tp.partition, key, codec.encode(env))
+            written.append((topics.EVENTS, self.tp.partition, key, codec.encode(env)))
             for target, follow_up in react(event):
                 request = codec.envelope(
                     follow_up, key=target, command_id=cmd.command_id, principal=cmd.principal,
                     correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
                 )
                 target_key = target.encode()
-                out.add(topics.COMMANDS, self.partitioner.partition(target_key), target_key,
-                        codec.encode(request))
+                written.append((topics.COMMANDS, self.partitioner.partition(target_key),
+                                target_key, codec.encode(request)))
+        return written
 
     def _dead_letter(self, record: Any, error: str, out: Outbox) -> str:
         log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)

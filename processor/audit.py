@@ -1,13 +1,16 @@
 """``ledgerline audit``: conservation per asset from the event history, then the views against it.
 
 1. Reads ``ledger.events`` (read_committed) from offset 0 to the end offsets taken at the start,
-   and checks every asset's books (:mod:`command.books`) at that cut. A credit is decided only
+   and checks every asset's books (:mod:`processor.books`) at that cut. A credit is decided only
    after its debit is committed, so this cut never shows a credit without its debit.
 2. Waits (``--wait``) until the projector has applied at least those events, reads its offsets,
    ``wallet_balances`` and ``assets`` in one repeatable-read snapshot, reads on in Kafka up to
    exactly the projector's offsets, and compares balance by balance and asset by asset.
+3. Counts, in the same snapshot, the records of ``ledger.events`` the projector dead-lettered
+   (``dead_letters``): each is an event the views lack, whether or not it moves a balance.
 
-Prints a report, one line per asset and a ``MISMATCH`` line per difference; exits 1 on any.
+Prints a report, one line per asset, a ``MISMATCH`` line per difference and a ``DEAD LETTERS``
+line if the projector dead-lettered anything; exits 1 on any.
 """
 
 import asyncio
@@ -21,11 +24,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from command.books import Books
 from events import codec, topics
 from events.amounts import format_amount
 from events.codec import DecodeError
-from projector.worker import PROJECTION
+from events.readmodel import PROJECTION
+from processor.books import Books
 
 
 class AuditError(RuntimeError):
@@ -105,6 +108,8 @@ class Views:
     offsets: dict[int, int]
     balances: dict[tuple[str, str], tuple[int, int]]
     assets: dict[str, tuple[int, int]]
+    dead_letters: int = 0
+    first_dead_letter: str = ""
 
 
 async def read_views(conn: asyncpg.Connection) -> Views:
@@ -115,10 +120,18 @@ async def read_views(conn: asyncpg.Connection) -> Views:
         )
         balances = await conn.fetch("SELECT wallet, asset, available, held FROM wallet_balances")
         assets = await conn.fetch("SELECT symbol, supply, burned FROM assets")
+        dead = await conn.fetchval("SELECT count(*) FROM dead_letters")
+        first = await conn.fetchrow(
+            'SELECT topic, partition, "offset", type, error FROM dead_letters '
+            'ORDER BY appended_at, partition, "offset" LIMIT 1')
     return Views(
         offsets={r["partition"]: r["next_offset"] for r in offsets},
         balances={(r["wallet"], r["asset"]): (int(r["available"]), int(r["held"])) for r in balances},
         assets={r["symbol"]: (int(r["supply"]), int(r["burned"])) for r in assets},
+        dead_letters=dead,
+        first_dead_letter="" if first is None else
+        f"{first['topic']}[{first['partition']}]@{first['offset']} ({first['type'] or 'undecodable'}): "
+        f"{first['error'][:200]}",
     )
 
 
@@ -126,10 +139,23 @@ class Report:
     def __init__(self, print_line: Callable[[str], None]) -> None:
         self.print = print_line
         self.mismatches = 0
+        self.dead_letters = 0
 
     def mismatch(self, text: str) -> None:
         self.mismatches += 1
         self.print(f"MISMATCH {text}")
+
+    def dead_lettered(self, views: Views) -> None:
+        self.dead_letters = views.dead_letters
+        if views.dead_letters:
+            records = "record" if views.dead_letters == 1 else "records"
+            self.print(f"DEAD LETTERS {views.dead_letters} {records} of {topics.EVENTS} could not be "
+                       f"applied and are missing from the views, e.g. {views.first_dead_letter}; "
+                       "see `ledgerline dlq list`, then `ledgerline dlq redrive` or, once the "
+                       "projector is fixed, `ledgerline rebuild`")
+
+    def failed(self) -> bool:
+        return bool(self.mismatches or self.dead_letters)
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -225,9 +251,12 @@ async def audit(bootstrap: str, dsn: str | None, *, wait: float,
         await reader.stop()
     assets = len(reader.books.assets)
     verdict = "everything adds up" if report.mismatches == 0 else "the ledger does NOT add up"
+    if report.dead_letters:
+        verdict += f"; the views lack {report.dead_letters} dead-lettered records"
     noun = "mismatch" if report.mismatches == 1 else "mismatches"
-    report.print(f"audit: {assets} assets, {report.mismatches} {noun}: {verdict}")
-    return 0 if report.mismatches == 0 else 1
+    report.print(f"audit: {assets} assets, {report.mismatches} {noun}, {report.dead_letters} "
+                 f"dead letters: {verdict}")
+    return 1 if report.failed() else 0
 
 
 async def _check_views(reader: EventReader, dsn: str, wait: float, report: Report) -> None:
@@ -249,3 +278,4 @@ async def _check_views(reader: EventReader, dsn: str, wait: float, report: Repor
         await conn.close()
     await reader.advance_to(views.offsets)
     compare(reader.books, views, report)
+    report.dead_lettered(views)

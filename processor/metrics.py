@@ -1,4 +1,4 @@
-"""The processor's Prometheus metrics (served by :mod:`ledgerline.ops`)."""
+"""The processor's Prometheus metrics (served by :mod:`common.ops`)."""
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 

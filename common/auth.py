@@ -2,12 +2,24 @@
 
 Secure by default: no token, no access. HS256 with a shared secret on the local stack; in
 production a public key (RS256/ES256/EdDSA) or a JWKS URL, so the APIs hold no signing key.
+
+Claims are checked by type and range, not coerced: ``exp`` (required), ``nbf`` and ``iat`` are
+JSON numbers (not strings, not booleans), finite; ``exp`` lies at most ``max_lifetime_seconds``
+ahead (default 366 days, ``LEDGERLINE_JWT_MAX_LIFETIME_SECONDS``), so a token made to last
+forever (``exp = 1e300``) is refused rather than trusted for good; ``nbf`` and ``iat`` are not
+in the future (30 s of clock skew allowed). ``sub`` is a non-empty string of at most 200
+characters without control characters; ``wallets``, ``roles`` and ``assets`` are lists of such
+strings. Any other shape is ``401 invalid_token`` with a message naming the claim.
 """
 
+import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
+
+from events import grammar
 
 ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 
@@ -24,12 +36,16 @@ class TokenKeys:
     public_key: str | None = None
     jwks_url: str | None = None
     _jwks: jwt.PyJWKClient | None = field(default=None, compare=False, repr=False)
+    max_lifetime_seconds: int = 366 * 24 * 3600
 
     @classmethod
-    def jwks(cls, url: str) -> "TokenKeys":
-        return cls(jwks_url=url, _jwks=jwt.PyJWKClient(url, cache_keys=True, lifespan=300))
+    def jwks(cls, url: str, max_lifetime_seconds: int = 366 * 24 * 3600) -> "TokenKeys":
+        return cls(jwks_url=url, _jwks=jwt.PyJWKClient(url, cache_keys=True, lifespan=300),
+                   max_lifetime_seconds=max_lifetime_seconds)
 
-    def key_for(self, token: str) -> tuple[object, list[str]]:
+    def key_for(self, token: str) -> tuple[Any, list[str]]:
+        """The key to verify ``token`` with (a secret, a PEM key or a JWKS key), and the
+        algorithms that key allows."""
         if self.secret is not None:
             return self.secret, ["HS256"]
         if self.public_key is not None:
@@ -82,11 +98,61 @@ class Principal:
         return bool(self.roles & {"operator", "issuer"})
 
 
+CLOCK_SKEW_SECONDS = 30
+
+
+def _invalid(message: str) -> AuthError:
+    return AuthError(401, "invalid_token", f"the bearer token is not valid: {message}")
+
+
+def _name_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value.strip():
+        return "must not be empty"
+    if len(value) > grammar.NAME_LIMIT:
+        return f"is longer than {grammar.NAME_LIMIT} characters"
+    return grammar.text_problem(value)
+
+
 def _strings(claims: dict[str, object], name: str) -> frozenset[str]:
     value = claims.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise AuthError(401, "invalid_token", f"the token's {name!r} claim must be a list of strings")
+    if not isinstance(value, list):
+        raise _invalid(f"the {name!r} claim must be a list of strings")
+    for item in value:
+        problem = _name_problem(item)
+        if problem is not None:
+            raise _invalid(f"an item of the {name!r} claim {problem}")
     return frozenset(value)
+
+
+def _time(claims: dict[str, object], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519): a JSON number of seconds, never a string or a boolean."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"the {name!r} claim must be a number of seconds since 1970, "
+                       f"not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise _invalid(f"the {name!r} claim must be finite")
+    return float(value)
+
+
+def _check_times(claims: dict[str, object], max_lifetime: int) -> None:
+    now = time.time()
+    exp, nbf, iat = _time(claims, "exp"), _time(claims, "nbf"), _time(claims, "iat")
+    if exp is None:
+        raise _invalid("the 'exp' claim is required")
+    if exp <= now:
+        raise AuthError(401, "token_expired", "the bearer token has expired")
+    if exp > now + max_lifetime:
+        raise _invalid(f"its 'exp' is more than {max_lifetime} seconds ahead; tokens this API "
+                       "accepts expire sooner")
+    if nbf is not None and nbf > now + CLOCK_SKEW_SECONDS:
+        raise _invalid("its 'nbf' claim is in the future: it is not valid yet")
+    if iat is not None and iat > now + CLOCK_SKEW_SECONDS:
+        raise _invalid("its 'iat' claim says it was issued in the future")
 
 
 def authenticate(authorization: str | None, keys: "str | TokenKeys") -> Principal:
@@ -100,19 +166,26 @@ def authenticate(authorization: str | None, keys: "str | TokenKeys") -> Principa
         keys = TokenKeys(secret=keys)
     try:
         key, algorithms = keys.key_for(token.strip())
+        # The times are checked below, by type and range: PyJWT would coerce "123" or true.
         claims = jwt.decode(
-            token.strip(), key, algorithms=algorithms, options={"require": ["sub", "exp"]}
+            token.strip(), key, algorithms=algorithms,
+            options={"require": ["sub", "exp"], "verify_exp": False, "verify_nbf": False,
+                     "verify_iat": False, "verify_sub": False},
         )
-    except jwt.ExpiredSignatureError:
-        raise AuthError(401, "token_expired", "the bearer token has expired") from None
     except jwt.InvalidTokenError as exc:
-        raise AuthError(401, "invalid_token", f"the bearer token is not valid: {exc}") from None
+        raise _invalid(str(exc)) from None
+    if not isinstance(claims, dict):
+        raise _invalid("its claims are not a JSON object")
+    _check_times(claims, keys.max_lifetime_seconds)
+    problem = _name_problem(claims["sub"])
+    if problem is not None:
+        raise _invalid(f"the 'sub' claim {problem}")
     roles = _strings(claims, "roles")
     unknown = roles - ROLES
     if unknown:
-        raise AuthError(401, "invalid_token", f"unknown roles in token: {sorted(unknown)}")
+        raise _invalid(f"unknown roles in token: {sorted(unknown)}")
     return Principal(
-        sub=str(claims["sub"]),
+        sub=claims["sub"],
         wallets=_strings(claims, "wallets"),
         roles=roles,
         assets=_strings(claims, "assets"),

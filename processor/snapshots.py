@@ -4,8 +4,8 @@ and :func:`restore`, which reads one partition of them back into memory."""
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from command.decide import State
 from events import topics
+from processor.decide import State
 
 RECENT_COMMANDS = 256
 

@@ -1,7 +1,7 @@
 """Pure bookkeeping over the event history, for the audit: per asset, what was issued, burned,
 held in wallets and in flight between wallets, and whether it adds up.
 
-Conservation (DESIGN.md guarantee 3), per asset: issued - burned = Σ(available + held) over all
+Conservation (docs/architecture.md, guarantee 3), per asset: issued - burned = Σ(available + held) over all
 wallets + credits in flight. A credit is in flight from the debit that sent it (a confirmed
 transfer, an issue, a trade's payment or delivery) until the ``WalletCredited`` of its kind.
 Every balance event is also checked against the wallet's previous balance, so an error is

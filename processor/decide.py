@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from events import grammar
 from events.keys import asset_key, wallet_key
 from events.messages import (
     AssetRegistered,
@@ -25,6 +26,7 @@ from events.messages import (
     CreditKind,
     CreditWallet,
     Event,
+    FreezeRejected,
     FreezeWallet,
     InitiateTrade,
     InitiateTransfer,
@@ -54,8 +56,10 @@ from events.messages import (
     WalletUnfrozen,
 )
 from events.reasons import Reason
+from processor import wellformed
+from processor.wellformed import Refusal, refusal, shown, shown_units
 
-MAX_DECIMALS = 18
+MAX_DECIMALS = wellformed.MAX_DECIMALS
 
 
 class AssetState(msgspec.Struct, frozen=True, kw_only=True, tag="asset"):
@@ -94,12 +98,17 @@ State = AssetState | WalletState
 EMPTY_WALLET = WalletState()
 
 
-def decide(state: State | None, command: Command) -> list[Event]:
-    """The events ``command`` causes on the aggregate in ``state``.
+def decide(state: State | None, command: Command, key: str | None = None) -> list[Event]:
+    """The events ``command`` causes on the aggregate in ``state`` (whose record key, when
+    given, must be the aggregate the command is for).
 
-    Domain refusals are events with a reason. A follow-up that contradicts the aggregate's state
-    (which the flows never send) raises ``ValueError``, so the processor dead-letters it.
+    Domain refusals are events with a reason; so is a malformed command (see
+    :mod:`processor.wellformed`). A follow-up that is malformed or contradicts the aggregate's
+    state (which the flows never send) raises ``ValueError``, so the processor dead-letters it.
     """
+    refused = refusal(command, key)
+    if refused is not None:
+        return _refused(command, refused)
     match command:
         case RegisterAsset():
             return _register(state, command)
@@ -127,6 +136,35 @@ def decide(state: State | None, command: Command) -> list[Event]:
         case UnfreezeWallet():
             return [WalletUnfrozen(wallet=command.wallet, reason=command.reason)]
     raise TypeError(f"no decider for {type(command).__name__}")
+
+
+def _refused(c: Command, refused: Refusal) -> list[Event]:
+    """The command's ordinary refusal events; what they repeat of it is made safe to store."""
+    reason = refused.reason
+    match c:
+        case RegisterAsset():
+            return [AssetRegistrationRejected(symbol=shown(c.symbol), reason=reason)]
+        case IssueTokens():
+            return [IssueRejected(symbol=shown(c.symbol), to=shown(c.to),
+                                  amount=shown_units(c.amount), reason=reason)]
+        case InitiateTransfer():
+            ids: dict[str, Any] = dict(
+                transfer_id=shown(c.transfer_id), source=shown(c.source), target=shown(c.target),
+                asset=shown(c.asset), amount=shown_units(c.amount))
+            memo = c.memo if grammar.is_text(c.memo, empty=True) else None
+            return [TransferInitiated(**ids, memo=memo), TransferFailed(**ids, reason=reason)]
+        case InitiateTrade():
+            terms: dict[str, Any] = {k: shown(v) if isinstance(v, str) else shown_units(v)
+                                     for k, v in _terms(c).items()}
+            return [TradeInitiated(**terms), TradeFailed(**terms, party="seller", reason=reason)]
+        case BurnTokens():
+            return [BurnFailed(wallet=shown(c.wallet), asset=shown(c.asset),
+                               amount=shown_units(c.amount), reason=reason)]
+        case FreezeWallet() | UnfreezeWallet():
+            return [FreezeRejected(wallet=shown(c.wallet), freeze=isinstance(c, FreezeWallet),
+                                   reason=reason)]
+    # A follow-up request comes from the processor itself: a malformed one was forged or is a bug.
+    raise ValueError(f"malformed {type(c).__name__}: {refused.detail}")
 
 
 def _wallet(state: State | None) -> WalletState:
@@ -185,7 +223,9 @@ def _issue(state: State | None, c: IssueTokens) -> list[Event]:
     if c.amount <= 0:
         return reject("invalid_amount")
     supply_after = state.supply + c.amount
-    if state.max_supply is not None and supply_after > state.max_supply:
+    # Without a cap of its own, an asset's supply is still bounded by what the views can hold.
+    cap = grammar.MAX_UNITS if state.max_supply is None else state.max_supply
+    if supply_after > cap:
         return reject("supply_cap_exceeded")
     return [TokensIssued(symbol=c.symbol, to=c.to, amount=c.amount, supply_after=supply_after)]
 
@@ -247,6 +287,8 @@ def _credit(wallet: WalletState, wallet_id: str, asset: str, amount: int, kind: 
             reference: str) -> WalletCredited:
     # A credit always lands, on a frozen wallet too: the amount has left another wallet already.
     after = wallet.balance(asset)
+    if after.available + amount > grammar.MAX_UNITS:
+        raise ValueError(f"a credit of {amount} {asset} would take {wallet_id} beyond 10^78 - 1")
     return WalletCredited(
         wallet=wallet_id,
         asset=asset,

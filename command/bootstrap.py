@@ -1,0 +1,105 @@
+"""The command API's composition root: the asyncpg pool, the Kafka producer, the outcome
+waiters and the token verifier are made here, at start, and handed to the endpoints."""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from command import outcomes
+from command.api import (
+    Box,
+    CommandApi,
+    Endpoint,
+    Wiring,
+    burn,
+    command_status,
+    freeze,
+    healthz,
+    issue,
+    metrics,
+    openapi,
+    readyz,
+    register_asset,
+    trade,
+    transfer,
+    unfreeze,
+)
+from command.errors import ApiError, Code
+from command.producer import command_producer
+from common.httpserver import serve
+from common.runtime import settle_heap
+from common.settings import Settings, asyncpg_dsn
+from common.tokens import Verified
+
+log = logging.getLogger("ledgerline.command_api")
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """No reset round trip when a connection goes back to the pool: this API never changes a
+    session's settings, holds no advisory locks or cursors, and listens on its own connection."""
+
+
+def create_app(settings: Settings) -> CommandApi:
+    tokens = Verified(settings.token_keys())
+    box = Box()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dsn = asyncpg_dsn(settings.database_url)
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        producer = command_producer(settings.kafka_bootstrap)
+        await producer.start()
+        waiters = outcomes.Waiters(pool)
+        await waiters.start(dsn)
+        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens)
+        settle_heap()
+        log.info("command API ready")
+        try:
+            yield
+        finally:
+            await waiters.stop()
+            await producer.stop()
+            await pool.close()
+
+    direct = {path: Endpoint(handler, box) for path, handler in (
+        ("/v1/transfers", transfer), ("/v1/trades", trade), ("/v1/burns", burn),
+        ("/v1/assets", register_asset))}
+    routes = [
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in direct.items()),
+        Route("/v1/assets/{symbol}/issue", Endpoint(issue, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/freeze", Endpoint(freeze, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/unfreeze", Endpoint(unfreeze, box), methods=["POST"]),
+        Route("/v1/commands/{command_id}", Endpoint(command_status, box), methods=["GET"]),
+        Route("/openapi.json", openapi),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return ApiError(404, Code.NOT_FOUND, "no such endpoint").response()
+
+    async def not_allowed(_request: Request, exc: Exception) -> Response:
+        # The router's exception carries the Allow header RFC 9110 requires with a 405.
+        allow = exc.headers if isinstance(exc, HTTPException) else None
+        return ApiError(405, Code.METHOD_NOT_ALLOWED, "this endpoint does not take that method; "
+                        f"it takes {(allow or {}).get('Allow', 'other methods')}",
+                        headers=allow).response()
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: not_allowed})
+    return CommandApi(app, direct)
+
+
+def main(settings: Settings) -> None:
+    """``ledgerline command-api``: serve the HTTP command API until a signal stops it."""
+    log.info("command API on http://%s:%d", settings.command_host, settings.command_port)
+    serve(create_app(settings), settings.command_host, settings.command_port,
+          max_header_bytes=settings.max_header_bytes)

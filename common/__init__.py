@@ -1,0 +1,1 @@
+"""The shared ground under every process: settings, auth, logging, runtime, ops endpoints."""

@@ -1,0 +1,1 @@
+"""The ledger processor: pure deciders, the fenced Kafka loop, snapshots and ``audit``."""
