@@ -20,16 +20,9 @@ def command_api(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def query_api(settings: Settings, _args: argparse.Namespace) -> None:
-    from common.httpserver import serve
-    from query.app import MAX_BODY_BYTES, create_app
+    from query.bootstrap import main as run
 
-    log.info("GraphQL API on http://%s:%d/graphql", settings.query_host, settings.query_port)
-    # Subscription messages are small states sent to many sockets: compressing each one for
-    # each socket costs more CPU than the bytes it saves. A message from a client may be as
-    # large as a request body, no larger (uvicorn's default, 16 MiB, let one block the loop).
-    serve(create_app(settings), settings.query_host, settings.query_port,
-          max_header_bytes=settings.max_header_bytes, ws_per_message_deflate=False,
-          ws_max_size=MAX_BODY_BYTES)
+    run(settings)
 
 
 def processor(settings: Settings, _args: argparse.Namespace) -> None:

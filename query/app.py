@@ -8,10 +8,8 @@ only websocket protocol offered. A request may name the command it just sent in
 projection shows that command's outcome, and says in ``extensions.afterCommand`` whether it did.
 """
 
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -29,17 +25,15 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 
 from common.auth import AuthError, Principal
-from common.runtime import settle_heap
-from common.settings import Settings, asyncpg_dsn
+from common.settings import Settings
 from common.tokens import Verified
 from events.readmodel import FINAL_COMMAND_STATUSES
 from query import graphiql, post
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
 from query.feeds import Feeds
-from query.hub import Hub, wait_for_command
+from query.hub import wait_for_command
 from query.ids import is_id
-from query.pool import Pool
 from query.schema import schema
 from query.ws import TransportWS
 
@@ -216,35 +210,3 @@ class QueryApp:
             await self.graphql(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-
-def create_app(settings: Settings) -> QueryApp:
-    settings.token_keys()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dsn = asyncpg_dsn(settings.database_url)
-        app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()
-        app.state.hub = Hub(dsn, app.state.pool)
-        try:
-            await app.state.hub.start()
-            settle_heap()
-            log.info("query API ready")
-            yield
-        finally:
-            await app.state.hub.stop()
-            await app.state.pool.close()
-
-    graphql = LedgerGraphQL(settings)
-    return QueryApp(Starlette(
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            *([Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.default_dir()))]
-              if graphiql.default_dir().is_dir() else []),
-        ],
-        lifespan=lifespan,
-    ), graphql)
