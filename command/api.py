@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from command import outcomes, validate
+from command import availability, outcomes, validate
 from command.errors import ApiError
 from command.ids import name_id, random_id
 from command.openapi import render as render_openapi
@@ -48,6 +48,7 @@ from events.messages import (
     UnfreezeWallet,
 )
 from ledgerline.auth import AuthError, Principal
+from ledgerline.retry import TRANSIENT
 from ledgerline.runtime import settle_heap
 from ledgerline.settings import Settings, asyncpg_dsn
 from query.tokens import Verified
@@ -184,7 +185,8 @@ async def _append(call: Call, key: str, record: bytes, command_id: str, request_
                   accepted: dict[str, Any]) -> None:
     """The command into Kafka (acknowledged by all in-sync replicas), then, for a request with
     an Idempotency-Key (``request_hash`` set), its first answer kept for retries."""
-    await call.w.producer.send_and_wait(topics.COMMANDS, record, key=key.encode())
+    await availability.append(call.w.producer, topics.COMMANDS, record, key.encode(), command_id,
+                              call.w.settings.unavailable_seconds)
     if request_hash:
         await call.w.pool.execute(
             "INSERT INTO idempotency_keys (command_id, principal, request_hash, response) "
@@ -375,6 +377,7 @@ class _Endpoint:
     async def answer(self, request: Request) -> Response:
         w = self.box.wiring
         headers = _headers(request)
+        availability.begin()
         try:
             principal = w.tokens.authenticate(headers.get("authorization"))
             return await self.handler(Call(request, w, principal, headers))
@@ -384,6 +387,9 @@ class _Endpoint:
             return exc.response()
         except AmountError as exc:
             return ApiError(422, exc.code, str(exc)).response()
+        except TRANSIENT as exc:  # the broker or the database is away: 503, never a 500
+            log.warning("%s %s: unavailable: %r", request.method, request.url.path, exc)
+            return availability.unavailable(exc).response()
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             return ApiError(500, "internal_error", "the request failed on our side; retry later").response()
@@ -422,9 +428,11 @@ async def healthz(_request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     w: Wiring = request.app.state.wiring
     try:
-        await w.pool.fetchval("SELECT 1")
-    except (OSError, asyncpg.PostgresError) as exc:
+        await w.pool.fetchval("SELECT 1", timeout=2)
+    except TRANSIENT as exc:
         return JSONResponse({"status": "unavailable", "database": repr(exc)}, status_code=503)
+    if not await availability.kafka_ready(w.producer):
+        return JSONResponse({"status": "unavailable", "kafka": "no broker reachable"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
@@ -444,7 +452,10 @@ def create_app(settings: Settings) -> CommandApi:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        # Bounded: with the database away, connecting and every statement give up in time.
+        bound = settings.unavailable_seconds
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session,
+                                         timeout=bound, command_timeout=bound)
         producer = command_producer(settings.kafka_bootstrap)
         await producer.start()
         waiters = outcomes.Waiters(pool)

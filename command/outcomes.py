@@ -6,7 +6,8 @@ notification names are read in one statement and handed to their waiters, so a t
 waiting requests cost a few reads, not a thousand. In case a notification is lost (the listener
 reconnecting), every waited-for command is also re-read, all in one statement, every
 ``RECHECK_SECONDS``: a lost notification costs latency, never truth, and waiting never turns
-into one poll per request.
+into one poll per request. The listener reconnects by itself, with backoff, when the database
+goes away; while it is away a waiting request answers with the latest state it knows.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from ledgerline.retry import TRANSIENT, Backoff
 from projector.fold import FINAL_COMMAND_STATUSES
 from projector.store import CHANNEL
 
@@ -61,7 +63,7 @@ class Watch:
         about it can be in the read model yet that a notification would not bring.
         """
         if read_first:
-            outcome = await read(self.pool, self.command_id)
+            outcome = await self._read()
             if outcome is not None:
                 self.deliver(outcome)
         try:
@@ -70,7 +72,14 @@ class Watch:
         except TimeoutError:
             # The state the last sweep saw (at most RECHECK_SECONDS old) or, before any, a read:
             # when the pipeline falls behind, timed-out requests add no read each.
-            return self.latest or await read(self.pool, self.command_id)
+            return self.latest or await self._read()
+
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            return await read(self.pool, self.command_id)
+        except TRANSIENT as exc:  # the database is away: what we know is "accepted"
+            log.warning("could not read the outcome of %s: %r", self.command_id, exc)
+            return None
 
 
 class Waiters:
@@ -81,20 +90,53 @@ class Waiters:
         self._to_read: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
 
     async def start(self, dsn: str) -> None:
-        self._conn = await asyncpg.connect(dsn)
-        await self._conn.add_listener(CHANNEL, self._notified)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        loop = asyncio.get_running_loop()
+        self._listener = loop.create_task(self._listen(dsn))
+        self._sweeper = loop.create_task(self._sweep())
+        await asyncio.wait_for(self.connected.wait(), 30)
 
     async def stop(self) -> None:
-        for task in (self._reader, self._sweeper):
+        for task in (self._reader, self._sweeper, self._listener):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._conn is not None:
-            await self._conn.close()
+
+    async def _listen(self, dsn: str) -> None:
+        """Keep one LISTEN connection, reconnecting with backoff whenever it is lost."""
+        backoff = Backoff(first=0.1, cap=2.0)
+        while True:
+            closed = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(dsn, timeout=5)
+            except TRANSIENT as exc:
+                delay = backoff.next()
+                log.warning("outcome listener cannot connect (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c, gone=closed: gone.set())
+                await conn.add_listener(CHANNEL, self._notified)
+                self._conn = conn
+                backoff.reset()
+                self.connected.set()
+                while not closed.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(closed.wait(), 5)
+                    if not closed.is_set():  # a peer that vanished without a goodbye
+                        await conn.fetchval("SELECT 1", timeout=5)
+                log.warning("outcome listener connection lost; reconnecting")
+            except TRANSIENT as exc:
+                log.warning("outcome listener failed (%r); reconnecting", exc)
+            finally:
+                self.connected.clear()
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=1)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         # Every projector commit notifies, one kind of id per payload ({"commands": [...]},
@@ -127,7 +169,7 @@ class Waiters:
     async def _read_and_deliver(self, ids: Iterable[str]) -> None:
         try:
             rows = await self.pool.fetch(_STATUSES, list(ids))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
             # The next sweep tries again; nothing is lost but time.
             log.warning("could not read command outcomes: %r", exc)
             return

@@ -37,6 +37,7 @@ class Settings:
     processor_session_timeout_ms: int = 10_000
     projector_metrics_port: int = 9101  # 0: no /metrics endpoint
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
+    unavailable_seconds: float = 5.0  # the longest an API waits for an absent broker or database
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -105,6 +106,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                           6_000, 300_000),
         projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
         processor_metrics_port=_int(env, "LEDGERLINE_PROCESSOR_METRICS_PORT", 9102, 0, 65535),
+        unavailable_seconds=float(_int(env, "LEDGERLINE_UNAVAILABLE_SECONDS", 5, 1, 60)),
     )
 
 

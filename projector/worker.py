@@ -27,6 +27,7 @@ from command.processor import dead_letter_headers
 from events import codec, topics
 from events.codec import Envelope
 from ledgerline.ops import Health
+from ledgerline.retry import Backoff
 from projector import dlq, store
 from projector.fold import Position, RowChanges, apply
 from projector.lag import Lag
@@ -126,8 +127,18 @@ class Projection:
         self.stored: dict[int, int | None] = {}
 
     async def load(self, partitions: Sequence[int]) -> dict[int, int | None]:
-        async with self.pool.acquire() as conn:
-            offsets = await store.load_offsets(conn, self.name, topics.EVENTS)
+        """The stored offsets of ``partitions``; waits out a database that is away (a partition
+        left without its offsets would be skipped, not applied)."""
+        backoff = Backoff(first=0.1, cap=2.0)
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    offsets = await store.load_offsets(conn, self.name, topics.EVENTS)
+                break
+            except TRANSIENT as exc:
+                delay = backoff.next()
+                log.warning("cannot read the stored offsets (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
         for p in partitions:
             self.stored[p] = offsets.get(p)
         return {p: self.stored[p] for p in partitions}

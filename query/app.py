@@ -204,7 +204,10 @@ def create_app(settings: Settings) -> QueryApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()
+        # Bounded: with the database away, connecting and every statement give up in time.
+        bound = settings.unavailable_seconds
+        app.state.pool = await Pool(dsn, min_size=2, max_size=10, timeout=bound,
+                                    command_timeout=bound).start()
         app.state.hub = Hub(dsn, app.state.pool)
         try:
             await app.state.hub.start()
