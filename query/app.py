@@ -198,6 +198,9 @@ class QueryApp:
             await self.app(scope, receive, send)
 
 
+APPLICATION_NAME = "ledgerline-query"  # how its connections show in pg_stat_activity
+
+
 def create_app(settings: Settings) -> QueryApp:
     settings.token_keys()
 
@@ -207,7 +210,8 @@ def create_app(settings: Settings) -> QueryApp:
         # Bounded: with the database away, connecting and every statement give up in time.
         bound = settings.unavailable_seconds
         app.state.pool = await Pool(dsn, min_size=2, max_size=10, timeout=bound,
-                                    command_timeout=bound).start()
+                                    command_timeout=bound,
+                                    server_settings={"application_name": APPLICATION_NAME}).start()
         app.state.hub = Hub(dsn, app.state.pool)
         try:
             await app.state.hub.start()
