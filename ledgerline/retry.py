@@ -20,6 +20,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     KafkaError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.InternalClientError,  # ... in the middle of a COPY: the protocol lost its state
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now, recovery
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
 )

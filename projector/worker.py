@@ -42,6 +42,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
     KafkaError,
     asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # the connection was closed under a statement (pg_terminate_backend)
+    asyncpg.InternalClientError,  # ... or while a COPY was under way: the protocol lost its state
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
