@@ -273,6 +273,7 @@ Ledgerline is running.
   PostgreSQL    {infra.database_url}
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
+  Health        ledgerline health   (every part is restarted if it dies: {home / "health.json"})
 
 Tokens (valid 30 days):
 {token_lines}
