@@ -316,6 +316,7 @@ def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
     secret = jwt_secret(home, env)
     settings = replace(settings, jwt_secret=secret, database_url=infra.database_url)
     services = Services(process_env(settings, infra, secret, env), home / "logs")
+    watch: Supervisor | None = None
     try:
         services.start()
         watch = supervisor(infra, services, home)
@@ -333,6 +334,8 @@ def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
+        if watch is not None:
+            watch.stop()
         services.stop()
         infra.stop()
         log.info("stopped")

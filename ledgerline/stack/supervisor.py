@@ -63,7 +63,7 @@ class Supervisor:
         """Look at every part once; start again those that died and are due."""
         changed = False
         for part in self.parts.values():
-            if part.state == "up" and part.alive():
+            if part.state == "stopped" or (part.state == "up" and part.alive()):
                 continue
             now = time.monotonic()
             if part.state == "up":
@@ -117,6 +117,10 @@ class Supervisor:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop supervising (before the parts are stopped, so none is started again)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(90)
+        for part in self.parts.values():
+            part.state = "stopped"
+        self._write_health()
