@@ -129,6 +129,7 @@ class Command:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     command_id: str | None = None
     status: int | None = None
+    outcome: str | None = None  # the status in the answer: accepted, or final with Prefer: wait
 
 
 @dataclass
@@ -200,14 +201,16 @@ class Population:
                 t.errors.append(f"{answer.status_code} {cmd.path}: {answer.text[:200]}")
                 await asyncio.sleep(0.5)
                 continue
+            first = cmd.status is None
             cmd.status = answer.status_code
             if answer.status_code in (200, 202):
-                cid = answer.json()["command_id"]
-                if cmd.command_id not in (None, cid):
+                body = answer.json()
+                if cmd.command_id not in (None, body["command_id"]):
                     t.id_changed += 1
-                cmd.command_id = cid
-                t.accepted += 1
-                self.sent.append(cmd)
+                cmd.command_id, cmd.outcome = body["command_id"], body["status"]
+                if first:  # a command sent again (same key) is still one command
+                    t.accepted += 1
+                    self.sent.append(cmd)
             else:
                 t.errors.append(f"{answer.status_code} {cmd.path}: {answer.text[:200]}")
             return cmd
@@ -241,6 +244,19 @@ class Population:
         return Command("burn", "/v1/burns", {
             "wallet": a, "asset": self.cash, "amount": _decimal(rng.randint(1, 500), 2)},
             self.operator)
+
+    async def probe(self, http: httpx.AsyncClient, within: float = 180.0) -> None:
+        """A transfer through the whole pipeline, returning once its outcome is final: how long
+        the stack takes to do its work again, not only to answer."""
+        a, b = self.rng.sample(self.wallets, 2)
+        cmd = Command("transfer", "/v1/transfers", {"from": a, "to": b, "asset": self.cash,
+                                                    "amount": "0.01"}, self.operator)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            await self.send(http, cmd, wait=10)
+            if cmd.outcome in FINAL:
+                return
+        raise AssertionError(f"a probe transfer was not decided within {within}s")
 
     async def load(self, stop: asyncio.Event, clients: int = 4, pause: float = 0.1) -> None:
         """``clients`` concurrent clients, each sending a command, then pausing, until ``stop``."""

@@ -50,7 +50,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed JSON", 401: "Missing, malformed, expired or wrongly signed token",
             403: "The token's principal may not do this", 404: "Unknown resource",
             409: "Conflict (asset exists, idempotency key reused)", 413: "Body too large",
-            415: "Body is not application/json", 422: "A field is missing or invalid"}
+            415: "Body is not application/json", 422: "A field is missing or invalid",
+            503: "The broker or the database is unavailable: retry after Retry-After; "
+                 "error.outcome says whether the command was not_sent or its outcome is unknown"}
     ref = {"$ref": "#/components/schemas/Error"}
     return {str(s): {"description": text[s], "content": {"application/json": {"schema": ref}}}
             for s in statuses}
@@ -71,7 +73,7 @@ def _command(summary: str, body: dict[str, Any], who: str, *,
                     "content": {"application/json": {"schema": ref}}},
             "202": {"description": "Accepted: the command is in Kafka",
                     "content": {"application/json": {"schema": ref}}},
-            **_errors(400, 401, 403, 404, 409, 413, 415, 422),
+            **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503),
         },
     }}
 
