@@ -7,6 +7,7 @@ what the reported outcomes say (the retrying client lost nothing), the stack bac
 no process restarted (each rode through the outage), ``ledgerline audit`` clean."""
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import asyncpg
 import httpx
 import pytest
+import websockets
 
 from bench.chaos import Command, Population, Stack, supervised_stack
 from ledgerline.local import PROCESSES
@@ -148,3 +150,37 @@ async def test_broker_sigstop_answers_503_in_bound_and_one_command(chaos: Stack)
     assert await population.doubled() == []
     assert await population.balance_mismatches(status) == []
     await chaos.back()
+
+
+BALANCES = "subscription($w: ID!) { walletBalances(wallet: $w) { balances { asset { symbol } available } } }"
+
+
+async def test_a_subscription_stays_open_through_postgres_sigkill(chaos: Stack) -> None:
+    population = Population(chaos, wallets=2)
+    async with httpx.AsyncClient() as http:
+        await population.setup(http)
+    a, b = population.wallets
+    ws_url = f"{chaos.query_url.replace('http://', 'ws://', 1)}/graphql"
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"Authorization": f"Bearer {population.operator}"}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "b", "type": "subscribe",
+                                  "payload": {"query": BALANCES, "variables": {"w": b}}}))
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "next", first
+
+        await _kill(chaos, "postgres")
+        await chaos.back()
+        async with httpx.AsyncClient() as http:
+            await population.send(http, Command("transfer", "/v1/transfers", {
+                "from": a, "to": b, "asset": population.cash, "amount": "3.00"}, population.operator))
+
+        # The same subscription, never re-subscribed, shows the credit made after the restart.
+        deadline = time.monotonic() + 30
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+            assert message["type"] == "next", message
+            balances = message["payload"]["data"]["walletBalances"]["balances"]
+            if {"asset": {"symbol": population.cash}, "available": "1003.00"} in balances:
+                break
