@@ -380,7 +380,8 @@ class _Endpoint:
         availability.begin()
         try:
             principal = w.tokens.authenticate(headers.get("authorization"))
-            return await self.handler(Call(request, w, principal, headers))
+            return await availability.bounded(self.handler(Call(request, w, principal, headers)),
+                                              w.settings.unavailable_seconds)
         except AuthError as exc:
             return ApiError(exc.status, exc.code, exc.message).response()
         except ApiError as exc:

@@ -12,11 +12,17 @@ header, never a 500 and never a hang:
 
 Which of the two applies is known from how far the request's append got (:func:`append`), kept
 in a context variable of the request's task.
+
+The bound holds for the whole request (:func:`bounded`), not for each call to a dependency: a
+lookup that waited for the database and then an append that waited for the broker still answer
+within it. Only the wait for the outcome that ``Prefer: wait=N`` asks for is outside it
+(:func:`unbounded`): that one the client chose.
 """
 
 import asyncio
 import contextvars
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -29,8 +35,12 @@ NOT_SENT = "not_sent"
 UNKNOWN = "unknown"
 RETRY_AFTER_SECONDS = 2
 
+T = TypeVar("T")
+
 # None: no append begun in this request; else the command id, once handed to the producer.
 _handed: contextvars.ContextVar[str | None] = contextvars.ContextVar("handed", default=None)
+_deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar("deadline",
+                                                                                   default=None)
 
 
 class Unavailable(ApiError):
@@ -52,6 +62,21 @@ class Unavailable(ApiError):
 def begin() -> None:
     """A new request: no append begun."""
     _handed.set(None)
+    _deadline.set(None)
+
+
+async def bounded(work: Awaitable[T], bound: float) -> T:
+    """``work`` (a request's handling) within ``bound`` seconds, else TimeoutError (a 503)."""
+    async with asyncio.timeout(bound) as deadline:
+        _deadline.set(deadline)
+        return await work
+
+
+def unbounded() -> None:
+    """From here on the request waits as long as the client asked (``Prefer: wait``)."""
+    deadline = _deadline.get()
+    if deadline is not None:
+        deadline.reschedule(None)
 
 
 def transient(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from command import availability
 from ledgerline.retry import TRANSIENT, Backoff
 from projector.fold import FINAL_COMMAND_STATUSES
 from projector.store import CHANNEL
@@ -62,6 +63,7 @@ class Watch:
         ``read_first=False`` only for a command sent after this watch was registered: nothing
         about it can be in the read model yet that a notification would not bring.
         """
+        availability.unbounded()  # the client chose how long to wait for the outcome
         if read_first:
             outcome = await self._read()
             if outcome is not None:

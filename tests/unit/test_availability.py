@@ -48,3 +48,23 @@ async def test_a_database_failure_after_the_append_began_is_unknown() -> None:
         await availability.append(Producer("silent"), "t", b"r", b"k", "cmd-2", 0.05)  # type: ignore[arg-type]
     later = availability.unavailable(ConnectionRefusedError())
     assert later.outcome == UNKNOWN and later.command_id == "cmd-2"
+
+
+async def test_the_bound_holds_for_the_whole_request_but_not_for_a_chosen_wait() -> None:
+    availability.begin()
+
+    async def two_slow_dependencies() -> None:
+        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)
+
+    with pytest.raises(TimeoutError):
+        await availability.bounded(two_slow_dependencies(), 0.3)
+
+    async def then_wait_for_the_outcome() -> str:
+        await asyncio.sleep(0.1)
+        availability.unbounded()  # Prefer: wait
+        await asyncio.sleep(0.4)
+        return "final"
+
+    availability.begin()
+    assert await availability.bounded(then_wait_for_the_outcome(), 0.3) == "final"
