@@ -62,18 +62,25 @@ class Supervisor:
     def tick(self) -> None:
         """Look at every part once; start again those that died and are due."""
         changed = False
+        # Every death first, reported at once: a restart takes seconds, and another part that
+        # died meanwhile must show as down (and count as down) from now, not from its turn.
         for part in self.parts.values():
-            if part.state == "stopped" or (part.state == "up" and part.alive()):
+            if part.state != "up" or part.alive():
                 continue
             now = time.monotonic()
-            if part.state == "up":
-                lived = now - part.up_since
-                log.warning("%s (pid %s) died after %.0fs up; restarting it", part.name,
-                            part.last_pid, lived)
-                if lived >= STABLE_SECONDS:
-                    part.backoff.reset()
-                    part.next_try = now
-                part.state, part.down_since, changed = "down", now, True
+            lived = now - part.up_since
+            log.warning("%s (pid %s) died after %.0fs up; restarting it", part.name,
+                        part.last_pid, lived)
+            if lived >= STABLE_SECONDS:
+                part.backoff.reset()
+                part.next_try = now
+            part.state, part.down_since, changed = "down", now, True
+        if changed:
+            self._write_health()
+        for part in self.parts.values():
+            if part.state != "down":
+                continue
+            now = time.monotonic()
             if now < part.next_try or self._stop.is_set():
                 continue
             try:
