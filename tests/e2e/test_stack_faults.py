@@ -22,7 +22,7 @@ import websockets
 from bench.chaos import Command, Population, Stack, supervised_stack
 from ledgerline.local import PROCESSES
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 Fault = Callable[[Stack], Awaitable[None]]
 
