@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,8 @@ class Stack:
 
 
 @contextlib.contextmanager
-def supervised_stack(name: str, **env_extra: str) -> Iterator[Stack]:
+def supervised_stack(name: str, *, keep: bool = True, **env_extra: str) -> Iterator[Stack]:
+    """The stack in a scratch folder, removed afterwards unless ``keep`` (its logs, its data)."""
     cache = local.cache_dir(os.environ)
     home = Path(tempfile.mkdtemp(prefix=f"ledgerline-{name}-"))
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
@@ -118,6 +120,8 @@ def supervised_stack(name: str, **env_extra: str) -> Iterator[Stack]:
         if services is not None:
             services.stop()
         infra.stop()
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass

@@ -121,10 +121,12 @@ def run() -> None:
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the stack's folder (logs, data: hundreds of MB) afterwards")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print("starting a supervised stack …", flush=True)
-    with supervised_stack("soak") as stack:
+    with supervised_stack("soak", keep=args.keep) as stack:
         code = asyncio.run(_soak(stack, args.minutes, seed, args.clients))
     sys.exit(code)
 
