@@ -25,18 +25,18 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from command import idempotency, outcomes, validate
+from command import availability, idempotency, outcomes, validate
 from command.errors import ApiError, Code
 from command.ids import name_id, random_id
 from command.openapi import render as render_openapi
 from common.auth import AuthError, Principal
+from common.failures import TRANSIENT
 from common.settings import Settings
 from common.tokens import Verified
 from events import codec, grammar, topics
@@ -195,11 +195,6 @@ async def _submit(call: Call, message: Message, key: str, extra: dict[str, str],
         return _outcome(accepted, await watch.final(wait, read_first=replayable))
 
 
-def _unavailable(what: str) -> ApiError:
-    return ApiError(503, Code.UNAVAILABLE, f"{what}; retry (with the same Idempotency-Key)",
-                    headers={"Retry-After": "1"})
-
-
 async def _quietly(step: Awaitable[None]) -> None:
     # Bookkeeping after a failure must not hide the failure; a reservation it leaves behind
     # goes stale and is taken over by a retry.
@@ -212,25 +207,19 @@ async def _quietly(step: Awaitable[None]) -> None:
 async def _append(call: Call, key: str, record: bytes, command_id: str, replayable: bool) -> None:
     """The command into Kafka (acknowledged by all in-sync replicas), then, for a request with
     an Idempotency-Key, its key marked sent (or, when the send failed, free again or "unknown":
-    see :mod:`command.idempotency`)."""
+    see :mod:`command.idempotency`). Bounded: see :mod:`command.availability`."""
     pool = call.w.pool
     try:
-        delivery = await call.w.producer.send(topics.COMMANDS, record, key=key.encode())
-    except BaseException as exc:
-        # Not handed to the producer: nothing can reach Kafka.
+        await availability.append(call.w.producer, topics.COMMANDS, record, key.encode(), command_id,
+                                  call.w.settings.unavailable_seconds)
+    except BaseException:
         if replayable:
-            await _quietly(idempotency.release(pool, command_id))
-        if isinstance(exc, KafkaError):
-            raise _unavailable(f"the command could not be sent: {exc!r}") from None
-        raise
-    try:
-        await delivery
-    except BaseException as exc:
-        # The broker may have it: only a retry with the same id may send it again.
-        if replayable:
-            await _quietly(idempotency.unknown(pool, command_id))
-        if isinstance(exc, KafkaError):
-            raise _unavailable(f"the command may not have reached Kafka: {exc!r}") from None
+            if availability.handed() is None:
+                # Not handed to the producer: nothing can reach Kafka; the key is free again.
+                await _quietly(idempotency.release(pool, command_id))
+            else:
+                # The broker may have it: only a retry with the same id may send it again.
+                await _quietly(idempotency.unknown(pool, command_id))
         raise
     if replayable:
         await _quietly(idempotency.sent(pool, command_id))
@@ -408,11 +397,6 @@ async def command_status(call: Call) -> Response:
 
 Handler = Callable[[Call], Awaitable[Response]]
 
-# The database or the broker away: 503 and a retry, not a 500.
-_UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, KafkaError)
-
-
 class Box:
     """Where the lifespan puts the wiring for the endpoints to find."""
 
@@ -434,18 +418,20 @@ class Endpoint:
     async def answer(self, request: Request) -> Response:
         w = self.box.wiring
         headers = _headers(request)
+        availability.begin()
         try:
             principal = w.tokens.authenticate(headers.get("authorization"))
-            return await self.handler(Call(request, w, principal, headers))
+            return await availability.bounded(self.handler(Call(request, w, principal, headers)),
+                                              w.settings.unavailable_seconds)
         except AuthError as exc:
             return ApiError(exc.status, Code(exc.code), exc.message).response()
         except ApiError as exc:
             return exc.response()
         except AmountError as exc:
             return ApiError(422, Code(exc.code), str(exc)).response()
-        except _UNREACHABLE as exc:
-            log.warning("%s %s: %r", request.method, request.url.path, exc)
-            return _unavailable(f"a backing service is unreachable: {type(exc).__name__}").response()
+        except TRANSIENT as exc:  # the broker or the database is away: 503, never a 500
+            log.warning("%s %s: unavailable: %r", request.method, request.url.path, exc)
+            return availability.unavailable(exc).response()
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             return ApiError(500, Code.INTERNAL_ERROR,
@@ -485,9 +471,11 @@ async def healthz(_request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     w: Wiring = request.app.state.wiring
     try:
-        await w.pool.fetchval("SELECT 1")
-    except (OSError, asyncpg.PostgresError) as exc:
+        await w.pool.fetchval("SELECT 1", timeout=2)
+    except TRANSIENT as exc:
         return JSONResponse({"status": "unavailable", "database": repr(exc)}, status_code=503)
+    if not await availability.kafka_ready(w.producer):
+        return JSONResponse({"status": "unavailable", "kafka": "no broker reachable"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

@@ -53,7 +53,10 @@ def create_app(settings: Settings) -> CommandApi:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
+        # Bounded: with the database away, connecting and every statement give up in time.
+        bound = settings.unavailable_seconds
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session,
+                                         timeout=bound, command_timeout=bound)
         producer = command_producer(settings.kafka_bootstrap)
         await producer.start()
         waiters = outcomes.Waiters(pool)

@@ -44,6 +44,11 @@ _ERROR = _object(["error"], error=_object(
     code={"$ref": "#/components/schemas/ErrorCode"},
     message={"type": "string", "description": "What is wrong, for a person."},
     field={"type": "string", "description": "The offending field, when there is one."},
+    outcome={"type": "string", "enum": ["not_sent", "unknown"],
+             "description": "With 503 unavailable: whether the command was certainly not sent, "
+                            "or may still be appended."},
+    command_id={"type": "string", "format": "uuid",
+                "description": "With 503 and outcome unknown: the command that may be appended."},
 ))
 
 _ACCEPTED = _object(
@@ -83,8 +88,9 @@ _STATUS_TEXT = {
     415: "Body is not application/json",
     422: "A field is missing, unknown or invalid; `field` names it",
     431: "Request line and headers larger than the limit (32 KiB by default)",
-    503: "Kafka or the database is unreachable; nothing was decided. Retry after Retry-After, "
-         "with the same Idempotency-Key",
+    503: "Kafka or the database is unavailable: retry after Retry-After, with the same "
+         "Idempotency-Key. `outcome` says whether the command was certainly not sent "
+         "(not_sent) or may still be appended (unknown, with its command_id)",
 }
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
 

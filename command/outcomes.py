@@ -6,7 +6,8 @@ notification names are read in one statement and handed to their waiters, so a t
 waiting requests cost a few reads, not a thousand. In case a notification is lost (the listener
 reconnecting), every waited-for command is also re-read, all in one statement, every
 ``RECHECK_SECONDS``: a lost notification costs latency, never truth, and waiting never turns
-into one poll per request.
+into one poll per request. The listener reconnects by itself, with backoff, when the database
+goes away; while it is away a waiting request answers with the latest state it knows.
 """
 
 import asyncio
@@ -17,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from command import availability
+from common.failures import TRANSIENT
 from common.listen import Listener
 from events import readmodel
 from events.readmodel import FINAL_COMMAND_STATUSES
@@ -71,8 +74,9 @@ class Watch:
         ``read_first=False`` only for a command sent after this watch was registered: nothing
         about it can be in the read model yet that a notification would not bring.
         """
+        availability.unbounded()  # the client chose how long to wait for the outcome
         if read_first:
-            outcome = await read(self.pool, self.command_id)
+            outcome = await self._read()
             if outcome is not None:
                 self.deliver(outcome)
         try:
@@ -81,7 +85,14 @@ class Watch:
         except TimeoutError:
             # The state the last sweep saw (at most RECHECK_SECONDS old) or, before any, a read:
             # when the pipeline falls behind, timed-out requests add no read each.
-            return self.latest or await read(self.pool, self.command_id)
+            return self.latest or await self._read()
+
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            return await read(self.pool, self.command_id)
+        except TRANSIENT as exc:  # the database is away: what we know is "accepted"
+            log.warning("could not read the outcome of %s: %r", self.command_id, exc)
+            return None
 
 
 class Waiters:
@@ -142,7 +153,7 @@ class Waiters:
     async def _read_and_deliver(self, ids: Iterable[str]) -> None:
         try:
             rows = await self.pool.fetch(_STATUSES, list(ids))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
             # The next sweep tries again; nothing is lost but time.
             log.warning("could not read command outcomes: %r", exc)
             return

@@ -58,7 +58,7 @@ class Listener:
                     self.dsn, server_settings={"application_name": self.application_name})
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("listener cannot connect (%s); retrying in %.1fs", exc, backoff.delay)
-                await backoff.wait()
+                await backoff.sleep()
                 continue
             closed = asyncio.Event()
             try:

@@ -39,6 +39,7 @@ class Settings:
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
     jwt_max_lifetime_seconds: int = 366 * 24 * 3600
     max_header_bytes: int = 32 * 1024
+    unavailable_seconds: float = 5.0  # the longest an API waits for an absent broker or database
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -114,6 +115,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                       60, 3653 * 24 * 3600),
         # The request line and headers of one HTTP request, on both APIs; more is 431.
         max_header_bytes=_int(env, "LEDGERLINE_MAX_HEADER_BYTES", 32 * 1024, 4096, 1024 * 1024),
+        unavailable_seconds=float(_int(env, "LEDGERLINE_UNAVAILABLE_SECONDS", 5, 1, 60)),
     )
 
 

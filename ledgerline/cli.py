@@ -112,11 +112,31 @@ def _with_local_database(settings: Settings, command: str) -> Settings:
     return settings if url is None else replace(settings, database_url=url)
 
 
+def health(_settings: Settings, _args: argparse.Namespace) -> None:
+    """Each part of a running ``ledgerline up``, from the supervisor's ``health.json``."""
+    import json
+
+    from ledgerline.local import home_dir
+
+    path = home_dir(os.environ) / "health.json"
+    try:
+        parts = json.loads(path.read_text())["parts"]
+    except (OSError, ValueError, KeyError):
+        print(f"no health report at {path}: is `ledgerline up` running here?", file=sys.stderr)
+        raise SystemExit(2) from None
+    for name, part in parts.items():
+        outage = part["last_outage_seconds"]
+        print(f"{name:<12} {part['state']:<5} pid {part['pid'] or '-':<8} restarts {part['restarts']}"
+              + ("" if outage is None else f", last outage {outage:.1f}s"))
+    raise SystemExit(0 if all(p["state"] == "up" for p in parts.values()) else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ledgerline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("up", help="run the whole local stack: broker, database, all processes, demo data") \
         .add_argument("--no-demo", action="store_true", help="do not load demo data")
+    sub.add_parser("health", help="each part of the running local stack: up or down, pid, restarts")
     sub.add_parser("command-api", help="the HTTP command API (default 127.0.0.1:8001)")
     sub.add_parser("query-api", help="the GraphQL API (default 127.0.0.1:8000/graphql)")
     sub.add_parser("processor", help="the ledger processor: decides commands")
@@ -154,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     handlers = {
         "up": up, "command-api": command_api, "query-api": query_api, "processor": processor,
         "projector": projector, "dlq": dlq, "rebuild": rebuild, "migrate": migrate,
-        "topics": topics, "token": token, "audit": audit,
+        "topics": topics, "token": token, "audit": audit, "health": health,
     }
     try:
         settings = _with_local_database(load(), args.command)

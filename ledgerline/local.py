@@ -25,9 +25,11 @@ from common.auth import issue_token
 from common.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
+from ledgerline.stack.child import ChildServer
 from ledgerline.stack.kafka import STARTUP_JVM_OPTS, KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.postgres import APP_PASSWORD_FILE, LocalPostgres
 from ledgerline.stack.secret_files import kept_secret
+from ledgerline.stack.supervisor import Part, Supervisor
 from ledgerline.stack.topics import ensure_topics
 
 log = logging.getLogger("ledgerline.local")
@@ -104,6 +106,36 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
 
 def _pg_port(env: Mapping[str, str]) -> int:
     return int(env.get("LEDGERLINE_PG_PORT") or DEFAULT_PG_PORT)
+
+
+def _server_part(name: str, server: ChildServer) -> Part:
+    def restart() -> None:
+        server.reap()  # what a crash left: the old process group, the shared memory it holds
+        server.start()
+
+    return Part(name, server.is_running, restart, lambda: server.pid)
+
+
+def _process_part(name: str, services: "Services") -> Part:
+    def restart() -> None:
+        services.start_one(name)
+
+    return Part(name, lambda: services.children[name].poll() is None, restart,
+                lambda: services.children[name].pid)
+
+
+def supervisor(infra: Infra, services: "Services | None", home: Path) -> Supervisor:
+    """A supervisor of the servers this stack started and of ``services``' processes."""
+    parts = []
+    if infra.broker is not None:
+        parts.append(_server_part("kafka", infra.broker))
+    if infra.postgres is not None:
+        parts.append(_server_part("postgres", infra.postgres))
+    if services is not None:
+        for name in services.children:
+            parts.append(_process_part(name, services))
+    home.mkdir(parents=True, exist_ok=True)
+    return Supervisor(parts, home / "health.json")
 
 
 def jwt_secret(home: Path, env: Mapping[str, str]) -> str:
@@ -264,6 +296,7 @@ Ledgerline is running.
   PostgreSQL    {_shown_database(infra, home)}
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
+  Health        ledgerline health   (every part is restarted if it dies: {home / "health.json"})
 
 Tokens (valid 30 days):
 {token_lines}
@@ -306,8 +339,10 @@ def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
     secret = jwt_secret(home, env)
     settings = replace(settings, jwt_secret=secret, database_url=infra.database_url)
     services = Services(process_env(settings, infra, secret, env), home / "logs")
+    watch: Supervisor | None = None
     try:
         services.start()
+        watch = supervisor(infra, services, home)
         command_url = f"http://{settings.command_host}:{settings.command_port}"
         services.wait_http(f"{command_url}/readyz", "command-api")
         services.wait_http(f"http://{settings.query_host}:{settings.query_port}/readyz", "query-api")
@@ -317,11 +352,13 @@ def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
         print(_banner(settings, infra, tokens, home), flush=True)
         log.info("stack ready in %.1fs", time.monotonic() - started)
         while True:
-            time.sleep(1.0)
-            services.restart_dead()
+            time.sleep(0.5)
+            watch.tick()
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
+        if watch is not None:
+            watch.stop()
         services.stop()
         infra.stop()
         log.info("stopped")

@@ -26,6 +26,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from common import failures
+from common.failures import Backoff
 from common.ops import Health
 from events import codec, topics
 from events.codec import Envelope
@@ -164,10 +165,20 @@ class Projection:
         self.on_dead_letters = on_dead_letters
 
     async def load(self, partitions: Sequence[int]) -> dict[int, int | None]:
-        async with self.pool.acquire() as conn:
-            offsets = await store.load_offsets(conn, self.name, topics.EVENTS)
-            if self.on_dead_letters is not None:
-                self.on_dead_letters(await store.dead_letter_count(conn))
+        """The stored offsets of ``partitions``; waits out a database that is away (a partition
+        left without its offsets would be skipped, not applied)."""
+        backoff = Backoff(first=0.1, cap=2.0)
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    offsets = await store.load_offsets(conn, self.name, topics.EVENTS)
+                    if self.on_dead_letters is not None:
+                        self.on_dead_letters(await store.dead_letter_count(conn))
+                break
+            except failures.TRANSIENT as exc:
+                delay = backoff.next()
+                log.warning("cannot read the stored offsets (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
         for p in partitions:
             self.stored[p] = offsets.get(p)
         return {p: self.stored[p] for p in partitions}

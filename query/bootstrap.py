@@ -19,6 +19,8 @@ from query.pool import Pool
 
 log = logging.getLogger("ledgerline.query_api")
 
+APPLICATION_NAME = "ledgerline-query"  # how its connections show in pg_stat_activity
+
 
 def create_app(settings: Settings) -> QueryApp:
     settings.token_keys()
@@ -26,7 +28,11 @@ def create_app(settings: Settings) -> QueryApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
-        app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()
+        # Bounded: with the database away, connecting and every statement give up in time.
+        bound = settings.unavailable_seconds
+        app.state.pool = await Pool(dsn, min_size=2, max_size=10, timeout=bound,
+                                    command_timeout=bound,
+                                    server_settings={"application_name": APPLICATION_NAME}).start()
         app.state.hub = Hub(dsn, app.state.pool)
         try:
             await app.state.hub.start()

@@ -14,6 +14,8 @@ import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
+from common.failures import TRANSIENT
+
 log = logging.getLogger("ledgerline.query.errors")
 
 
@@ -49,6 +51,10 @@ class ErrorCode(enum.Enum):
     invalid_query = strawberry.enum_value(
         "invalid_query", description="The document does not parse or does not fit the schema."
     )
+    unavailable = strawberry.enum_value(
+        "unavailable",
+        description="The database is away for a moment (restarting, recovering): retry shortly.",
+    )
     internal = strawberry.enum_value(
         "internal", description="The server failed; the details are in its log, not in the answer."
     )
@@ -62,6 +68,7 @@ CLASSIFICATION = {
     ErrorCode.invalid_token: "UNAUTHENTICATED",
     ErrorCode.forbidden: "FORBIDDEN",
     ErrorCode.internal: "INTERNAL_SERVER_ERROR",
+    ErrorCode.unavailable: "UNAVAILABLE",
 }
 
 
@@ -100,6 +107,9 @@ def coded(e: GraphQLError) -> GraphQLError:
             code = ErrorCode.query_too_long
         elif "introspection depth" in e.message:
             code = ErrorCode.query_too_deep
+    elif isinstance(e.original_error, TRANSIENT):
+        log.warning("resolver at %s: database unavailable: %r", e.path, e.original_error)
+        code, message = ErrorCode.unavailable, "the database is unavailable; retry shortly"
     else:
         log.error("resolver failed at %s", e.path, exc_info=e.original_error)
         code, message = ErrorCode.internal, "internal error"

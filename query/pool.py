@@ -7,7 +7,9 @@ takes a free connection (or opens one while the pool is under ``max_size``, or w
 runs, and gives it back. It offers the three methods of :class:`query.db.Db` and nothing else:
 no transactions and no session state, so there is nothing to reset between borrowers. A
 connection whose statement was interrupted or that failed itself (not the statement: PostgreSQL
-answered an error) is terminated, never lent again; a new one is opened when needed.
+answered an error) is terminated, never lent again; a new one is opened when needed. A statement
+that found its idle connection dead (the server restarted since) runs once more on a fresh one:
+reads are safe to repeat, and a restart then costs the clients nothing.
 """
 
 import asyncio
@@ -56,6 +58,13 @@ class Pool:
         await asyncio.gather(*(c.close() for c in free), return_exceptions=True)
 
     async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        try:
+            return await self._run_once(method, query, args)
+        except (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError,
+                ConnectionResetError):
+            return await self._run_once(method, query, args)
+
+    async def _run_once(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         conn = await self._acquire()
         try:
             result = await getattr(conn, method)(query, *args)

@@ -4,6 +4,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from types import TracebackType
 from typing import Self
 
@@ -31,6 +32,30 @@ class ChildServer:
 
     def is_running(self) -> bool:
         return self.pid is not None
+
+    def crashed(self) -> bool:
+        """True when the server was started and has exited without being stopped."""
+        return self._proc is not None and self._proc.poll() is not None
+
+    def reap(self, within: float = 10.0) -> None:
+        """After a crash, before starting again: SIGKILL what is left of the server's process
+        group and wait for it to go. A SIGKILLed postmaster leaves its backends behind, and
+        while they hold its shared memory a new postmaster refuses to start."""
+        proc = self._proc
+        if proc is None:
+            return
+        proc.poll()
+        group = proc.pid  # the server leads a session (and a group) of its own
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.05)
+        self._proc = None
 
     def kill(self) -> None:
         """SIGKILL the server and its whole process group at once, as in a crash."""

@@ -17,3 +17,13 @@ def test_schema_offers_the_documented_entry_points() -> None:
                   "freshness: Freshness!", "walletBalances(wallet: ID!)", "transferStatus(id: ID!)",
                   "tradeStatus(id: ID!)", "enum ErrorCode"):
         assert entry in text, entry
+
+
+def test_a_database_that_is_away_answers_the_unavailable_code() -> None:
+    from graphql import GraphQLError
+
+    from query.errors import coded
+
+    away = GraphQLError("connect failed", original_error=ConnectionRefusedError(111, "refused"))
+    assert coded(away).extensions == {"code": "unavailable", "classification": "UNAVAILABLE"}
+    assert coded(away).message == "the database is unavailable; retry shortly"
