@@ -3,9 +3,18 @@ held in wallets and in flight between wallets, and whether it adds up.
 
 Conservation (docs/architecture.md, guarantee 3), per asset: issued - burned = Σ(available + held) over all
 wallets + credits in flight. A credit is in flight from the debit that sent it (a confirmed
-transfer, an issue, a trade's payment or delivery) until the ``WalletCredited`` of its kind.
-Every balance event is also checked against the wallet's previous balance, so an error is
-pinned to the event that made it.
+transfer, an issue, a trade's payment or delivery) until the ``WalletCredited`` of its kind. On
+the live path the debit's transaction writes the credit too, so a credit is in flight only in a
+cut that takes one partition of a transaction and not yet the other, or for a ``CreditWallet`` of
+an older log not decided yet. (The ``ApplyCredit`` that brings the payee's processor state up to
+date is not in the events: that state is the processor's business, not the books'.)
+
+A wallet's balance is the running sum of its events' changes, in the order of its events
+partition (docs/processor.md, "The live path"); it must never go below zero. An event its own
+wallet decided also says what the deciding processor held after it: never more available, and
+never less held, than the history gives (a credit or a delivery written by another partition's
+transaction may not have reached that processor yet; one decided twice, or on a stale state,
+shows as more). So an error is pinned to the event that made it.
 """
 
 from collections import defaultdict
@@ -79,7 +88,7 @@ class Books:
                 self._balance(env, e.source, e.asset, -e.amount, 0, e.available_after, e.held_after)
             case WalletCredited():
                 self.asset(e.asset).received[e.kind] += e.amount
-                self._balance(env, e.wallet, e.asset, e.amount, 0, e.available_after, e.held_after)
+                self._balance(env, e.wallet, e.asset, e.amount, 0)
             case TradeAssetLocked():
                 self._balance(env, e.seller, e.asset, -e.quantity, e.quantity, e.available_after,
                               e.held_after)
@@ -92,22 +101,22 @@ class Books:
                               e.held_after)
             case AssetTransferred():
                 self.asset(e.asset).sent["trade_delivery"] += e.quantity
-                self._balance(env, e.seller, e.asset, 0, -e.quantity, e.available_after,
-                              e.held_after)
+                self._balance(env, e.seller, e.asset, 0, -e.quantity)
             case TokensBurned():
                 self.asset(e.asset).burned += e.amount
                 self._balance(env, e.wallet, e.asset, -e.amount, 0, e.available_after, e.held_after)
 
     def _balance(self, env: Envelope, wallet: str, asset: str, d_available: int, d_held: int,
-                 available: int, held: int) -> None:
+                 available: int | None = None, held: int | None = None) -> None:
         before = self.balances.get((wallet, asset), (0, 0))
-        expected = (before[0] + d_available, before[1] + d_held)
-        if expected != (available, held):
+        after = (before[0] + d_available, before[1] + d_held)
+        if available is not None and held is not None and (
+                available > after[0] or held < after[1] or min(available, held) < 0):
             self._problem(env, f"wallet {wallet} {asset}: the event says available {available} "
-                               f"held {held}, the history gives {expected[0]} {expected[1]}")
-        if available < 0 or held < 0:
-            self._problem(env, f"wallet {wallet} {asset}: negative balance {available} {held}")
-        self.balances[(wallet, asset)] = (available, held)
+                               f"held {held}, the history gives {after[0]} {after[1]}")
+        if min(after) < 0:
+            self._problem(env, f"wallet {wallet} {asset}: negative balance {after[0]} {after[1]}")
+        self.balances[(wallet, asset)] = after
 
     def _problem(self, env: Envelope, text: str) -> None:
         self.problems.append(f"{env.type} {env.id} ({env.key}): {text}")

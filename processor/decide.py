@@ -1,13 +1,22 @@
 """Pure deciders: ``decide(state, command) -> events``, ``evolve(state, event) -> state``,
-and ``react(event) -> follow-up requests`` for anything that touches a second aggregate.
+``react(event) -> follow-up requests`` for anything that touches a second aggregate, and
+``consequences(follow-up) -> events`` for the follow-ups that decide nothing.
 
 No I/O here; the processor loop feeds these functions and writes what they return.
 
-A trade (delivery versus payment) is three decisions, each by one wallet, like two-phase holds:
-the seller locks the asset (``InitiateTrade``), the buyer pays (``PayForTrade``), the seller
-delivers and takes the payment (``SettleTrade``), and the buyer is credited with the asset. If
-the buyer cannot pay, the seller's lock is released (``ReleaseTradeAsset``): all legs or none.
-A freeze stops new debits; a trade whose asset is already locked and paid for still settles.
+A credit is a consequence, not a decision: it cannot fail. So the debit's transaction writes the
+payee's ``WalletCredited`` itself, and sends the payee an ``ApplyCredit`` that only brings the
+payee's state up to date (``consequences`` gives the events it stands for; ``decide`` gives
+nothing). docs/processor.md, "The live path", has why that is sound.
+
+A trade (delivery versus payment) is two decisions, each by one wallet, like two-phase holds:
+the seller locks the asset (``InitiateTrade``), then the buyer pays (``PayForTrade``). The lock
+means the seller's side can no longer fail, so the payment decides the settlement: the buyer
+is credited with the asset in the same decision, and the seller's side (delivery, payment,
+``TradeSettled``) is written for the seller with an ``ApplySettlement``. If the buyer cannot pay,
+the seller's lock is released (``ReleaseTradeAsset``): all legs or none. A freeze stops new
+debits; a trade whose asset is already locked still settles. ``SettleTrade`` and
+``CreditWallet``, which earlier versions sent, are still decided as they were.
 """
 
 from typing import Any
@@ -16,6 +25,8 @@ import msgspec
 
 from events.keys import asset_key, wallet_key
 from events.messages import (
+    ApplyCredit,
+    ApplySettlement,
     AssetRegistered,
     AssetRegistrationRejected,
     AssetTransferred,
@@ -110,8 +121,12 @@ def decide(state: State | None, command: Command) -> list[Event]:
         case InitiateTransfer():
             return _transfer(_wallet(state), command)
         case CreditWallet():
-            return [_credit(_wallet(state), command.wallet, command.asset, command.amount,
-                            command.kind, command.reference)]
+            _wallet(state)
+            return [_credit(command.wallet, command.asset, command.amount, command.kind,
+                            command.reference)]
+        case ApplyCredit() | ApplySettlement():
+            _wallet(state)
+            return []  # decided already, by the debit's transaction: see consequences()
         case InitiateTrade():
             return _lock(_wallet(state), command)
         case PayForTrade():
@@ -243,19 +258,11 @@ def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
     return [initiated, confirmed]
 
 
-def _credit(wallet: WalletState, wallet_id: str, asset: str, amount: int, kind: CreditKind,
+def _credit(wallet_id: str, asset: str, amount: int, kind: CreditKind,
             reference: str) -> WalletCredited:
     # A credit always lands, on a frozen wallet too: the amount has left another wallet already.
-    after = wallet.balance(asset)
-    return WalletCredited(
-        wallet=wallet_id,
-        asset=asset,
-        amount=amount,
-        kind=kind,
-        reference=reference,
-        available_after=after.available + amount,
-        held_after=after.held,
-    )
+    return WalletCredited(wallet=wallet_id, asset=asset, amount=amount, kind=kind,
+                          reference=reference)
 
 
 def _lock(wallet: WalletState, c: InitiateTrade) -> list[Event]:
@@ -286,8 +293,11 @@ def _pay(wallet: WalletState, c: PayForTrade) -> list[Event]:
     if reason is not None:
         return [TradeFailed(**terms, party="buyer", reason=reason)]
     balance = wallet.balance(c.payment_asset)
+    # The seller's asset is locked for this trade, so the payment settles it: the buyer takes
+    # the asset now, and the seller's side follows as consequences (react -> ApplySettlement).
     return [
-        PaymentReceived(**terms, available_after=balance.available - c.price, held_after=balance.held)
+        PaymentReceived(**terms, available_after=balance.available - c.price, held_after=balance.held),
+        _credit(c.buyer, c.asset, c.quantity, "trade_delivery", c.trade_id),
     ]
 
 
@@ -299,13 +309,28 @@ def _locked(wallet: WalletState, c: TradeTerms) -> Balance:
 
 
 def _settle(wallet: WalletState, c: SettleTrade) -> list[Event]:
+    _locked(wallet, c)
+    return _seller_settles(c)
+
+
+def _seller_settles(c: TradeTerms) -> list[Event]:
+    """The seller's side of a settlement: the held asset leaves, the payment arrives."""
     terms = _terms(c)
-    balance = _locked(wallet, c)
-    delivered = AssetTransferred(
-        **terms, available_after=balance.available, held_after=balance.held - c.quantity
-    )
-    paid = _credit(wallet, c.seller, c.payment_asset, c.price, "trade_payment", c.trade_id)
-    return [delivered, paid, TradeSettled(**terms)]
+    paid = _credit(c.seller, c.payment_asset, c.price, "trade_payment", c.trade_id)
+    return [AssetTransferred(**terms), paid, TradeSettled(**terms)]
+
+
+def consequences(command: Command) -> list[Event]:
+    """The events a follow-up that decides nothing stands for: the debit's transaction writes
+    them to the target's events, and the target's processor evolves its state with them when the
+    follow-up arrives. Empty for every command that is decided."""
+    match command:
+        case ApplyCredit():
+            return [_credit(command.wallet, command.asset, command.amount, command.kind,
+                            command.reference)]
+        case ApplySettlement():
+            return _seller_settles(command)
+    return []
 
 
 def _release(wallet: WalletState, c: ReleaseTradeAsset) -> list[Event]:
@@ -352,8 +377,12 @@ def evolve(state: State | None, event: Event) -> State | None:
             return msgspec.structs.replace(
                 state, supply=event.supply_after, burned=event.burned_after
             )
-        case TransferConfirmed() | WalletCredited() | TokensBurned():
+        case TransferConfirmed() | TokensBurned():
             return _set_balance(_wallet(state), event.asset, event.available_after, event.held_after)
+        case WalletCredited():
+            wallet = _wallet(state)
+            balance = wallet.balance(event.asset)
+            return _set_balance(wallet, event.asset, balance.available + event.amount, balance.held)
         case PaymentReceived():
             return _set_balance(
                 _wallet(state), event.payment_asset, event.available_after, event.held_after
@@ -365,7 +394,15 @@ def evolve(state: State | None, event: Event) -> State | None:
                 msgspec.structs.replace(wallet, holds=holds),
                 event.asset, event.available_after, event.held_after,
             )
-        case AssetTransferred() | TradeAssetReleased():
+        case AssetTransferred():
+            wallet = _wallet(state)
+            holds = {k: v for k, v in wallet.holds.items() if k != event.trade_id}
+            balance = wallet.balance(event.asset)
+            return _set_balance(
+                msgspec.structs.replace(wallet, holds=holds),
+                event.asset, balance.available, balance.held - event.quantity,
+            )
+        case TradeAssetReleased():
             wallet = _wallet(state)
             holds = {k: v for k, v in wallet.holds.items() if k != event.trade_id}
             return _set_balance(
@@ -386,10 +423,13 @@ def _set_balance(wallet: WalletState, asset: str, available: int, held: int) -> 
 
 
 def react(event: Event) -> list[tuple[str, Command]]:
-    """Follow-up requests an event asks of other aggregates, as ``(aggregate key, command)``."""
+    """Follow-up requests an event asks of other aggregates, as ``(aggregate key, command)``.
+
+    Only for events the processor decided; a follow-up with :func:`consequences` takes its events
+    along to the target's events partition, in the same transaction."""
     match event:
         case TokensIssued():
-            credit = CreditWallet(
+            credit = ApplyCredit(
                 wallet=event.to,
                 asset=event.symbol,
                 amount=event.amount,
@@ -398,7 +438,7 @@ def react(event: Event) -> list[tuple[str, Command]]:
             )
             return [(wallet_key(event.to), credit)]
         case TransferConfirmed():
-            credit = CreditWallet(
+            credit = ApplyCredit(
                 wallet=event.target,
                 asset=event.asset,
                 amount=event.amount,
@@ -409,12 +449,14 @@ def react(event: Event) -> list[tuple[str, Command]]:
         case TradeAssetLocked():
             return [(wallet_key(event.buyer), PayForTrade(**_terms(event)))]
         case PaymentReceived():
-            return [(wallet_key(event.seller), SettleTrade(**_terms(event)))]
+            return [(wallet_key(event.seller), ApplySettlement(**_terms(event)))]
         case TradeFailed(party="buyer"):
             release = ReleaseTradeAsset(**_terms(event), reason=event.reason)
             return [(wallet_key(event.seller), release)]
         case TradeSettled():
-            credit = CreditWallet(
+            # Decided only from a SettleTrade of an older log: the buyer's asset follows as on
+            # the live path.
+            credit = ApplyCredit(
                 wallet=event.buyer,
                 asset=event.asset,
                 amount=event.quantity,

@@ -27,7 +27,7 @@ from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
 from processor import snapshots
-from processor.decide import decide, evolve, react
+from processor.decide import consequences, decide, evolve, react
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.outbox import Outbox, Partitioner
@@ -228,7 +228,9 @@ class PartitionWorker:
         try:
             decided = decide(snap.state, env.payload)
             state = snap.state
-            for event in decided:
+            # A follow-up that decides nothing (ApplyCredit) brings the events another
+            # partition's transaction already wrote for this aggregate into its state.
+            for event in (*consequences(env.payload), *decided):
                 state = evolve(state, event)
         except Exception as exc:  # a command no decider can apply is poison, not a crash
             return self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
@@ -251,8 +253,17 @@ class PartitionWorker:
                     correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
                 )
                 target_key = target.encode()
-                out.add(topics.COMMANDS, self.partitioner.partition(target_key), target_key,
-                        codec.encode(request))
+                target_partition = self.partitioner.partition(target_key)
+                out.add(topics.COMMANDS, target_partition, target_key, codec.encode(request))
+                # The target's events of a credit are written here, in this transaction, and
+                # the request above brings the target's state up to date without deciding.
+                for consequence in consequences(follow_up):
+                    written = codec.envelope(
+                        consequence, key=target, command_id=cmd.command_id,
+                        principal=cmd.principal, correlation_id=cmd.correlation_id,
+                        id=next_id(), occurred_at=now,
+                    )
+                    out.add(topics.EVENTS, target_partition, target_key, codec.encode(written))
 
     def _dead_letter(self, record: Any, error: str, out: Outbox) -> str:
         log.warning("dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, error)

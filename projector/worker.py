@@ -38,6 +38,9 @@ log = logging.getLogger("ledgerline.projector")
 
 
 
+#: The data itself refused: by the database, or a balance the batch would take below zero.
+_REFUSED: tuple[type[BaseException], ...] = (*REFUSED, store.NegativeBalance)
+
 #: Session settings of every connection that writes the views. Asynchronous commit is safe here:
 #: the offsets are in the same transaction, so a commit lost in a database crash takes its offsets
 #: with it and the records are simply applied again.
@@ -207,7 +210,7 @@ class Projection:
             async with self.pool.acquire() as conn:
                 await store.write_batch(conn, changes, self.name, topics.EVENTS, offsets,
                                         swap_lock=self.swap_lock)
-        except REFUSED as exc:
+        except _REFUSED as exc:
             if len(items) == 1:
                 items[0].error = f"cannot apply: {exc}"
                 await self._write(items)

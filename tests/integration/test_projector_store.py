@@ -29,7 +29,7 @@ async def test_copied_rows_read_back_exactly(stack: Stack) -> None:
     huge = 10**30 + 7  # an 18-decimal asset's amounts do not fit 64 bits
     at = datetime(2026, 3, 4, 5, 6, 7, 891_234, tzinfo=UTC)
     event = WalletCredited(wallet=wallet, asset="USDX", amount=huge, kind="transfer",
-                           reference=AWKWARD, available_after=huge, held_after=0)
+                           reference=AWKWARD)
     env = codec.envelope(event, key=f"wallet:{wallet}", command_id=str(uuid.uuid4()),
                          principal=AWKWARD, correlation_id=None, occurred_at=at)
     changes = RowChanges()

@@ -8,7 +8,7 @@ from typing import Any
 
 from events import codec
 from events.keys import wallet_key
-from events.messages import WalletCredited
+from events.messages import ApplyCredit, WalletCredited
 from projector import dlq
 from projector.fold import Position
 from projector.lag import PartitionLag
@@ -27,9 +27,8 @@ class Record:
     timestamp: int = 0
 
 
-def _credit(wallet: str, amount: int, after: int) -> bytes:
-    event = WalletCredited(wallet=wallet, asset="USDX", amount=amount, kind="issue",
-                           reference="r", available_after=after, held_after=0)
+def _credit(wallet: str, amount: int) -> bytes:
+    event = WalletCredited(wallet=wallet, asset="USDX", amount=amount, kind="issue", reference="r")
     return codec.encode(codec.envelope(event, key=wallet_key(wallet), command_id=str(uuid.uuid4()),
                                        principal="p"))
 
@@ -45,11 +44,15 @@ def test_lag_counts_records_and_ages_only_while_behind() -> None:
 
 
 def test_a_record_that_cannot_apply_leaves_nothing_behind_in_the_fold() -> None:
-    items = [_item(Record(_credit("a", 5, 5), 0)), _item(Record(_credit("b", 5, -5), 1)),
-             _item(Record(b"{garbage", 2)), _item(Record(_credit("a", 1, 6), 3))]
+    # A command where an event belongs decodes, and cannot apply.
+    command = codec.encode(codec.envelope(ApplyCredit(wallet="b", asset="USDX", amount=5,
+                                                      kind="issue", reference="r"),
+                                          key="wallet:b", command_id="c", principal="p"))
+    items = [_item(Record(_credit("a", 5), 0)), _item(Record(command, 1)),
+             _item(Record(b"{garbage", 2)), _item(Record(_credit("a", 1), 3))]
     changes = _fold(items)
     assert [i.error is None for i in items] == [True, False, False, True]
-    assert "would be negative" in (items[1].error or "")
+    assert "does not know how to apply ApplyCredit" in (items[1].error or "")
     assert set(changes.balances) == {("a", "USDX")}
     assert changes.balances[("a", "USDX")]["available"] == 6
     assert [e["offset"] for e in changes.events] == [0, 3]
@@ -57,7 +60,7 @@ def test_a_record_that_cannot_apply_leaves_nothing_behind_in_the_fold() -> None:
 
 def test_a_redriven_record_is_applied_at_its_original_position() -> None:
     original = Position("ledger.events", 2, 41)
-    record = Record(_credit("c", 7, 7), 900, headers=(
+    record = Record(_credit("c", 7), 900, headers=(
         (dlq.REDRIVEN_FROM, b"ledger.dlq:0:3"), dlq.original_header(original)))
     item = _item(record)
     assert item.redriven and item.position == original
