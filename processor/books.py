@@ -121,6 +121,12 @@ class Books:
     def _problem(self, env: Envelope, text: str) -> None:
         self.problems.append(f"{env.type} {env.id} ({env.key}): {text}")
 
+    def credits_ahead(self) -> bool:
+        """Whether some credit is here without the debit that sends it: a cut of the log taken
+        while a transaction's commit markers were being written to its partitions, one by one."""
+        return any(a.received[kind] > a.sent[kind] for a in self.assets.values()
+                   for kind in a.received)
+
     def holdings(self) -> dict[str, int]:
         """Per asset, Σ(available + held) over all wallets."""
         totals: dict[str, int] = defaultdict(int)

@@ -156,6 +156,9 @@ class Facts:
     stale: list[str] = field(default_factory=list)  # changes not made on the balance before them
     event_ids: Counter[str] = field(default_factory=Counter)
     in_flight: Counter[str] = field(default_factory=Counter)  # issued or debited, not yet credited
+    after: dict[str, tuple[int, int]] = field(default_factory=dict)  # event id -> balance after
+    # Decisions made before their wallet's processor had taken a credit already in the history.
+    decided_behind: int = 0
 
     def change(self, wallet: str, asset: str, available: int, held: int,
                seen: tuple[int, int] | None, event_id: str) -> None:
@@ -165,7 +168,10 @@ class Facts:
                                                     or min(seen) < 0)):
             self.stale.append(f"{event_id}: {wallet} {asset} {was} + ({available}, {held}) -> "
                               f"{after}, decided as {seen}")
+        if seen is not None and seen != after:
+            self.decided_behind += 1
         self.balances[(wallet, asset)] = after
+        self.after[event_id] = after
 
     def undecided(self, workload: Workload) -> int:
         """Commands of the workload (and their follow-ups) without their final outcome yet."""

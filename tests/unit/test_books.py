@@ -132,3 +132,10 @@ def test_a_balance_that_does_not_follow_from_the_history_is_pinned_to_its_event(
     assert len(b.problems) >= 1
     assert b.problems[0].startswith(f"PaymentReceived {env.id} (wallet:bea): wallet bea USDX: "
                                     "the event says available 651 held 0, the history gives 650 0")
+
+
+def test_a_cut_with_a_credit_but_not_yet_its_debit_is_seen_as_one_to_read_on_from() -> None:
+    envs = envelopes(history())
+    n = next(n for n, e in enumerate(envs) if e.type == "TransferConfirmed")
+    assert books(envs[:n] + envs[n + 1:]).credits_ahead()
+    assert not books(envs).credits_ahead()
