@@ -1,6 +1,6 @@
 """The worker of one input partition: decides its commands in batches and commits each batch -
-events, follow-up requests, snapshots and the checkpoint of the consumed offset - in one Kafka
-transaction.
+events (the credits they cause in other aggregates' partitions included), follow-up requests,
+snapshots and the checkpoint of the consumed offset - in one Kafka transaction.
 
 It owns the partition's transactional id: starting it (``init_transactions``) fences any older
 owner. A batch is decided in memory (no awaits per record), handed to the producer as a few record
