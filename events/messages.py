@@ -7,9 +7,10 @@ version's schema is committed under ``events/schemas/`` (see :mod:`events.schema
 A wallet event that its own wallet decided carries ``available_after``/``held_after``: the
 balance the deciding processor holds after it. A credit (``WalletCredited`` v2) and a trade's
 delivery (``AssetTransferred`` v2) may be written by another wallet's transaction, which cannot
-know the balance, so they carry only the amount. Balances in the views are the running sum of
-every event's change in the order of the wallet's events partition (docs/processor.md, "The
-live path"); the deciding processor's ``available_after`` is never more than that sum.
+know the balance, so they carry only the amount; so does a burn's ``SupplyReduced`` (v2).
+Balances (and supplies) in the views are the running sum of every event's change in the order
+of the aggregate's events partition (docs/processor.md, "The live path"); the deciding
+processor's ``available_after`` is never more than that sum, its ``supply_after`` never less.
 """
 
 from typing import ClassVar, Literal
@@ -125,7 +126,19 @@ class BurnTokens(Message, frozen=True, kw_only=True):
 
 
 class ReduceSupply(Message, frozen=True, kw_only=True):
-    """Follow-up to the asset once a wallet has burned ``amount`` of it."""
+    """Follow-up to the asset once a wallet has burned ``amount`` of it.
+
+    What the flows sent before the live path (now :class:`ApplyBurn`); one in an old log is still
+    decided as before."""
+
+    symbol: str
+    wallet: str
+    amount: int
+
+
+class ApplyBurn(Message, frozen=True, kw_only=True):
+    """Follow-up that decides nothing: the ``SupplyReduced`` a burn's transaction already wrote to
+    the asset's events, for the asset's processor to take off its supply."""
 
     symbol: str
     wallet: str
@@ -276,11 +289,14 @@ class BurnFailed(Message, frozen=True, kw_only=True):
 
 
 class SupplyReduced(Message, frozen=True, kw_only=True):
+    """``amount`` burned by ``wallet`` taken off the supply. Version 2 carries no supply after:
+    the burn's transaction, which writes it, does not know it."""
+
+    VERSION: ClassVar[int] = 2
+
     symbol: str
     wallet: str
     amount: int
-    supply_after: int
-    burned_after: int
 
 
 class WalletFrozen(Message, frozen=True, kw_only=True):
@@ -306,6 +322,7 @@ Command = (
     | ReleaseTradeAsset
     | BurnTokens
     | ReduceSupply
+    | ApplyBurn
     | FreezeWallet
     | UnfreezeWallet
 )
@@ -345,6 +362,7 @@ COMMANDS: tuple[type[Message], ...] = (
     ReleaseTradeAsset,
     BurnTokens,
     ReduceSupply,
+    ApplyBurn,
     FreezeWallet,
     UnfreezeWallet,
 )

@@ -6,10 +6,10 @@ the old one, and register here a function from the old version's payload to the 
 keyed ``(type name, old version)``. The codec chains them, so version 1 reaches version 3 through
 the 1 -> 2 and 2 -> 3 functions. ``tests/unit/test_schemas.py`` fails while one is missing.
 
-``WalletCredited`` and ``AssetTransferred`` version 2 dropped the wallet's balance after the
-event (on the live path another wallet's transaction writes them; balances are the running sum
-of the changes, docs/processor.md): version 1's balance is left out, the change it made is in
-the amount.
+``WalletCredited``, ``AssetTransferred`` and ``SupplyReduced`` version 2 dropped the balance
+(the supply) after the event: on the live path another aggregate's transaction writes them, and
+balances and supplies are running sums of the changes (docs/processor.md). Version 1's balance
+is left out; the change it made is in the amount.
 """
 
 from collections.abc import Callable
@@ -20,10 +20,12 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _without_balance(payload: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in payload.items() if k not in ("available_after", "held_after")}
+    return {k: v for k, v in payload.items()
+            if k not in ("available_after", "held_after", "supply_after", "burned_after")}
 
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("WalletCredited", 1): _without_balance,
     ("AssetTransferred", 1): _without_balance,
+    ("SupplyReduced", 1): _without_balance,
 }

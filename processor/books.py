@@ -14,7 +14,9 @@ partition (docs/processor.md, "The live path"); it must never go below zero. An 
 wallet decided also says what the deciding processor held after it: never more available, and
 never less held, than the history gives (a credit or a delivery written by another partition's
 transaction may not have reached that processor yet; one decided twice, or on a stale state,
-shows as more). So an error is pinned to the event that made it.
+shows as more). An asset's supply is likewise the running sum of its issues and of the burns
+that burns' transactions write to its partition. So an error is pinned to the event that made
+it.
 """
 
 from collections import defaultdict
@@ -74,15 +76,17 @@ class Books:
             case TokensIssued():
                 a = self.asset(e.symbol)
                 a.issued += e.amount
-                a.supply = e.supply_after
+                a.supply += e.amount
                 a.sent["issue"] += e.amount
+                # Decided on the asset's supply, which counts only the burns its processor has
+                # taken: never less than the history's (the cap check is on the safe side).
+                if e.supply_after < a.supply:
+                    self._problem(env, f"the event says supply {e.supply_after}, the history "
+                                       f"gives {a.supply}")
             case SupplyReduced():
                 a = self.asset(e.symbol)
                 a.supply_burned += e.amount
-                a.supply = e.supply_after
-                if e.burned_after != a.supply_burned:
-                    self._problem(env, f"burned_after {e.burned_after}, the history gives "
-                                       f"{a.supply_burned}")
+                a.supply -= e.amount
             case TransferConfirmed():
                 self.asset(e.asset).sent["transfer"] += e.amount
                 self._balance(env, e.source, e.asset, -e.amount, 0, e.available_after, e.held_after)
@@ -122,10 +126,12 @@ class Books:
         self.problems.append(f"{env.type} {env.id} ({env.key}): {text}")
 
     def credits_ahead(self) -> bool:
-        """Whether some credit is here without the debit that sends it: a cut of the log taken
-        while a transaction's commit markers were being written to its partitions, one by one."""
+        """Whether some credit (or a supply's burn) is here without the debit that sends it: a
+        cut of the log taken while a transaction's commit markers were being written to its
+        partitions, one by one."""
         return any(a.received[kind] > a.sent[kind] for a in self.assets.values()
-                   for kind in a.received)
+                   for kind in a.received) or any(a.supply_burned > a.burned
+                                                  for a in self.assets.values())
 
     def holdings(self) -> dict[str, int]:
         """Per asset, Σ(available + held) over all wallets."""

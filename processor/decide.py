@@ -25,6 +25,7 @@ import msgspec
 
 from events.keys import asset_key, wallet_key
 from events.messages import (
+    ApplyBurn,
     ApplyCredit,
     ApplySettlement,
     AssetRegistered,
@@ -118,6 +119,9 @@ def decide(state: State | None, command: Command) -> list[Event]:
             return _issue(state, command)
         case ReduceSupply():
             return _reduce_supply(_asset(state), command)
+        case ApplyBurn():
+            _asset(state)
+            return []  # decided already, by the burn's transaction: see consequences()
         case InitiateTransfer():
             return _transfer(_wallet(state), command)
         case CreditWallet():
@@ -208,15 +212,7 @@ def _issue(state: State | None, c: IssueTokens) -> list[Event]:
 def _reduce_supply(asset: AssetState, c: ReduceSupply) -> list[Event]:
     if not 0 < c.amount <= asset.supply:
         raise ValueError(f"cannot reduce the supply {asset.supply} of {asset.symbol} by {c.amount}")
-    return [
-        SupplyReduced(
-            symbol=c.symbol,
-            wallet=c.wallet,
-            amount=c.amount,
-            supply_after=asset.supply - c.amount,
-            burned_after=asset.burned + c.amount,
-        )
-    ]
+    return [SupplyReduced(symbol=c.symbol, wallet=c.wallet, amount=c.amount)]
 
 
 def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
@@ -330,6 +326,8 @@ def consequences(command: Command) -> list[Event]:
                             command.reference)]
         case ApplySettlement():
             return _seller_settles(command)
+        case ApplyBurn():
+            return [SupplyReduced(symbol=command.symbol, wallet=command.wallet, amount=command.amount)]
     return []
 
 
@@ -374,8 +372,9 @@ def evolve(state: State | None, event: Event) -> State | None:
         case TokensIssued() if isinstance(state, AssetState):
             return msgspec.structs.replace(state, supply=event.supply_after)
         case SupplyReduced() if isinstance(state, AssetState):
+            # A running sum: the burn's transaction, which writes it, cannot know the supply.
             return msgspec.structs.replace(
-                state, supply=event.supply_after, burned=event.burned_after
+                state, supply=state.supply - event.amount, burned=state.burned + event.amount
             )
         case TransferConfirmed() | TokensBurned():
             return _set_balance(_wallet(state), event.asset, event.available_after, event.held_after)
@@ -465,6 +464,6 @@ def react(event: Event) -> list[tuple[str, Command]]:
             )
             return [(wallet_key(event.buyer), credit)]
         case TokensBurned():
-            reduce = ReduceSupply(symbol=event.asset, wallet=event.wallet, amount=event.amount)
+            reduce = ApplyBurn(symbol=event.asset, wallet=event.wallet, amount=event.amount)
             return [(asset_key(event.asset), reduce)]
     return []

@@ -77,6 +77,7 @@ class RowChanges:
     transfers: dict[str, Row] = field(default_factory=dict)
     trades: dict[str, Row] = field(default_factory=dict)
     commands: dict[str, Row] = field(default_factory=dict)
+    burns: dict[str, set[str]] = field(default_factory=dict)  # command -> halves in this batch
     entries: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
 
@@ -217,17 +218,21 @@ def _freeze(changes: RowChanges, wallet: str, frozen: bool, reason: str, at: dat
     _seen(changes, wallet, at)
 
 
-def _supply(changes: RowChanges, symbol: str, supply: int, burned: int | None) -> None:
-    registered = changes.assets.get(symbol)
-    if registered is not None:
-        registered["supply"] = supply
-        if burned is not None:
-            registered["burned"] = burned
-        return
-    row = changes.supply.setdefault(symbol, {"symbol": symbol, "supply": supply, "burned": None})
-    row["supply"] = supply
-    if burned is not None:
-        row["burned"] = burned
+def _supply(changes: RowChanges, symbol: str, supply: int, burned: int) -> None:
+    """Add one event's change to the asset's supply and burned total: running sums, like
+    balances, since a burn's transaction writes the asset's ``SupplyReduced``."""
+    row = changes.assets.get(symbol) or changes.supply.setdefault(
+        symbol, {"symbol": symbol, "supply": 0, "burned": 0})
+    row["supply"] += supply
+    row["burned"] += burned
+
+
+def _burn_half(changes: RowChanges, env: Envelope) -> str:
+    """A burn's two halves, the wallet's debit and the asset's supply, live in two partitions:
+    the command is final once both are in the views. Returns its status after this half."""
+    halves = changes.burns.setdefault(env.command_id, set())
+    halves.add(env.type)
+    return "completed" if len(halves) == 2 else "confirmed"
 
 
 def _entry(changes: RowChanges, env: Envelope, wallet: str, asset: str, available: int,
@@ -292,7 +297,7 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case AssetRegistrationRejected():
             _command(changes, env, "rejected", e.reason, command_type="RegisterAsset")
         case TokensIssued():
-            _supply(changes, e.symbol, e.supply_after, None)
+            _supply(changes, e.symbol, e.amount, 0)
             _command(changes, env, "pending", command_type="IssueTokens")
         case IssueRejected():
             _command(changes, env, "rejected", e.reason, command_type="IssueTokens")
@@ -300,12 +305,12 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
             _apply_trade(changes, env, e)
         case TokensBurned():
             _entry(changes, env, e.wallet, e.asset, -e.amount, 0, "burn", env.command_id)
-            _command(changes, env, "confirmed", command_type="BurnTokens")
+            _command(changes, env, _burn_half(changes, env), command_type="BurnTokens")
         case BurnFailed():
             _command(changes, env, "failed", e.reason, command_type="BurnTokens")
         case SupplyReduced():
-            _supply(changes, e.symbol, e.supply_after, e.burned_after)
-            _command(changes, env, "completed")
+            _supply(changes, e.symbol, -e.amount, e.amount)
+            _command(changes, env, _burn_half(changes, env))
         case WalletFrozen():
             _freeze(changes, e.wallet, True, e.reason, at)
             _command(changes, env, "completed", command_type="FreezeWallet")

@@ -58,8 +58,10 @@ SELECT * FROM {_unnest("text", "text", "smallint", "text", "numeric", "numeric",
 ON CONFLICT (symbol) DO NOTHING
 """
 
+# Running sums, like balances: a burn's transaction writes the asset's SupplyReduced.
 _SUPPLY = f"""
-UPDATE assets SET supply = u.supply, burned = COALESCE(u.burned, assets.burned), updated_at = now()
+UPDATE assets SET supply = assets.supply + u.supply, burned = assets.burned + u.burned,
+                  updated_at = now()
 FROM {_unnest("text", "numeric", "numeric")} AS u(symbol, supply, burned)
 WHERE assets.symbol = u.symbol
 """
@@ -173,6 +175,16 @@ _FINISHED = f"""
 UPDATE command_log c SET status = u.status, status_rank = {COMMAND_RANK["completed"]}, updated_at = now()
 FROM unnest($1::text[], $2::text[]) AS u(command_id, status)
 WHERE c.command_id = u.command_id AND c.status_rank < {COMMAND_RANK["completed"]}
+RETURNING c.command_id
+"""
+
+# Burns with one half in this batch whose other half the views already hold.
+_BURNED = f"""
+UPDATE command_log c SET status = 'completed', status_rank = {COMMAND_RANK["completed"]},
+                         updated_at = now()
+WHERE c.command_id = ANY($1::text[]) AND c.status_rank < {COMMAND_RANK["completed"]}
+  AND (SELECT count(DISTINCT e.type) FROM events e WHERE e.command_id = c.command_id
+       AND e.type IN ('TokensBurned', 'SupplyReduced')) = 2
 RETURNING c.command_id
 """
 
@@ -306,6 +318,9 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:
         await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _entry_lines(c.entries))
     if c.events:
         await _copy(conn, "events", _EVENT_COLUMNS, _event_lines(c.events))
+    halves = [k for k, h in c.burns.items() if len(h) == 1]
+    if halves:  # after the events are in, this batch's half among them
+        made_final += [r[0] for r in await conn.fetch(_BURNED, halves)]
     return made_final
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from events.codec import Envelope, envelope
 from events.messages import (
+    ApplyBurn,
     ApplyCredit,
     ApplySettlement,
     AssetTransferred,
@@ -146,6 +147,11 @@ class Ledger:
     def supply_reduced(self, asset: str) -> int:
         return sum(d.event.amount for d in self.decided
                    if isinstance(d.event, SupplyReduced) and d.event.symbol == asset)
+
+    def burns_on_their_way(self, asset: str) -> int:
+        """Burns written to the asset's events that its state has not taken yet."""
+        return sum(r.command.amount for r in self.inbox
+                   if isinstance(r.command, ApplyBurn) and r.command.symbol == asset)
 
     def trade_changes(self) -> dict[str, dict[tuple[str, str], tuple[int, int]]]:
         """Per trade id, the summed (available, held) changes of every event it caused."""

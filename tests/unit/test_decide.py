@@ -5,6 +5,7 @@ from typing import get_args
 import pytest
 
 from events.messages import (
+    ApplyBurn,
     ApplyCredit,
     ApplySettlement,
     BurnFailed,
@@ -221,17 +222,29 @@ def test_frozen_wallet_cannot_be_debited_but_is_credited_and_unfreezes() -> None
     assert balances(ledger, "bob") == {"USDX": (5, 0)}
 
 
-def test_burn_debits_the_wallet_then_reduces_the_supply() -> None:
+def test_a_burn_writes_the_supply_reduction_with_the_debit() -> None:
     ledger = funded(alice={"USDX": 100})
+    start = len(ledger.decided)
     [burned] = ledger.deliver(ledger.submit("wallet:alice", BurnTokens(wallet="alice",
                                                                        asset="USDX", amount=40)))
     assert isinstance(burned, TokensBurned) and burned.available_after == 60
-    [reduce] = ledger.inbox
-    assert reduce.key == "asset:USDX" and reduce.command == ReduceSupply(
+    written = [(d.key, d.event) for d in ledger.decided[start:]]
+    assert written[1] == ("asset:USDX", SupplyReduced(symbol="USDX", wallet="alice", amount=40))
+    [apply] = ledger.inbox
+    assert apply.key == "asset:USDX" and apply.command == ApplyBurn(
         symbol="USDX", wallet="alice", amount=40)
-    [reduced] = ledger.deliver(reduce)
-    assert reduced == SupplyReduced(symbol="USDX", wallet="alice", amount=40, supply_after=60,
-                                    burned_after=40)
+    asset = ledger.asset("USDX")
+    assert asset is not None and (asset.supply, asset.burned) == (100, 0)  # not taken yet
+    assert ledger.deliver(apply) == []
+    asset = ledger.asset("USDX")
+    assert asset is not None and (asset.supply, asset.burned) == (60, 40)
+
+
+def test_a_reduce_supply_of_an_older_log_is_decided_as_before() -> None:
+    ledger = funded(alice={"USDX": 100})
+    [reduced] = ledger.deliver(ledger.submit("asset:USDX", ReduceSupply(
+        symbol="USDX", wallet="alice", amount=40)))
+    assert reduced == SupplyReduced(symbol="USDX", wallet="alice", amount=40)
     asset = ledger.asset("USDX")
     assert asset is not None and (asset.supply, asset.burned) == (60, 40)
 

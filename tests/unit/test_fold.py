@@ -124,8 +124,13 @@ def test_burn_and_freeze_rows() -> None:
     ledger.submit("wallet:alice", BurnTokens(wallet="alice", asset="USDX", amount=40))
     ledger.drain()
     burn = fold(envelopes(ledger, "burn", skip))
-    assert burn.supply == {"USDX": {"symbol": "USDX", "supply": 60, "burned": 40}}
-    assert burn.commands["burn"]["status"] == "completed"
+    # Changes over the batch: the store adds them to the asset's row.
+    assert burn.supply == {"USDX": {"symbol": "USDX", "supply": -40, "burned": 40}}
+    assert burn.commands["burn"]["status"] == "completed"  # both halves in this batch
+    debit, reduced = envelopes(ledger, "burn", skip)
+    assert (debit.key, reduced.key) == ("wallet:alice", "asset:USDX")
+    assert fold([reduced]).commands["burn"]["status"] == "confirmed"
+    assert fold([debit]).commands["burn"]["status"] == "confirmed"
     assert burn.commands["burn"]["type"] == "BurnTokens"
     # The change within the batch; the store adds the balance before the batch (100).
     assert [(e["kind"], e["delta"], e["available_change"]) for e in burn.entries] == [("burn", -40, -40)]
