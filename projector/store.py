@@ -258,8 +258,8 @@ async def write_batch(
 
 
 async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:
-    """Write the rows; returns the commands this batch made final through their transfer or
-    trade."""
+    """Write the rows; returns the commands this batch made final through their transfer, trade
+    or burn's other half, already in the views."""
     if c.assets:
         rows = list(c.assets.values())
         await conn.execute(
@@ -311,8 +311,10 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:
             _col(rows, "reason"), _times(rows, "created_at"),
         )
     made_final: list[str] = []
-    if finished:
-        ids = sorted(finished)
+    # Mostly both halves come in one batch, and the batch's own rows made the command final.
+    ids = sorted(i for i in finished if i not in c.commands
+                 or c.commands[i]["status"] not in FINAL_COMMAND_STATUSES)
+    if ids:
         made_final = [r[0] for r in await conn.fetch(_FINISHED, ids, [finished[i] for i in ids])]
     if c.entries:
         await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _entry_lines(c.entries))
