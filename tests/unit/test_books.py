@@ -139,3 +139,5 @@ def test_a_cut_with_a_credit_but_not_yet_its_debit_is_seen_as_one_to_read_on_fro
     n = next(n for n, e in enumerate(envs) if e.type == "TransferConfirmed")
     assert books(envs[:n] + envs[n + 1:]).credits_ahead()
     assert not books(envs).credits_ahead()
+    burn = next(n for n, e in enumerate(envs) if e.type == "TokensBurned")
+    assert books(envs[:burn] + envs[burn + 1:]).credits_ahead()  # the supply's half alone

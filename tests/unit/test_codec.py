@@ -12,6 +12,7 @@ from events.messages import (
     EVENTS,
     AssetTransferred,
     Message,
+    SupplyReduced,
     TradeFailed,
     WalletCredited,
 )
@@ -76,6 +77,9 @@ def test_credits_and_deliveries_of_older_logs_are_read_without_their_balance_aft
     delivered = codec.decode(_bytes({**RAW, "type": "AssetTransferred", "version": 1, "payload": {
         **terms, "available_after": 7, "held_after": 0}}))
     assert delivered.payload == AssetTransferred(**terms)
+    reduced = codec.decode(_bytes({**RAW, "type": "SupplyReduced", "version": 1, "payload": {
+        "symbol": "USDX", "wallet": "w", "amount": 4, "supply_after": 6, "burned_after": 4}}))
+    assert reduced.payload == SupplyReduced(symbol="USDX", wallet="w", amount=4)
 
 
 def test_the_project_codec_knows_every_message_type() -> None:
