@@ -6,7 +6,9 @@ then N ``InitiateTransfer`` commands are produced to ``ledger.commands`` before 
 (the real one, a child process) starts, and the run is timed from its first committed batch to:
 
 * *decided*: every transfer debited or failed (the offsets passed the last transfer command);
-* *completed*: every follow-up credit decided as well (nothing left in ``ledger.commands``).
+* *completed*: every follow-up taken as well (nothing left in ``ledger.commands``): since the
+  live path the credits are written with their debits, so this is the ``ApplyCredit`` that
+  brings each payee's state up to date; before, it was the credit's own decision.
 
 A warm-up run (not shown) first brings the broker's JIT up to speed. The baseline is the same
 processor committing one transaction per command (``max_records=1``). CPU time per transfer of

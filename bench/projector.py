@@ -94,8 +94,7 @@ class Ledger:
                         asset_key(SYMBOL), command)
         self.balance[wallet] += amount
         yield self._env(WalletCredited(wallet=wallet, asset=SYMBOL, amount=amount, kind="issue",
-                                       reference=command, available_after=self.balance[wallet],
-                                       held_after=0), wallet_key(wallet), command)
+                                       reference=command), wallet_key(wallet), command)
 
     def transfer(self) -> Iterator[tuple[int, bytes, bytes]]:
         source, target = self._pick(), self._pick()
@@ -116,8 +115,7 @@ class Ledger:
                         src, command, transfer)
         self.balance[target] += amount
         yield self._env(WalletCredited(wallet=target, asset=SYMBOL, amount=amount, kind="transfer",
-                                       reference=transfer, available_after=self.balance[target],
-                                       held_after=0), dst, command, transfer)
+                                       reference=transfer), dst, command, transfer)
 
     def events(self, count: int) -> Iterator[tuple[int, bytes, bytes]]:
         produced = 0

@@ -4,8 +4,13 @@ Amounts are whole numbers of base units (Python ``int``; an 18-decimal asset ove
 Each class carries its schema ``VERSION``; the codec puts it in the envelope. A snapshot of each
 version's schema is committed under ``events/schemas/`` (see :mod:`events.schema`).
 
-Every wallet event that changes a balance carries ``available_after``/``held_after``: the
-wallet's balance in that asset after the event, which is what the projector writes.
+A wallet event that its own wallet decided carries ``available_after``/``held_after``: the
+balance the deciding processor holds after it. A credit (``WalletCredited`` v2) and a trade's
+delivery (``AssetTransferred`` v2) may be written by another wallet's transaction, which cannot
+know the balance, so they carry only the amount; so does a burn's ``SupplyReduced`` (v2).
+Balances (and supplies) in the views are the running sum of every event's change in the order
+of the aggregate's events partition (docs/processor.md, "The live path"); the deciding
+processor's ``available_after`` is never more than that sum, its ``supply_after`` never less.
 """
 
 from typing import ClassVar, Literal
@@ -67,7 +72,21 @@ class InitiateTransfer(Message, frozen=True, kw_only=True):
 
 
 class CreditWallet(Message, frozen=True, kw_only=True):
-    """Follow-up request: one aggregate asks a wallet to take an amount it has already debited."""
+    """Follow-up request: one aggregate asks a wallet to take an amount it has already debited.
+
+    What the flows sent before the live path (now :class:`ApplyCredit`); one in an old log is
+    still decided as before."""
+
+    wallet: str
+    asset: str
+    amount: int
+    kind: CreditKind
+    reference: str
+
+
+class ApplyCredit(Message, frozen=True, kw_only=True):
+    """Follow-up that decides nothing: the credit a debit's transaction already wrote to this
+    wallet's events (a ``WalletCredited``), for the wallet's processor to add to its state."""
 
     wallet: str
     asset: str
@@ -88,6 +107,12 @@ class SettleTrade(TradeTerms, frozen=True, kw_only=True):
     """Follow-up to the seller's wallet once the buyer has paid: deliver and take the payment."""
 
 
+class ApplySettlement(TradeTerms, frozen=True, kw_only=True):
+    """Follow-up that decides nothing: the seller's side of a settlement the buyer's payment
+    decided and already wrote to the seller's events (``AssetTransferred``, the payment's
+    ``WalletCredited``, ``TradeSettled``), for the seller's processor to add to its state."""
+
+
 class ReleaseTradeAsset(TradeTerms, frozen=True, kw_only=True):
     """Follow-up to the seller's wallet when the buyer could not pay: undo the lock."""
 
@@ -101,7 +126,19 @@ class BurnTokens(Message, frozen=True, kw_only=True):
 
 
 class ReduceSupply(Message, frozen=True, kw_only=True):
-    """Follow-up to the asset once a wallet has burned ``amount`` of it."""
+    """Follow-up to the asset once a wallet has burned ``amount`` of it.
+
+    What the flows sent before the live path (now :class:`ApplyBurn`); one in an old log is still
+    decided as before."""
+
+    symbol: str
+    wallet: str
+    amount: int
+
+
+class ApplyBurn(Message, frozen=True, kw_only=True):
+    """Follow-up that decides nothing: the ``SupplyReduced`` a burn's transaction already wrote to
+    the asset's events, for the asset's processor to take off its supply."""
 
     symbol: str
     wallet: str
@@ -179,13 +216,16 @@ class TransferFailed(Message, frozen=True, kw_only=True):
 
 
 class WalletCredited(Message, frozen=True, kw_only=True):
+    """``amount`` added to the wallet's available balance. Version 2 carries no balance after:
+    the transaction that writes it is usually the payer's, which does not know it."""
+
+    VERSION: ClassVar[int] = 2
+
     wallet: str
     asset: str
     amount: int
     kind: CreditKind
     reference: str
-    available_after: int
-    held_after: int
 
 
 class TradeInitiated(TradeTerms, frozen=True, kw_only=True):
@@ -222,14 +262,15 @@ class TradeAssetReleased(TradeTerms, frozen=True, kw_only=True):
 
 
 class AssetTransferred(TradeTerms, frozen=True, kw_only=True):
-    """The seller's held ``quantity`` left the wallet for the buyer; the balance is the seller's."""
+    """The seller's held ``quantity`` left the wallet for the buyer. Version 2 carries no balance
+    after: the buyer's transaction, which decides the settlement, writes it."""
 
-    available_after: int
-    held_after: int
+    VERSION: ClassVar[int] = 2
 
 
 class TradeSettled(TradeTerms, frozen=True, kw_only=True):
-    """Both legs are done on the seller's side; the buyer's credit with the asset follows."""
+    """Both legs are done on the seller's side (written with the buyer's credit with the asset,
+    by the buyer's payment; by the seller's ``SettleTrade`` in logs from before)."""
 
 
 class TokensBurned(Message, frozen=True, kw_only=True):
@@ -248,11 +289,14 @@ class BurnFailed(Message, frozen=True, kw_only=True):
 
 
 class SupplyReduced(Message, frozen=True, kw_only=True):
+    """``amount`` burned by ``wallet`` taken off the supply. Version 2 carries no supply after:
+    the burn's transaction, which writes it, does not know it."""
+
+    VERSION: ClassVar[int] = 2
+
     symbol: str
     wallet: str
     amount: int
-    supply_after: int
-    burned_after: int
 
 
 class WalletFrozen(Message, frozen=True, kw_only=True):
@@ -279,12 +323,15 @@ Command = (
     | IssueTokens
     | InitiateTransfer
     | CreditWallet
+    | ApplyCredit
     | InitiateTrade
     | PayForTrade
     | SettleTrade
+    | ApplySettlement
     | ReleaseTradeAsset
     | BurnTokens
     | ReduceSupply
+    | ApplyBurn
     | FreezeWallet
     | UnfreezeWallet
 )
@@ -317,12 +364,15 @@ COMMANDS: tuple[type[Message], ...] = (
     IssueTokens,
     InitiateTransfer,
     CreditWallet,
+    ApplyCredit,
     InitiateTrade,
     PayForTrade,
     SettleTrade,
+    ApplySettlement,
     ReleaseTradeAsset,
     BurnTokens,
     ReduceSupply,
+    ApplyBurn,
     FreezeWallet,
     UnfreezeWallet,
 )

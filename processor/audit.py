@@ -1,8 +1,10 @@
 """``ledgerline audit``: conservation per asset from the event history, then the views against it.
 
 1. Reads ``ledger.events`` (read_committed) from offset 0 to the end offsets taken at the start,
-   and checks every asset's books (:mod:`processor.books`) at that cut. A credit is decided only
-   after its debit is committed, so this cut never shows a credit without its debit.
+   and checks every asset's books (:mod:`processor.books`) at that cut. A debit's transaction
+   writes its credit too, into another partition; the broker marks a transaction committed
+   partition by partition, so a cut taken in that moment may hold the credit without the debit.
+   The audit then reads on to newer end offsets, where the debit is, before it judges.
 2. Waits (``--wait``) until the projector has applied at least those events, reads its offsets,
    ``wallet_balances`` and ``assets`` in one repeatable-read snapshot, reads on in Kafka up to
    exactly the projector's offsets, and compares balance by balance and asset by asset.
@@ -29,6 +31,9 @@ from events.amounts import format_amount
 from events.codec import DecodeError
 from events.readmodel import PROJECTION
 from processor.books import Books
+
+#: How many times the audit reads on past a cut that holds a credit without its debit.
+CUT_RETRIES = 5
 
 
 class AuditError(RuntimeError):
@@ -239,6 +244,11 @@ async def audit(bootstrap: str, dsn: str | None, *, wait: float,
         await reader.start()
         ends = await reader.end_offsets()
         await reader.advance_to(ends)
+        for _ in range(CUT_RETRIES):
+            if not reader.books.credits_ahead():
+                break
+            ends = await reader.end_offsets()
+            await reader.advance_to(ends)
         report.print(f"ledgerline audit: {reader.books.events} events read from {topics.EVENTS} "
                      f"({len(ends)} partitions, end offsets {dict(sorted(ends.items()))})")
         if reader.undecodable:

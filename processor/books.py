@@ -3,9 +3,20 @@ held in wallets and in flight between wallets, and whether it adds up.
 
 Conservation (docs/architecture.md, guarantee 3), per asset: issued - burned = Σ(available + held) over all
 wallets + credits in flight. A credit is in flight from the debit that sent it (a confirmed
-transfer, an issue, a trade's payment or delivery) until the ``WalletCredited`` of its kind.
-Every balance event is also checked against the wallet's previous balance, so an error is
-pinned to the event that made it.
+transfer, an issue, a trade's payment or delivery) until the ``WalletCredited`` of its kind. On
+the live path the debit's transaction writes the credit too, so a credit is in flight only in a
+cut that takes one partition of a transaction and not yet the other, or for a ``CreditWallet`` of
+an older log not decided yet. (The ``ApplyCredit`` that brings the payee's processor state up to
+date is not in the events: that state is the processor's business, not the books'.)
+
+A wallet's balance is the running sum of its events' changes, in the order of its events
+partition (docs/processor.md, "The live path"); it must never go below zero. An event its own
+wallet decided also says what the deciding processor held after it: never more available, and
+never less held, than the history gives (a credit or a delivery written by another partition's
+transaction may not have reached that processor yet; one decided twice, or on a stale state,
+shows as more). An asset's supply is likewise the running sum of its issues and of the burns
+that burns' transactions write to its partition. So an error is pinned to the event that made
+it.
 """
 
 from collections import defaultdict
@@ -65,21 +76,23 @@ class Books:
             case TokensIssued():
                 a = self.asset(e.symbol)
                 a.issued += e.amount
-                a.supply = e.supply_after
+                a.supply += e.amount
                 a.sent["issue"] += e.amount
+                # Decided on the asset's supply, which counts only the burns its processor has
+                # taken: never less than the history's (the cap check is on the safe side).
+                if e.supply_after < a.supply:
+                    self._problem(env, f"the event says supply {e.supply_after}, the history "
+                                       f"gives {a.supply}")
             case SupplyReduced():
                 a = self.asset(e.symbol)
                 a.supply_burned += e.amount
-                a.supply = e.supply_after
-                if e.burned_after != a.supply_burned:
-                    self._problem(env, f"burned_after {e.burned_after}, the history gives "
-                                       f"{a.supply_burned}")
+                a.supply -= e.amount
             case TransferConfirmed():
                 self.asset(e.asset).sent["transfer"] += e.amount
                 self._balance(env, e.source, e.asset, -e.amount, 0, e.available_after, e.held_after)
             case WalletCredited():
                 self.asset(e.asset).received[e.kind] += e.amount
-                self._balance(env, e.wallet, e.asset, e.amount, 0, e.available_after, e.held_after)
+                self._balance(env, e.wallet, e.asset, e.amount, 0)
             case TradeAssetLocked():
                 self._balance(env, e.seller, e.asset, -e.quantity, e.quantity, e.available_after,
                               e.held_after)
@@ -92,25 +105,33 @@ class Books:
                               e.held_after)
             case AssetTransferred():
                 self.asset(e.asset).sent["trade_delivery"] += e.quantity
-                self._balance(env, e.seller, e.asset, 0, -e.quantity, e.available_after,
-                              e.held_after)
+                self._balance(env, e.seller, e.asset, 0, -e.quantity)
             case TokensBurned():
                 self.asset(e.asset).burned += e.amount
                 self._balance(env, e.wallet, e.asset, -e.amount, 0, e.available_after, e.held_after)
 
     def _balance(self, env: Envelope, wallet: str, asset: str, d_available: int, d_held: int,
-                 available: int, held: int) -> None:
+                 available: int | None = None, held: int | None = None) -> None:
         before = self.balances.get((wallet, asset), (0, 0))
-        expected = (before[0] + d_available, before[1] + d_held)
-        if expected != (available, held):
+        after = (before[0] + d_available, before[1] + d_held)
+        if available is not None and held is not None and (
+                available > after[0] or held < after[1] or min(available, held) < 0):
             self._problem(env, f"wallet {wallet} {asset}: the event says available {available} "
-                               f"held {held}, the history gives {expected[0]} {expected[1]}")
-        if available < 0 or held < 0:
-            self._problem(env, f"wallet {wallet} {asset}: negative balance {available} {held}")
-        self.balances[(wallet, asset)] = (available, held)
+                               f"held {held}, the history gives {after[0]} {after[1]}")
+        if min(after) < 0:
+            self._problem(env, f"wallet {wallet} {asset}: negative balance {after[0]} {after[1]}")
+        self.balances[(wallet, asset)] = after
 
     def _problem(self, env: Envelope, text: str) -> None:
         self.problems.append(f"{env.type} {env.id} ({env.key}): {text}")
+
+    def credits_ahead(self) -> bool:
+        """Whether some credit (or a supply's burn) is here without the debit that sends it: a
+        cut of the log taken while a transaction's commit markers were being written to its
+        partitions, one by one."""
+        return any(a.received[kind] > a.sent[kind] for a in self.assets.values()
+                   for kind in a.received) or any(a.supply_burned > a.burned
+                                                  for a in self.assets.values())
 
     def holdings(self) -> dict[str, int]:
         """Per asset, Σ(available + held) over all wallets."""

@@ -1,13 +1,22 @@
 """Pure deciders: ``decide(state, command) -> events``, ``evolve(state, event) -> state``,
-and ``react(event) -> follow-up requests`` for anything that touches a second aggregate.
+``react(event) -> follow-up requests`` for anything that touches a second aggregate, and
+``consequences(follow-up) -> events`` for the follow-ups that decide nothing.
 
 No I/O here; the processor loop feeds these functions and writes what they return.
 
-A trade (delivery versus payment) is three decisions, each by one wallet, like two-phase holds:
-the seller locks the asset (``InitiateTrade``), the buyer pays (``PayForTrade``), the seller
-delivers and takes the payment (``SettleTrade``), and the buyer is credited with the asset. If
-the buyer cannot pay, the seller's lock is released (``ReleaseTradeAsset``): all legs or none.
-A freeze stops new debits; a trade whose asset is already locked and paid for still settles.
+A credit is a consequence, not a decision: it cannot fail. So the debit's transaction writes the
+payee's ``WalletCredited`` itself, and sends the payee an ``ApplyCredit`` that only brings the
+payee's state up to date (``consequences`` gives the events it stands for; ``decide`` gives
+nothing). docs/processor.md, "The live path", has why that is sound.
+
+A trade (delivery versus payment) is two decisions, each by one wallet, like two-phase holds:
+the seller locks the asset (``InitiateTrade``), then the buyer pays (``PayForTrade``). The lock
+means the seller's side can no longer fail, so the payment decides the settlement: the buyer
+is credited with the asset in the same decision, and the seller's side (delivery, payment,
+``TradeSettled``) is written for the seller with an ``ApplySettlement``. If the buyer cannot pay,
+the seller's lock is released (``ReleaseTradeAsset``): all legs or none. A freeze stops new
+debits; a trade whose asset is already locked still settles. ``SettleTrade`` and
+``CreditWallet``, which earlier versions sent, are still decided as they were.
 """
 
 from typing import Any
@@ -17,6 +26,9 @@ import msgspec
 from events import grammar
 from events.keys import asset_key, wallet_key
 from events.messages import (
+    ApplyBurn,
+    ApplyCredit,
+    ApplySettlement,
     AssetRegistered,
     AssetRegistrationRejected,
     AssetTransferred,
@@ -116,11 +128,18 @@ def decide(state: State | None, command: Command, key: str | None = None) -> lis
             return _issue(state, command)
         case ReduceSupply():
             return _reduce_supply(_asset(state), command)
+        case ApplyBurn():
+            _asset(state)
+            return []  # decided already, by the burn's transaction: see consequences()
         case InitiateTransfer():
             return _transfer(_wallet(state), command)
         case CreditWallet():
-            return [_credit(_wallet(state), command.wallet, command.asset, command.amount,
-                            command.kind, command.reference)]
+            _wallet(state)
+            return [_credit(command.wallet, command.asset, command.amount, command.kind,
+                            command.reference)]
+        case ApplyCredit() | ApplySettlement():
+            _wallet(state)
+            return []  # decided already, by the debit's transaction: see consequences()
         case InitiateTrade():
             return _lock(_wallet(state), command)
         case PayForTrade():
@@ -233,15 +252,7 @@ def _issue(state: State | None, c: IssueTokens) -> list[Event]:
 def _reduce_supply(asset: AssetState, c: ReduceSupply) -> list[Event]:
     if not 0 < c.amount <= asset.supply:
         raise ValueError(f"cannot reduce the supply {asset.supply} of {asset.symbol} by {c.amount}")
-    return [
-        SupplyReduced(
-            symbol=c.symbol,
-            wallet=c.wallet,
-            amount=c.amount,
-            supply_after=asset.supply - c.amount,
-            burned_after=asset.burned + c.amount,
-        )
-    ]
+    return [SupplyReduced(symbol=c.symbol, wallet=c.wallet, amount=c.amount)]
 
 
 def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
@@ -283,21 +294,12 @@ def _transfer(wallet: WalletState, c: InitiateTransfer) -> list[Event]:
     return [initiated, confirmed]
 
 
-def _credit(wallet: WalletState, wallet_id: str, asset: str, amount: int, kind: CreditKind,
+def _credit(wallet_id: str, asset: str, amount: int, kind: CreditKind,
             reference: str) -> WalletCredited:
     # A credit always lands, on a frozen wallet too: the amount has left another wallet already.
-    after = wallet.balance(asset)
-    if after.available + amount > grammar.MAX_UNITS:
-        raise ValueError(f"a credit of {amount} {asset} would take {wallet_id} beyond 10^78 - 1")
-    return WalletCredited(
-        wallet=wallet_id,
-        asset=asset,
-        amount=amount,
-        kind=kind,
-        reference=reference,
-        available_after=after.available + amount,
-        held_after=after.held,
-    )
+    # No wallet can exceed 10^78 - 1: no supply can (the issue's cap check).
+    return WalletCredited(wallet=wallet_id, asset=asset, amount=amount, kind=kind,
+                          reference=reference)
 
 
 def _lock(wallet: WalletState, c: InitiateTrade) -> list[Event]:
@@ -328,8 +330,11 @@ def _pay(wallet: WalletState, c: PayForTrade) -> list[Event]:
     if reason is not None:
         return [TradeFailed(**terms, party="buyer", reason=reason)]
     balance = wallet.balance(c.payment_asset)
+    # The seller's asset is locked for this trade, so the payment settles it: the buyer takes
+    # the asset now, and the seller's side follows as consequences (react -> ApplySettlement).
     return [
-        PaymentReceived(**terms, available_after=balance.available - c.price, held_after=balance.held)
+        PaymentReceived(**terms, available_after=balance.available - c.price, held_after=balance.held),
+        _credit(c.buyer, c.asset, c.quantity, "trade_delivery", c.trade_id),
     ]
 
 
@@ -341,13 +346,30 @@ def _locked(wallet: WalletState, c: TradeTerms) -> Balance:
 
 
 def _settle(wallet: WalletState, c: SettleTrade) -> list[Event]:
+    _locked(wallet, c)
+    return _seller_settles(c)
+
+
+def _seller_settles(c: TradeTerms) -> list[Event]:
+    """The seller's side of a settlement: the held asset leaves, the payment arrives."""
     terms = _terms(c)
-    balance = _locked(wallet, c)
-    delivered = AssetTransferred(
-        **terms, available_after=balance.available, held_after=balance.held - c.quantity
-    )
-    paid = _credit(wallet, c.seller, c.payment_asset, c.price, "trade_payment", c.trade_id)
-    return [delivered, paid, TradeSettled(**terms)]
+    paid = _credit(c.seller, c.payment_asset, c.price, "trade_payment", c.trade_id)
+    return [AssetTransferred(**terms), paid, TradeSettled(**terms)]
+
+
+def consequences(command: Command) -> list[Event]:
+    """The events a follow-up that decides nothing stands for: the debit's transaction writes
+    them to the target's events, and the target's processor evolves its state with them when the
+    follow-up arrives. Empty for every command that is decided."""
+    match command:
+        case ApplyCredit():
+            return [_credit(command.wallet, command.asset, command.amount, command.kind,
+                            command.reference)]
+        case ApplySettlement():
+            return _seller_settles(command)
+        case ApplyBurn():
+            return [SupplyReduced(symbol=command.symbol, wallet=command.wallet, amount=command.amount)]
+    return []
 
 
 def _release(wallet: WalletState, c: ReleaseTradeAsset) -> list[Event]:
@@ -391,11 +413,16 @@ def evolve(state: State | None, event: Event) -> State | None:
         case TokensIssued() if isinstance(state, AssetState):
             return msgspec.structs.replace(state, supply=event.supply_after)
         case SupplyReduced() if isinstance(state, AssetState):
+            # A running sum: the burn's transaction, which writes it, cannot know the supply.
             return msgspec.structs.replace(
-                state, supply=event.supply_after, burned=event.burned_after
+                state, supply=state.supply - event.amount, burned=state.burned + event.amount
             )
-        case TransferConfirmed() | WalletCredited() | TokensBurned():
+        case TransferConfirmed() | TokensBurned():
             return _set_balance(_wallet(state), event.asset, event.available_after, event.held_after)
+        case WalletCredited():
+            wallet = _wallet(state)
+            balance = wallet.balance(event.asset)
+            return _set_balance(wallet, event.asset, balance.available + event.amount, balance.held)
         case PaymentReceived():
             return _set_balance(
                 _wallet(state), event.payment_asset, event.available_after, event.held_after
@@ -407,7 +434,15 @@ def evolve(state: State | None, event: Event) -> State | None:
                 msgspec.structs.replace(wallet, holds=holds),
                 event.asset, event.available_after, event.held_after,
             )
-        case AssetTransferred() | TradeAssetReleased():
+        case AssetTransferred():
+            wallet = _wallet(state)
+            holds = {k: v for k, v in wallet.holds.items() if k != event.trade_id}
+            balance = wallet.balance(event.asset)
+            return _set_balance(
+                msgspec.structs.replace(wallet, holds=holds),
+                event.asset, balance.available, balance.held - event.quantity,
+            )
+        case TradeAssetReleased():
             wallet = _wallet(state)
             holds = {k: v for k, v in wallet.holds.items() if k != event.trade_id}
             return _set_balance(
@@ -428,10 +463,13 @@ def _set_balance(wallet: WalletState, asset: str, available: int, held: int) -> 
 
 
 def react(event: Event) -> list[tuple[str, Command]]:
-    """Follow-up requests an event asks of other aggregates, as ``(aggregate key, command)``."""
+    """Follow-up requests an event asks of other aggregates, as ``(aggregate key, command)``.
+
+    Only for events the processor decided; a follow-up with :func:`consequences` takes its events
+    along to the target's events partition, in the same transaction."""
     match event:
         case TokensIssued():
-            credit = CreditWallet(
+            credit = ApplyCredit(
                 wallet=event.to,
                 asset=event.symbol,
                 amount=event.amount,
@@ -440,7 +478,7 @@ def react(event: Event) -> list[tuple[str, Command]]:
             )
             return [(wallet_key(event.to), credit)]
         case TransferConfirmed():
-            credit = CreditWallet(
+            credit = ApplyCredit(
                 wallet=event.target,
                 asset=event.asset,
                 amount=event.amount,
@@ -451,12 +489,14 @@ def react(event: Event) -> list[tuple[str, Command]]:
         case TradeAssetLocked():
             return [(wallet_key(event.buyer), PayForTrade(**_terms(event)))]
         case PaymentReceived():
-            return [(wallet_key(event.seller), SettleTrade(**_terms(event)))]
+            return [(wallet_key(event.seller), ApplySettlement(**_terms(event)))]
         case TradeFailed(party="buyer"):
             release = ReleaseTradeAsset(**_terms(event), reason=event.reason)
             return [(wallet_key(event.seller), release)]
         case TradeSettled():
-            credit = CreditWallet(
+            # Decided only from a SettleTrade of an older log: the buyer's asset follows as on
+            # the live path.
+            credit = ApplyCredit(
                 wallet=event.buyer,
                 asset=event.asset,
                 amount=event.quantity,
@@ -465,6 +505,6 @@ def react(event: Event) -> list[tuple[str, Command]]:
             )
             return [(wallet_key(event.buyer), credit)]
         case TokensBurned():
-            reduce = ReduceSupply(symbol=event.asset, wallet=event.wallet, amount=event.amount)
+            reduce = ApplyBurn(symbol=event.asset, wallet=event.wallet, amount=event.amount)
             return [(asset_key(event.asset), reduce)]
     return []

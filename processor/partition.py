@@ -1,6 +1,6 @@
 """The worker of one input partition: decides its commands in batches and commits each batch -
-events, follow-up requests, snapshots and the checkpoint of the consumed offset - in one Kafka
-transaction.
+events (the credits they cause in other aggregates' partitions included), follow-up requests,
+snapshots and the checkpoint of the consumed offset - in one Kafka transaction.
 
 It owns the partition's transactional id: starting it (``init_transactions``) fences any older
 owner. A batch is decided in memory (no awaits per record), handed to the producer as a few record
@@ -27,7 +27,7 @@ from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
 from processor import snapshots
-from processor.decide import decide, evolve, react
+from processor.decide import consequences, decide, evolve, react
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.outbox import Outbox, Partitioner
@@ -233,7 +233,9 @@ class PartitionWorker:
         try:
             decided = decide(snap.state, env.payload, env.key)
             state = snap.state
-            for event in decided:
+            # A follow-up that decides nothing (ApplyCredit) brings the events another
+            # partition's transaction already wrote for this aggregate into its state.
+            for event in (*consequences(env.payload), *decided):
                 state = evolve(state, event)
             # Encoded before anything is added to the transaction: a record that cannot be
             # encoded leaves nothing of its decision behind.
@@ -262,8 +264,18 @@ class PartitionWorker:
                     correlation_id=cmd.correlation_id, id=next_id(), occurred_at=now,
                 )
                 target_key = target.encode()
-                written.append((topics.COMMANDS, self.partitioner.partition(target_key),
-                                target_key, codec.encode(request)))
+                target_partition = self.partitioner.partition(target_key)
+                written.append((topics.COMMANDS, target_partition, target_key, codec.encode(request)))
+                # The target's events of a credit are written here, in this transaction, and
+                # the request above brings the target's state up to date without deciding.
+                for consequence in consequences(follow_up):
+                    target_env = codec.envelope(
+                        consequence, key=target, command_id=cmd.command_id,
+                        principal=cmd.principal, correlation_id=cmd.correlation_id,
+                        id=next_id(), occurred_at=now,
+                    )
+                    written.append((topics.EVENTS, target_partition, target_key,
+                                    codec.encode(target_env)))
         return written
 
     def _dead_letter(self, record: Any, error: str, out: Outbox) -> str:

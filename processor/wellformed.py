@@ -16,6 +16,9 @@ from typing import Any
 from events import grammar
 from events.keys import asset_key, wallet_key
 from events.messages import (
+    ApplyBurn,
+    ApplyCredit,
+    ApplySettlement,
     BurnTokens,
     Command,
     CreditWallet,
@@ -99,6 +102,10 @@ CHECKS: dict[type, tuple[Check, ...]] = {
                         "invalid_text", "")),
     CreditWallet: (_wallet("wallet"), _symbol("asset"), _amount("amount"),
                    ("reference", _REFERENCE, "invalid_command", "is not a valid id")),
+    ApplyCredit: (_wallet("wallet"), _symbol("asset"), _amount("amount"),
+                  ("reference", _REFERENCE, "invalid_command", "is not a valid id")),
+    ApplySettlement: _TERMS,
+    ApplyBurn: (_symbol("symbol"), _wallet("wallet"), _amount("amount")),
     BurnTokens: (_wallet("wallet"), _symbol("asset"), _amount("amount")),
     ReduceSupply: (_symbol("symbol"), _wallet("wallet"), _amount("amount")),
     FreezeWallet: (_wallet("wallet"), _REASON),
@@ -116,6 +123,9 @@ _DECIDED_BY: dict[type, Callable[[Any], str]] = {
     ReduceSupply: lambda c: asset_key(c.symbol),
     InitiateTransfer: lambda c: wallet_key(c.source),
     CreditWallet: lambda c: wallet_key(c.wallet),
+    ApplyCredit: lambda c: wallet_key(c.wallet),
+    ApplySettlement: lambda c: wallet_key(c.seller),  # the seller's side of a settlement
+    ApplyBurn: lambda c: asset_key(c.symbol),
     BurnTokens: lambda c: wallet_key(c.wallet),
     FreezeWallet: lambda c: wallet_key(c.wallet),
     UnfreezeWallet: lambda c: wallet_key(c.wallet),

@@ -4,6 +4,16 @@ Rows from the same batch are merged here, and merged again with what the table h
 upserts in :mod:`projector.store`, with the same rules: a status only moves forward (by rank),
 and a column once known is never blanked. Those rules make the views independent of the order
 in which partitions are applied, so several projector instances give the same tables as one.
+
+Balances are the running sum of each event's change (to available, to held), in the order of
+the wallet's events partition: a credit is written by the payer's transaction, which does not
+know the payee's balance (docs/processor.md, "The live path"). The fold sums the changes of a
+batch per wallet; the store adds the balance the table held before the batch, so each
+``ledger_entries`` row gets the balance after its event, the same whatever the batching.
+
+A transfer is completed, and a trade settled, only once both halves are in the views: the payer's
+debit and the payee's credit live in two partitions, written by one transaction but applied by
+the projector whenever each partition's batch comes.
 """
 
 from dataclasses import dataclass, field
@@ -39,9 +49,10 @@ from events.messages import (
 )
 from events.readmodel import COMMAND_RANK, TRADE_RANK, TRANSFER_RANK
 
-# What a credit of each kind finishes: the command status it reaches.
-_CREDIT_STATUS = {"issue": "completed", "transfer": "completed", "trade_payment": "confirmed",
-                  "trade_delivery": "settled"}
+# What a credit of each kind finishes: the command status it reaches. A transfer's and a trade's
+# final status also needs the other partition's half (see _transfer and _trade).
+_CREDIT_STATUS = {"issue": "completed", "transfer": "confirmed", "trade_payment": "confirmed",
+                  "trade_delivery": "confirmed"}
 
 Row = dict[str, Any]
 
@@ -55,6 +66,10 @@ class Position:
 
 @dataclass
 class RowChanges:
+    """One batch's changes. ``balances`` holds each (wallet, asset)'s change over the batch,
+    ``entries`` the change up to and including each event (``available_change``,
+    ``held_change``): the store adds the balance before the batch to both."""
+
     assets: dict[str, Row] = field(default_factory=dict)
     supply: dict[str, Row] = field(default_factory=dict)
     wallets: dict[str, Row] = field(default_factory=dict)
@@ -63,6 +78,7 @@ class RowChanges:
     transfers: dict[str, Row] = field(default_factory=dict)
     trades: dict[str, Row] = field(default_factory=dict)
     commands: dict[str, Row] = field(default_factory=dict)
+    burns: dict[str, set[str]] = field(default_factory=dict)  # command -> halves in this batch
     entries: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
     # Positions of the batch the projector dead-lettered, and positions of earlier dead letters
@@ -92,7 +108,8 @@ def _put(table: dict[Any, Row], key: Any, row: Row) -> None:
     table[key] = merge(table.get(key), row)
 
 
-def _transfer(changes: RowChanges, transfer_id: str, status: str, **columns: Any) -> None:
+def _transfer(changes: RowChanges, transfer_id: str, status: str, **columns: Any) -> str:
+    """Merge into the transfer's row; returns its status after."""
     row: Row = {
         "transfer_id": transfer_id,
         "command_id": None,
@@ -111,6 +128,11 @@ def _transfer(changes: RowChanges, transfer_id: str, status: str, **columns: Any
     }
     row.update(columns)
     _put(changes.transfers, transfer_id, row)
+    merged = changes.transfers[transfer_id]
+    if merged["confirmed_at"] is not None and merged["completed_at"] is not None:
+        # the debit's half and the credit's half are both here (the store's upsert does the same)
+        merged["status"], merged["status_rank"] = "completed", TRANSFER_RANK["completed"]
+    return str(merged["status"])
 
 
 # created_at is when the trade was initiated; then one time per settlement step.
@@ -119,7 +141,8 @@ TRADE_TIMES = ("created_at", "asset_locked_at", "paid_at", "transferred_at", "se
 
 
 def _trade(changes: RowChanges, trade_id: str, status: str, terms: TradeTerms | None = None,
-           **columns: Any) -> None:
+           **columns: Any) -> str:
+    """Merge into the trade's row; returns its status after."""
     row: Row = {
         "trade_id": trade_id,
         "command_id": None,
@@ -141,6 +164,11 @@ def _trade(changes: RowChanges, trade_id: str, status: str, terms: TradeTerms | 
                    quantity=terms.quantity, payment_asset=terms.payment_asset, price=terms.price)
     row.update(columns)
     _put(changes.trades, trade_id, row)
+    merged = changes.trades[trade_id]
+    if merged["transferred_at"] is not None and merged["settled_at"] is not None:
+        # the seller's half (delivery, payment) and the buyer's (payment, delivery) are both here
+        merged["status"], merged["status_rank"] = "settled", TRADE_RANK["settled"]
+    return str(merged["status"])
 
 
 def _command(
@@ -175,21 +203,18 @@ def _seen(changes: RowChanges, wallet: str, at: datetime) -> None:
 
 def _balance(
     changes: RowChanges, wallet: str, asset: str, available: int, held: int, at: datetime
-) -> None:
-    # Refused here, per event, not by the table's CHECK: only a batch's last balance reaches the
-    # table, so the constraint alone would let the answer depend on how events were batched.
-    if available < 0 or held < 0:
-        raise ValueError(f"balance of {wallet} in {asset} would be negative "
-                         f"(available {available}, held {held})")
-    # One wallet's events come from one partition, in order: the last one in a batch is current.
-    changes.balances[(wallet, asset)] = {
-        "wallet": wallet,
-        "asset": asset,
-        "available": available,
-        "held": held,
-        "updated_at": at,
-    }
+) -> tuple[int, int]:
+    """Add one event's change to the batch's change of ``(wallet, asset)``; return the sum."""
+    # One wallet's events come from one partition, in order: the sum is in that order.
+    row = changes.balances.get((wallet, asset))
+    if row is None:
+        row = changes.balances[(wallet, asset)] = {"wallet": wallet, "asset": asset,
+                                                   "available": 0, "held": 0}
+    row["available"] += available
+    row["held"] += held
+    row["updated_at"] = at
     _seen(changes, wallet, at)
+    return row["available"], row["held"]
 
 
 def _freeze(changes: RowChanges, wallet: str, frozen: bool, reason: str, at: datetime) -> None:
@@ -198,30 +223,36 @@ def _freeze(changes: RowChanges, wallet: str, frozen: bool, reason: str, at: dat
     _seen(changes, wallet, at)
 
 
-def _supply(changes: RowChanges, symbol: str, supply: int, burned: int | None) -> None:
-    registered = changes.assets.get(symbol)
-    if registered is not None:
-        registered["supply"] = supply
-        if burned is not None:
-            registered["burned"] = burned
-        return
-    row = changes.supply.setdefault(symbol, {"symbol": symbol, "supply": supply, "burned": None})
-    row["supply"] = supply
-    if burned is not None:
-        row["burned"] = burned
+def _supply(changes: RowChanges, symbol: str, supply: int, burned: int) -> None:
+    """Add one event's change to the asset's supply and burned total: running sums, like
+    balances, since a burn's transaction writes the asset's ``SupplyReduced``."""
+    row = changes.assets.get(symbol) or changes.supply.setdefault(
+        symbol, {"symbol": symbol, "supply": 0, "burned": 0})
+    row["supply"] += supply
+    row["burned"] += burned
 
 
-def _entry(changes: RowChanges, env: Envelope, wallet: str, asset: str, delta: int,
-           available: int, held: int, kind: str, reference: str) -> None:
-    _balance(changes, wallet, asset, available, held, env.occurred_at)
+def _burn_half(changes: RowChanges, env: Envelope) -> str:
+    """A burn's two halves, the wallet's debit and the asset's supply, live in two partitions:
+    the command is final once both are in the views. Returns its status after this half."""
+    halves = changes.burns.setdefault(env.command_id, set())
+    halves.add(env.type)
+    return "completed" if len(halves) == 2 else "confirmed"
+
+
+def _entry(changes: RowChanges, env: Envelope, wallet: str, asset: str, available: int,
+           held: int, kind: str, reference: str) -> None:
+    """One balance change: ``available`` and ``held`` are what the event adds to each."""
+    available_change, held_change = _balance(changes, wallet, asset, available, held,
+                                             env.occurred_at)
     changes.entries.append(
         {
             "event_id": env.id,
             "wallet": wallet,
             "asset": asset,
-            "delta": delta,
-            "available_after": available,
-            "held_after": held,
+            "delta": available + held,
+            "available_change": available_change,
+            "held_change": held_change,
             "kind": kind,
             "reference": reference,
             "occurred_at": env.occurred_at,
@@ -241,21 +272,21 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
                       memo=e.memo, initiated_at=at)
             _command(changes, env, "pending", command_type="InitiateTransfer")
         case TransferConfirmed():
-            _transfer(changes, e.transfer_id, "confirmed", confirmed_at=at)
-            _entry(changes, env, e.source, e.asset, -e.amount, e.available_after, e.held_after,
-                   "transfer_out", e.transfer_id)
-            _command(changes, env, "confirmed")
+            status = _transfer(changes, e.transfer_id, "confirmed", confirmed_at=at)
+            _entry(changes, env, e.source, e.asset, -e.amount, 0, "transfer_out", e.transfer_id)
+            _command(changes, env, _final(status, "completed"))
         case TransferFailed():
             _transfer(changes, e.transfer_id, "failed", reason=e.reason, failed_at=at)
             _command(changes, env, "failed", e.reason)
         case WalletCredited():
-            _entry(changes, env, e.wallet, e.asset, e.amount, e.available_after, e.held_after,
-                   f"{e.kind}_in", e.reference)
+            _entry(changes, env, e.wallet, e.asset, e.amount, 0, f"{e.kind}_in", e.reference)
+            status = _CREDIT_STATUS[e.kind]
             if e.kind == "transfer":
-                _transfer(changes, e.reference, "completed", completed_at=at)
+                status = _final(_transfer(changes, e.reference, "confirmed", completed_at=at),
+                                "completed")
             elif e.kind == "trade_delivery":
-                _trade(changes, e.reference, "settled", settled_at=at)
-            _command(changes, env, _CREDIT_STATUS[e.kind])
+                status = _final(_trade(changes, e.reference, "paid", settled_at=at), "settled")
+            _command(changes, env, status)
         case AssetRegistered():
             changes.assets[e.symbol] = {
                 "symbol": e.symbol,
@@ -271,21 +302,20 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case AssetRegistrationRejected():
             _command(changes, env, "rejected", e.reason, command_type="RegisterAsset")
         case TokensIssued():
-            _supply(changes, e.symbol, e.supply_after, None)
+            _supply(changes, e.symbol, e.amount, 0)
             _command(changes, env, "pending", command_type="IssueTokens")
         case IssueRejected():
             _command(changes, env, "rejected", e.reason, command_type="IssueTokens")
         case TradeTerms():
             _apply_trade(changes, env, e)
         case TokensBurned():
-            _entry(changes, env, e.wallet, e.asset, -e.amount, e.available_after, e.held_after,
-                   "burn", env.command_id)
-            _command(changes, env, "confirmed", command_type="BurnTokens")
+            _entry(changes, env, e.wallet, e.asset, -e.amount, 0, "burn", env.command_id)
+            _command(changes, env, _burn_half(changes, env), command_type="BurnTokens")
         case BurnFailed():
             _command(changes, env, "failed", e.reason, command_type="BurnTokens")
         case SupplyReduced():
-            _supply(changes, e.symbol, e.supply_after, e.burned_after)
-            _command(changes, env, "completed")
+            _supply(changes, e.symbol, -e.amount, e.amount)
+            _command(changes, env, _burn_half(changes, env))
         case WalletFrozen():
             _freeze(changes, e.wallet, True, e.reason, at)
             _command(changes, env, "completed", command_type="FreezeWallet")
@@ -315,6 +345,11 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
     )
 
 
+def _final(status: str, final: str) -> str:
+    """The command's status once its transfer's or trade's row is ``final`` (both halves in)."""
+    return final if status == final else "confirmed"
+
+
 def _apply_trade(changes: RowChanges, env: Envelope, e: TradeTerms) -> None:
     at = env.occurred_at
     match e:
@@ -323,13 +358,13 @@ def _apply_trade(changes: RowChanges, env: Envelope, e: TradeTerms) -> None:
             _command(changes, env, "pending", command_type="InitiateTrade")
         case TradeAssetLocked():
             _trade(changes, e.trade_id, "asset_locked", e, asset_locked_at=at)
-            _entry(changes, env, e.seller, e.asset, 0, e.available_after, e.held_after,
-                   "trade_lock", e.trade_id)
+            _entry(changes, env, e.seller, e.asset, -e.quantity, e.quantity, "trade_lock",
+                   e.trade_id)
             _command(changes, env, "confirmed")
         case PaymentReceived():
             _trade(changes, e.trade_id, "paid", e, paid_at=at)
-            _entry(changes, env, e.buyer, e.payment_asset, -e.price, e.available_after,
-                   e.held_after, "trade_payment_out", e.trade_id)
+            _entry(changes, env, e.buyer, e.payment_asset, -e.price, 0, "trade_payment_out",
+                   e.trade_id)
             _command(changes, env, "confirmed")
         case TradeFailed():
             _trade(changes, e.trade_id, "failed", e, reason=e.reason, failed_party=e.party,
@@ -341,14 +376,14 @@ def _apply_trade(changes: RowChanges, env: Envelope, e: TradeTerms) -> None:
                 _command(changes, env, "confirmed")
         case TradeAssetReleased():
             _trade(changes, e.trade_id, "failed", e, reason=e.reason, released_at=at)
-            _entry(changes, env, e.seller, e.asset, 0, e.available_after, e.held_after,
-                   "trade_release", e.trade_id)
+            _entry(changes, env, e.seller, e.asset, e.quantity, -e.quantity, "trade_release",
+                   e.trade_id)
             _command(changes, env, "failed", e.reason)
         case AssetTransferred():
-            _trade(changes, e.trade_id, "transferred", e, transferred_at=at)
-            _entry(changes, env, e.seller, e.asset, -e.quantity, e.available_after,
-                   e.held_after, "trade_delivery_out", e.trade_id)
-            _command(changes, env, "confirmed")
+            status = _trade(changes, e.trade_id, "transferred", e, transferred_at=at)
+            _entry(changes, env, e.seller, e.asset, 0, -e.quantity, "trade_delivery_out",
+                   e.trade_id)
+            _command(changes, env, _final(status, "settled"))
         case TradeSettled():
             _trade(changes, e.trade_id, "transferred", e)
             _command(changes, env, "confirmed")

@@ -3,6 +3,11 @@
 One statement per table per batch (``INSERT … SELECT FROM unnest(…) ON CONFLICT …``), text
 ``COPY`` for the append-only tables. Money and times travel as text (see :mod:`projector.wire`)
 and are cast by the server: no value passes through a float, and Python does the least work.
+
+Balances are sums of changes (:mod:`projector.fold`): the balance statement adds the batch's
+change to each row and returns the result, from which each ledger entry's balance after is
+known before the entries are copied; a balance that would go below zero at any event refuses
+the batch (:class:`NegativeBalance`), which the worker splits until that event is alone.
 """
 
 from collections.abc import Iterable, Sequence
@@ -10,7 +15,13 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 
 from events import readmodel
-from events.readmodel import CHANNEL, FINAL_COMMAND_STATUSES
+from events.readmodel import (
+    CHANNEL,
+    COMMAND_RANK,
+    FINAL_COMMAND_STATUSES,
+    TRADE_RANK,
+    TRANSFER_RANK,
+)
 from projector import wire
 from projector.fold import TRADE_TIMES, Row, RowChanges
 
@@ -20,6 +31,10 @@ SWAP_LOCK = 0x1ED6E5
 
 class OffsetConflict(RuntimeError):
     """Another projector instance has moved this partition's offset: this batch is stale."""
+
+
+class NegativeBalance(ValueError):
+    """An event would take a balance below zero: the batch is refused, like a constraint."""
 
 
 def _col(rows: Sequence[Row], name: str) -> str:
@@ -43,8 +58,10 @@ SELECT * FROM {_unnest("text", "text", "smallint", "text", "numeric", "numeric",
 ON CONFLICT (symbol) DO NOTHING
 """
 
+# Running sums, like balances: a burn's transaction writes the asset's SupplyReduced.
 _SUPPLY = f"""
-UPDATE assets SET supply = u.supply, burned = COALESCE(u.burned, assets.burned), updated_at = now()
+UPDATE assets SET supply = assets.supply + u.supply, burned = assets.burned + u.burned,
+                  updated_at = now()
 FROM {_unnest("text", "numeric", "numeric")} AS u(symbol, supply, burned)
 WHERE assets.symbol = u.symbol
 """
@@ -64,11 +81,26 @@ FROM {_unnest("text", "boolean", "text", "timestamptz")} AS u(wallet, frozen, re
 WHERE wallets.wallet = u.wallet
 """
 
+# The batch's change added to each balance; the results come back. Not an upsert: PostgreSQL
+# checks a row's CHECK constraints before ON CONFLICT, so a change below zero would be refused
+# even where the balance covers it. The wallet's partition has one writer (the offsets are
+# fenced first), so nothing inserts the same row in between.
 _BALANCES = f"""
-INSERT INTO wallet_balances (wallet, asset, available, held, updated_at)
-SELECT * FROM {_unnest("text", "text", "numeric", "numeric", "timestamptz")}
-ON CONFLICT (wallet, asset) DO UPDATE
-SET available = EXCLUDED.available, held = EXCLUDED.held, updated_at = EXCLUDED.updated_at
+WITH u AS (SELECT * FROM {_unnest("text", "text", "numeric", "numeric", "timestamptz")}
+           AS u(wallet, asset, available, held, updated_at)),
+moved AS (
+    UPDATE wallet_balances b SET available = b.available + u.available, held = b.held + u.held,
+                                 updated_at = u.updated_at
+    FROM u WHERE b.wallet = u.wallet AND b.asset = u.asset
+    RETURNING b.wallet, b.asset, b.available, b.held
+), added AS (
+    INSERT INTO wallet_balances (wallet, asset, available, held, updated_at)
+    SELECT * FROM u WHERE NOT EXISTS (
+        SELECT 1 FROM wallet_balances b WHERE b.wallet = u.wallet AND b.asset = u.asset)
+    RETURNING wallet, asset, available, held
+)
+SELECT wallet, asset, available::text, held::text FROM moved
+UNION ALL SELECT wallet, asset, available::text, held::text FROM added
 """
 
 _RANKED = """
@@ -84,6 +116,22 @@ _TRANSFER_COLUMNS = (
     "initiated_at", "confirmed_at", "completed_at", "failed_at",
 )
 
+# Final only once both halves are in: the table's or the batch's time of each (see fold).
+_BOTH_HALVES = """
+status = CASE WHEN {done} THEN '{final}' WHEN EXCLUDED.status_rank > {t}.status_rank
+              THEN EXCLUDED.status ELSE {t}.status END,
+reason = CASE WHEN EXCLUDED.status_rank > {t}.status_rank
+              THEN COALESCE(EXCLUDED.reason, {t}.reason) ELSE COALESCE({t}.reason, EXCLUDED.reason) END,
+status_rank = CASE WHEN {done} THEN {rank} ELSE GREATEST(EXCLUDED.status_rank, {t}.status_rank) END,
+updated_at = now()
+"""
+
+
+def _both(t: str, one: str, other: str, final: str, rank: int) -> str:
+    done = " AND ".join(f"COALESCE({t}.{c}, EXCLUDED.{c}) IS NOT NULL" for c in (one, other))
+    return _BOTH_HALVES.format(t=t, done=done, final=final, rank=rank)
+
+
 _TRANSFERS = f"""
 INSERT INTO transfers (transfer_id, command_id, source, target, asset, amount, memo, status,
                        status_rank, reason, initiated_at, confirmed_at, completed_at, failed_at)
@@ -91,7 +139,8 @@ SELECT * FROM {_unnest("text", "text", "text", "text", "text", "numeric", "text"
                        "timestamptz", "timestamptz", "timestamptz", "timestamptz")}
 ON CONFLICT (transfer_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(transfers.{c}, EXCLUDED.{c})" for c in _TRANSFER_COLUMNS)},
-{_RANKED.format(t="transfers")}
+{_both("transfers", "confirmed_at", "completed_at", "completed", TRANSFER_RANK["completed"])}
+RETURNING command_id, status
 """
 
 _TRADE_COLUMNS = (
@@ -105,7 +154,8 @@ SELECT * FROM {_unnest("text", "text", "text", "text", "text", "numeric", "text"
                        *["timestamptz"] * len(TRADE_TIMES), "text", "smallint", "text")}
 ON CONFLICT (trade_id) DO UPDATE SET
 {", ".join(f"{c} = COALESCE(trades.{c}, EXCLUDED.{c})" for c in _TRADE_COLUMNS)},
-{_RANKED.format(t="trades")}
+{_both("trades", "transferred_at", "settled_at", "settled", TRADE_RANK["settled"])}
+RETURNING command_id, status
 """
 
 _COMMANDS = f"""
@@ -131,6 +181,25 @@ appended_at = EXCLUDED.appended_at, updated_at = now()
 _RESOLVED = f"""
 DELETE FROM dead_letters d USING {_unnest("text", "int", "bigint")} AS u(topic, partition, o)
 WHERE d.topic = u.topic AND d.partition = u.partition AND d."offset" = u.o
+"""
+
+# The commands whose transfer or trade just became final (both halves in): their own events
+# only ever say "confirmed". Returns the ones this batch made final.
+_FINISHED = f"""
+UPDATE command_log c SET status = u.status, status_rank = {COMMAND_RANK["completed"]}, updated_at = now()
+FROM unnest($1::text[], $2::text[]) AS u(command_id, status)
+WHERE c.command_id = u.command_id AND c.status_rank < {COMMAND_RANK["completed"]}
+RETURNING c.command_id
+"""
+
+# Burns with one half in this batch whose other half the views already hold.
+_BURNED = f"""
+UPDATE command_log c SET status = 'completed', status_rank = {COMMAND_RANK["completed"]},
+                         updated_at = now()
+WHERE c.command_id = ANY($1::text[]) AND c.status_rank < {COMMAND_RANK["completed"]}
+  AND (SELECT count(DISTINCT e.type) FROM events e WHERE e.command_id = c.command_id
+       AND e.type IN ('TokensBurned', 'SupplyReduced')) = 2
+RETURNING c.command_id
 """
 
 # Append-only tables are loaded with COPY. COPY cannot skip conflicts, and needs not: the offsets
@@ -201,14 +270,16 @@ async def write_batch(
             raise OffsetConflict(", ".join(
                 f"{topic}[{p}] no longer stored at {offsets[p][0]}" if offsets[p][0] is not None
                 else f"{topic}[{p}] stored since this instance read it" for p in stale))
-        await _write_rows(conn, changes)
-        notifications = list(_notifications(changes))
+        finished = await _write_rows(conn, changes)
+        notifications = list(_notifications(changes, finished))
         if notifications:  # delivered at commit, in this order
             await conn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) WITH ORDINALITY AS t(n, i) "
                                "ORDER BY i", CHANNEL, notifications)
 
 
-async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
+async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:
+    """Write the rows; returns the commands this batch made final through their transfer, trade
+    or burn's other half, already in the views."""
     if c.assets:
         rows = list(c.assets.values())
         await conn.execute(
@@ -229,27 +300,29 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
                            _col(rows, "freeze_reason"), _times(rows, "frozen_changed_at"))
     if c.balances:
         rows = list(c.balances.values())
-        await conn.execute(
+        balances = await conn.fetch(
             _BALANCES, _col(rows, "wallet"), _col(rows, "asset"), _col(rows, "available"),
             _col(rows, "held"), _times(rows, "updated_at"),
         )
+        _entries_after(c, balances)
+    finished: dict[str, str] = {}
     if c.transfers:
         rows = list(c.transfers.values())
-        await conn.execute(
+        finished.update(await _final_commands(conn, (
             _TRANSFERS, _col(rows, "transfer_id"), _col(rows, "command_id"), _col(rows, "source"),
             _col(rows, "target"), _col(rows, "asset"), _col(rows, "amount"),
             _col(rows, "memo"), _col(rows, "status"), _col(rows, "status_rank"),
             _col(rows, "reason"), _times(rows, "initiated_at"), _times(rows, "confirmed_at"),
             _times(rows, "completed_at"), _times(rows, "failed_at"),
-        )
+        ), "completed"))
     if c.trades:
         rows = list(c.trades.values())
-        await conn.execute(
+        finished.update(await _final_commands(conn, (
             _TRADES, _col(rows, "trade_id"),
             *(_times(rows, n) if n in TRADE_TIMES else _col(rows, n)
               for n in _TRADE_COLUMNS),
             _col(rows, "status"), _col(rows, "status_rank"), _col(rows, "reason"),
-        )
+        ), "settled"))
     if c.commands:
         rows = list(c.commands.values())
         await conn.execute(
@@ -268,10 +341,44 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> None:
             _col(rows, "cause"), _col(rows, "type"), _col(rows, "key"), _col(rows, "error"),
             _times(rows, "appended_at"),
         )
+    made_final: list[str] = []
+    # Mostly both halves come in one batch, and the batch's own rows made the command final.
+    ids = sorted(i for i in finished if i not in c.commands
+                 or c.commands[i]["status"] not in FINAL_COMMAND_STATUSES)
+    if ids:
+        made_final = [r[0] for r in await conn.fetch(_FINISHED, ids, [finished[i] for i in ids])]
     if c.entries:
         await _copy(conn, "ledger_entries", _ENTRY_COLUMNS, _entry_lines(c.entries))
     if c.events:
         await _copy(conn, "events", _EVENT_COLUMNS, _event_lines(c.events))
+    halves = [k for k, h in c.burns.items() if len(h) == 1]
+    if halves:  # after the events are in, this batch's half among them
+        made_final += [r[0] for r in await conn.fetch(_BURNED, halves)]
+    return made_final
+
+
+async def _final_commands(conn: asyncpg.Connection, statement: tuple[str, ...],
+                          final: str) -> dict[str, str]:
+    """Run a transfers or trades upsert; the commands of the rows that are now ``final``."""
+    return {r["command_id"]: final for r in await conn.fetch(*statement)
+            if r["status"] == final and r["command_id"] is not None}
+
+
+def _entries_after(c: RowChanges, balances: list[asyncpg.Record]) -> None:
+    """Each entry's balance after its event: the balance before the batch (the returned one
+    less the batch's change) plus the change up to the event; refused below zero."""
+    before = {}
+    for wallet, asset, available, held in balances:
+        change = c.balances[(wallet, asset)]
+        before[(wallet, asset)] = (int(available) - change["available"], int(held) - change["held"])
+    for e in c.entries:
+        available, held = before[(e["wallet"], e["asset"])]
+        e["available_after"] = available + e["available_change"]
+        e["held_after"] = held + e["held_change"]
+        if e["available_after"] < 0 or e["held_after"] < 0:
+            raise NegativeBalance(
+                f"balance of {e['wallet']} in {e['asset']} would be negative at event "
+                f"{e['event_id']} (available {e['available_after']}, held {e['held_after']})")
 
 
 async def _copy(conn: asyncpg.Connection, table: str, columns: Sequence[str], lines: list[str]) -> None:
@@ -303,9 +410,10 @@ def _event_lines(events: list[Row]) -> list[str]:
     return lines
 
 
-def _notifications(c: RowChanges) -> Iterable[str]:
+def _notifications(c: RowChanges, finished: list[str]) -> Iterable[str]:
     """What changed, for listeners: final command ids, wallets, transfers, trades."""
     final = [k for k, r in c.commands.items() if r["status"] in FINAL_COMMAND_STATUSES]
+    final += finished  # none of them final in the batch's own rows: those only say confirmed
     yield from readmodel.payloads("commands", final)
     yield from readmodel.payloads("wallets", sorted({w for w, _ in c.balances} | set(c.freezes)))
     yield from readmodel.payloads("transfers", list(c.transfers))

@@ -39,8 +39,8 @@ from projector.metrics import ProjectorMetrics
 
 log = logging.getLogger("ledgerline.projector")
 
-
-
+#: The data itself refused: by the database, or a balance the batch would take below zero.
+_REFUSED: tuple[type[BaseException], ...] = (*failures.REFUSED, store.NegativeBalance)
 
 #: Session settings of every connection that writes the views. Asynchronous commit is safe here:
 #: the offsets are in the same transaction, so a commit lost in a database crash takes its offsets
@@ -273,7 +273,7 @@ class Projection:
                                         swap_lock=self.swap_lock)
                 if (changes.dead_letters or changes.resolved) and self.on_dead_letters is not None:
                     self.on_dead_letters(await store.dead_letter_count(conn))
-        except failures.REFUSED as exc:
+        except _REFUSED as exc:
             if len(items) == 1 and items[0].error is None:
                 items[0].fail(REFUSED, f"cannot apply: {exc}")
                 await self._write(items)

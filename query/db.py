@@ -88,9 +88,11 @@ async def commands_by_id(db: Db, ids: Sequence[str]) -> dict[str, Row]:
 
 async def steps_by_correlation(db: Db, ids: Sequence[str]) -> dict[str, list[Row]]:
     """The events of each transfer or trade, in the order they were decided."""
+    # One transaction writes a transfer's debit and its credit into two partitions at one time:
+    # offsets of different partitions say nothing of order, the writer's ids (counting up) do.
     rows = await db.fetch(
         """SELECT event_id, type, key, correlation_id, occurred_at FROM events
-           WHERE correlation_id = ANY($1) ORDER BY occurred_at, "offset", event_id""",
+           WHERE correlation_id = ANY($1) ORDER BY occurred_at, event_id""",
         list(ids),
     )
     out: dict[str, list[Row]] = defaultdict(list)

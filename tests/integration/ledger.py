@@ -3,6 +3,11 @@
 The checks read the system of record (``ledger.events``, ``read_committed``) and replay it: each
 command decided once, each balance change made on the balance before it (so nothing was decided
 twice or on a stale state), no credit lost, and conservation per asset.
+
+A wallet's balance is the running sum of its events' changes, in its partition's order. A debit
+its own processor decided says what that processor held after it: never more available, or less
+held, than the history (credits written by other partitions' transactions reach that processor
+later; a decision made twice, or on a stale state, shows as more).
 """
 
 import asyncio
@@ -151,13 +156,22 @@ class Facts:
     stale: list[str] = field(default_factory=list)  # changes not made on the balance before them
     event_ids: Counter[str] = field(default_factory=Counter)
     in_flight: Counter[str] = field(default_factory=Counter)  # issued or debited, not yet credited
+    after: dict[str, tuple[int, int]] = field(default_factory=dict)  # event id -> balance after
+    # Decisions made before their wallet's processor had taken a credit already in the history.
+    decided_behind: int = 0
 
-    def change(self, wallet: str, asset: str, available: int, held: int, after: tuple[int, int],
-               event_id: str) -> None:
+    def change(self, wallet: str, asset: str, available: int, held: int,
+               seen: tuple[int, int] | None, event_id: str) -> None:
         was = self.balances.get((wallet, asset), (0, 0))
-        if (was[0] + available, was[1] + held) != after or min(after) < 0:
-            self.stale.append(f"{event_id}: {wallet} {asset} {was} + ({available}, {held}) -> {after}")
+        after = (was[0] + available, was[1] + held)
+        if min(after) < 0 or (seen is not None and (seen[0] > after[0] or seen[1] < after[1]
+                                                    or min(seen) < 0)):
+            self.stale.append(f"{event_id}: {wallet} {asset} {was} + ({available}, {held}) -> "
+                              f"{after}, decided as {seen}")
+        if seen is not None and seen != after:
+            self.decided_behind += 1
         self.balances[(wallet, asset)] = after
+        self.after[event_id] = after
 
     def undecided(self, workload: Workload) -> int:
         """Commands of the workload (and their follow-ups) without their final outcome yet."""
@@ -193,7 +207,7 @@ def facts(events: list[Envelope], assets: set[str]) -> Facts:
                 f.failed[e.transfer_id] = e.reason
             case WalletCredited():
                 f.credited[(e.kind, e.reference)] += 1
-                f.change(e.wallet, e.asset, e.amount, 0, (e.available_after, e.held_after), env.id)
+                f.change(e.wallet, e.asset, e.amount, 0, None, env.id)
                 f.in_flight[e.asset] -= e.amount
             case TradeAssetLocked():
                 f.steps[(e.trade_id, "TradeAssetLocked")] += 1
@@ -205,7 +219,7 @@ def facts(events: list[Envelope], assets: set[str]) -> Facts:
                 f.in_flight[e.payment_asset] += e.price
             case AssetTransferred():
                 f.steps[(e.trade_id, "AssetTransferred")] += 1
-                f.change(e.seller, e.asset, 0, -e.quantity, (e.available_after, e.held_after), env.id)
+                f.change(e.seller, e.asset, 0, -e.quantity, None, env.id)
                 f.in_flight[e.asset] += e.quantity
             case TradeAssetReleased():
                 f.steps[(e.trade_id, "TradeAssetReleased")] += 1

@@ -29,7 +29,8 @@ FINAL = ("completed", "failed", "rejected", "settled")
 
 @dataclass
 class Workload:
-    """Random issues and transfers (some beyond the balance, so they fail) over a few wallets."""
+    """Random issues, transfers (some beyond the balance, so they fail) and burns over a few
+    wallets."""
 
     http: httpx.AsyncClient
     running: Running
@@ -46,6 +47,7 @@ class Workload:
         self.owners = {w: token(w, wallets=[w]) for w in self.names}
         self.steps: list[tuple[Callable[[], Awaitable[None]], int]] = [
             (self._step_issue, 2), (self._step_transfer, 6), (self._step_overdraft, 1),
+            (self._step_burn, 1),
         ]
 
     async def _post(self, path: str, bearer: str, body: dict[str, object], wait: int = 0) -> None:
@@ -74,6 +76,11 @@ class Workload:
         amount = f"{self.rng.randint(1, 120)}.{self.rng.randint(0, 99):02d}"
         await self._post("/v1/transfers", self.owners[source],
                          {"from": source, "to": target, "asset": self.symbol, "amount": amount})
+
+    async def _step_burn(self) -> None:
+        wallet = self.rng.choice(self.names)
+        await self._post("/v1/burns", self.owners[wallet], {
+            "wallet": wallet, "asset": self.symbol, "amount": f"{self.rng.randint(1, 50)}.00"})
 
     async def _step_overdraft(self) -> None:
         source, target = self.rng.sample(self.names, 2)

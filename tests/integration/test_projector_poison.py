@@ -38,9 +38,9 @@ async def pool(running: Running) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-def _credit(wallet: str, asset: str, amount: int, available_after: int) -> bytes:
+def _credit(wallet: str, asset: str, amount: int) -> bytes:
     event = WalletCredited(wallet=wallet, asset=asset, amount=amount, kind="issue",
-                           reference=str(uuid.uuid4()), available_after=available_after, held_after=0)
+                           reference=str(uuid.uuid4()))
     return codec.encode(codec.envelope(event, key=wallet_key(wallet), command_id=str(uuid.uuid4()),
                                        principal="test"))
 
@@ -89,10 +89,10 @@ async def test_poison_goes_to_the_dlq_and_the_records_behind_are_applied(
                                 key=asset_key(symbol), command_id=str(uuid.uuid4()), principal="t")
     garbage_at, negative_at, unknown_at, *_ = await _send(bootstrap, [
         (wallet_key(unique("junk")), b"\x00 this is not an envelope {", None),
-        (wallet_key(negative), _credit(negative, symbol, 5, -5), None),
+        (wallet_key(negative), _credit(negative, symbol, -5), None),
         (wallet_key(good), unknown, None),
         (asset_key(symbol), codec.encode(registered), None),
-        (wallet_key(good), _credit(good, symbol, 10, 10), None),
+        (wallet_key(good), _credit(good, symbol, 10), None),
     ])
 
     # The records behind the poison are applied.
@@ -109,7 +109,7 @@ async def test_poison_goes_to_the_dlq_and_the_records_behind_are_applied(
     letters = await _eventually(lambda: _nonempty_when_three(ours))
     assert set(letters) == {garbage_at, negative_at, unknown_at}
     assert "not an envelope" in letters[garbage_at].error
-    assert "would be negative" in letters[negative_at].error
+    assert "negative" in letters[negative_at].error  # the table's CHECK, or the store's own
     assert "unknown message type 'WalletTeleported'" in letters[unknown_at].error
     assert letters[garbage_at].value == b"\x00 this is not an envelope {"
 
@@ -133,7 +133,7 @@ async def test_poison_goes_to_the_dlq_and_the_records_behind_are_applied(
     assert len(again) == 1 and again[0].source.offset > garbage_at, again
 
     # An event of a wallet whose later events are in the views is refused: a rebuild is the fix.
-    await _send(bootstrap, [(wallet_key(negative), _credit(negative, symbol, 3, 3), None)])
+    await _send(bootstrap, [(wallet_key(negative), _credit(negative, symbol, 3), None)])
     assert await _eventually(lambda: pool.fetchval(
         "SELECT available FROM wallet_balances WHERE wallet = $1", negative)) == 3
     letter = letters[negative_at]
@@ -161,7 +161,7 @@ async def test_a_redriven_event_applies_once_at_its_original_position(
     (hole,) = await _send(bootstrap, [(wallet_key(wallet), b"not json", None)])
     assert await _eventually(lambda: _letters_at(bootstrap, hole))
     # The letter an older projector would have written for a valid event it could not apply.
-    value = _credit(wallet, symbol, 7, 7)
+    value = _credit(wallet, symbol, 7)
     headers = [("error", b"unknown message type"), ("source_topic", topics.EVENTS.encode()),
                ("source_partition", str(PARTITION).encode()), ("source_offset", str(hole).encode())]
     (letter_at,) = await _send(bootstrap, [(wallet_key(wallet), value, headers)], topic=topics.DLQ)

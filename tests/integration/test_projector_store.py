@@ -10,7 +10,7 @@ import pytest
 
 from common.settings import asyncpg_dsn
 from events import codec
-from events.messages import WalletCredited
+from events.messages import TransferConfirmed, WalletCredited
 from projector import store
 from projector.fold import Position, RowChanges, apply
 from tests.conftest import Stack
@@ -29,7 +29,7 @@ async def test_copied_rows_read_back_exactly(stack: Stack) -> None:
     huge = 10**30 + 7  # an 18-decimal asset's amounts do not fit 64 bits
     at = datetime(2026, 3, 4, 5, 6, 7, 891_234, tzinfo=UTC)
     event = WalletCredited(wallet=wallet, asset="USDX", amount=huge, kind="transfer",
-                           reference=AWKWARD, available_after=huge, held_after=0)
+                           reference=AWKWARD)
     env = codec.envelope(event, key=f"wallet:{wallet}", command_id=str(uuid.uuid4()),
                          principal=AWKWARD, correlation_id=None, occurred_at=at)
     changes = RowChanges()
@@ -80,3 +80,58 @@ async def test_offsets_move_only_from_where_this_instance_expects_them(stack: St
     finally:
         await conn.execute("DELETE FROM projection_offsets WHERE projection = $1", projection)
         await conn.close()
+
+
+def _changes(*envs: codec.Envelope) -> RowChanges:
+    changes = RowChanges()
+    for n, env in enumerate(envs):
+        apply(changes, env, Position("ledger.events", 0, n))
+    return changes
+
+
+async def test_balances_are_running_sums_across_batches_and_refused_below_zero_at_any_event(
+    stack: Stack,
+) -> None:
+    wallet, payee = f"sum-{uuid.uuid4().hex[:8]}", f"sum-{uuid.uuid4().hex[:8]}"
+
+    def credit(amount: int) -> codec.Envelope:
+        return codec.envelope(WalletCredited(wallet=wallet, asset="USDX", amount=amount,
+                                             kind="issue", reference="USDX"),
+                              key=f"wallet:{wallet}", command_id=str(uuid.uuid4()), principal="p")
+
+    def debit(amount: int, decided_as: int) -> codec.Envelope:
+        # decided_as: what the wallet's processor held after it, not counting a credit it had
+        # not applied yet; the views must not take it.
+        return codec.envelope(TransferConfirmed(
+            transfer_id=str(uuid.uuid4()), source=wallet, target=payee, asset="USDX",
+            amount=amount, available_after=decided_as, held_after=0),
+            key=f"wallet:{wallet}", command_id=str(uuid.uuid4()), principal="p")
+
+    projection, topic = f"test-{uuid.uuid4()}", "ledger.events"
+    later = [credit(5), debit(4, 6), credit(7)]
+    conn = await asyncpg.connect(asyncpg_dsn(stack.settings.database_url))
+    try:
+        with pytest.raises(_RolledBack):
+            async with conn.transaction():
+                await store.write_batch(conn, _changes(credit(10)), projection, topic,
+                                        {0: (None, 1)}, swap_lock=False)
+                await store.write_batch(conn, _changes(*later), projection, topic,
+                                        {0: (1, 4)}, swap_lock=False)
+                entries = await conn.fetch(
+                    "SELECT event_id, delta, available_after FROM ledger_entries WHERE wallet = $1",
+                    wallet)
+                balance = await conn.fetchval(
+                    "SELECT available FROM wallet_balances WHERE wallet = $1", wallet)
+                # Below zero at one event, though the batch ends above it: refused, nothing kept.
+                with pytest.raises(store.NegativeBalance, match="would be negative"):
+                    await store.write_batch(conn, _changes(debit(30, 0), credit(40)), projection,
+                                            topic, {0: (4, 6)}, swap_lock=False)
+                after_refusal = await conn.fetchval(
+                    "SELECT available FROM wallet_balances WHERE wallet = $1", wallet)
+                raise _RolledBack
+    finally:
+        await conn.execute("DELETE FROM projection_offsets WHERE projection = $1", projection)
+        await conn.close()
+    by_event = {r["event_id"]: (int(r["delta"]), int(r["available_after"])) for r in entries}
+    assert [by_event[e.id] for e in later] == [(5, 15), (-4, 11), (7, 18)]
+    assert balance == after_refusal == 18

@@ -1,6 +1,8 @@
 """A pure, in-memory stand-in for the processor loop: decide -> evolve -> react, with requests
 delivered in whatever order the test picks, deduplicated by request id like the processor does
-(``Snapshot.recent``). It also keeps the books the invariants are checked against."""
+(``Snapshot.recent``). A follow-up's consequences (a credit) are recorded with the decision that
+sends it, as the processor writes them in its transaction, and evolve the target's state when the
+follow-up is delivered. It also keeps the books the invariants are checked against."""
 
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -8,6 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 from events.codec import Envelope, envelope
 from events.messages import (
+    ApplyBurn,
+    ApplyCredit,
+    ApplySettlement,
+    AssetTransferred,
     Command,
     CreditWallet,
     Event,
@@ -20,7 +26,15 @@ from events.messages import (
     TradeTerms,
     WalletCredited,
 )
-from processor.decide import AssetState, Balance, WalletState, decide, evolve, react
+from processor.decide import (
+    AssetState,
+    Balance,
+    WalletState,
+    consequences,
+    decide,
+    evolve,
+    react,
+)
 from processor.snapshots import EMPTY, Snapshot
 
 
@@ -62,11 +76,15 @@ class Ledger:
             return []
         events = decide(snap.state, request.command)
         state = snap.state
+        for event in consequences(request.command):  # recorded when the debit was decided
+            state = evolve(state, event)
         for n, event in enumerate(events):
             before, state = state, evolve(state, event)
             self.decided.append(Decided(request.key, event, _changes(request.key, before, state)))
             for m, (key, follow_up) in enumerate(react(event)):
                 self.inbox.append(Request(f"{request.id}/{n}/{m}", key, follow_up))
+                for consequence in consequences(follow_up):
+                    self.decided.append(Decided(key, consequence, _change_of(consequence)))
         self.snapshots[request.key] = snap.after(state, request.id)
         self.delivered.append(request)
         return events
@@ -94,7 +112,21 @@ class Ledger:
                    for w in self.wallets().values())
 
     def in_flight(self, asset: str) -> int:
-        """Amounts that have left one wallet and not yet reached another."""
+        """Amounts that have left one wallet's state and not yet reached another's. A pending
+        ApplySettlement counts its quantity negative: the buyer's state has it already, the
+        seller's still holds it."""
+        total = self.unwritten(asset)
+        for request in self.inbox:
+            c = request.command
+            if isinstance(c, ApplyCredit) and c.asset == asset:
+                total += c.amount
+            elif isinstance(c, ApplySettlement):
+                total += (c.price if c.payment_asset == asset else 0) - (
+                    c.quantity if c.asset == asset else 0)
+        return total
+
+    def unwritten(self, asset: str) -> int:
+        """Credits not in the events yet: only follow-ups of the kind older versions sent."""
         total = 0
         for request in self.inbox:
             c = request.command
@@ -116,6 +148,11 @@ class Ledger:
         return sum(d.event.amount for d in self.decided
                    if isinstance(d.event, SupplyReduced) and d.event.symbol == asset)
 
+    def burns_on_their_way(self, asset: str) -> int:
+        """Burns written to the asset's events that its state has not taken yet."""
+        return sum(r.command.amount for r in self.inbox
+                   if isinstance(r.command, ApplyBurn) and r.command.symbol == asset)
+
     def trade_changes(self) -> dict[str, dict[tuple[str, str], tuple[int, int]]]:
         """Per trade id, the summed (available, held) changes of every event it caused."""
         totals: dict[str, dict[tuple[str, str], tuple[int, int]]] = defaultdict(dict)
@@ -135,6 +172,14 @@ def _trade_of(event: Event) -> str | None:
     if isinstance(event, WalletCredited) and event.kind in ("trade_payment", "trade_delivery"):
         return event.reference
     return None
+
+
+def _change_of(event: Event) -> dict[tuple[str, str], tuple[int, int]]:
+    if isinstance(event, WalletCredited):
+        return {(event.wallet, event.asset): (event.amount, 0)}
+    if isinstance(event, AssetTransferred):
+        return {(event.seller, event.asset): (0, -event.quantity)}
+    return {}
 
 
 def _changes(key: str, before: object, after: object) -> dict[tuple[str, str], tuple[int, int]]:

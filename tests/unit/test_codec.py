@@ -7,15 +7,23 @@ import pytest
 
 from events import codec
 from events.codec import Codec, DecodeError
-from events.messages import COMMANDS, EVENTS, Message, TradeFailed, WalletCredited
+from events.messages import (
+    COMMANDS,
+    EVENTS,
+    AssetTransferred,
+    Message,
+    SupplyReduced,
+    TradeFailed,
+    WalletCredited,
+)
 from events.upcasts import UPCASTERS
 
 RAW: dict[str, Any] = {
-    "id": "e1", "type": "WalletCredited", "version": 1, "key": "wallet:alice",
+    "id": "e1", "type": "WalletCredited", "version": 2, "key": "wallet:alice",
     "command_id": "c1", "correlation_id": None, "occurred_at": "2025-01-02T03:04:05Z",
     "principal": "ops",
     "payload": {"wallet": "alice", "asset": "USDX", "amount": 5, "kind": "transfer",
-                "reference": "t1", "available_after": 15, "held_after": 0},
+                "reference": "t1"},
 }
 
 
@@ -41,7 +49,7 @@ def test_unknown_fields_are_ignored_in_the_envelope_and_the_payload() -> None:
     ("change", "message"),
     [
         ({"type": "Nope"}, "unknown message type"),
-        ({"version": 2}, "version 2 is not supported"),
+        ({"version": 3}, "version 3 is not supported"),
         ({"version": 0}, "version 0 is not supported"),
         ({"payload": {"wallet": "alice"}}, "invalid WalletCredited payload"),
         ({"payload": {**RAW["payload"], "kind": "gift"}}, "invalid WalletCredited payload"),
@@ -57,6 +65,21 @@ def test_bad_records_raise_decode_error(change: dict[str, Any], message: str) ->
 def test_non_envelopes_raise_decode_error(data: bytes | None) -> None:
     with pytest.raises(DecodeError):
         codec.decode(data)
+
+
+def test_credits_and_deliveries_of_older_logs_are_read_without_their_balance_after() -> None:
+    # Written by the payee's own decision before the live path: the amount is the change.
+    old = {**RAW, "version": 1, "payload": {**RAW["payload"], "available_after": 15, "held_after": 0}}
+    env = codec.decode(_bytes(old))
+    assert env.payload == WalletCredited(**RAW["payload"]) and env.version == 2
+    terms = {"trade_id": "t", "seller": "s", "buyer": "b", "asset": "BOND", "quantity": 3,
+             "payment_asset": "USDX", "price": 9}
+    delivered = codec.decode(_bytes({**RAW, "type": "AssetTransferred", "version": 1, "payload": {
+        **terms, "available_after": 7, "held_after": 0}}))
+    assert delivered.payload == AssetTransferred(**terms)
+    reduced = codec.decode(_bytes({**RAW, "type": "SupplyReduced", "version": 1, "payload": {
+        "symbol": "USDX", "wallet": "w", "amount": 4, "supply_after": 6, "burned_after": 4}}))
+    assert reduced.payload == SupplyReduced(symbol="USDX", wallet="w", amount=4)
 
 
 def test_the_project_codec_knows_every_message_type() -> None:

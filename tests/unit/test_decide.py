@@ -5,9 +5,12 @@ from typing import get_args
 import pytest
 
 from events.messages import (
-    AssetTransferred,
+    ApplyBurn,
+    ApplyCredit,
+    ApplySettlement,
     BurnFailed,
     BurnTokens,
+    CreditWallet,
     FreezeWallet,
     InitiateTrade,
     InitiateTransfer,
@@ -22,7 +25,6 @@ from events.messages import (
     TradeAssetReleased,
     TradeFailed,
     TradeInitiated,
-    TradeSettled,
     TransferFailed,
     UnfreezeWallet,
     WalletCredited,
@@ -53,7 +55,7 @@ def test_reasons_are_a_documented_closed_set() -> None:
     assert all(REASONS.values())
 
 
-def test_trade_settles_in_three_steps_and_moves_both_legs() -> None:
+def test_trade_settles_in_two_decisions_and_moves_both_legs() -> None:
     ledger = funded(sam={"BOND": 10}, bea={"USDX": 1000})
     start = len(ledger.decided)
     ledger.submit("wallet:sam", trade())
@@ -64,17 +66,23 @@ def test_trade_settles_in_three_steps_and_moves_both_legs() -> None:
     [pay] = ledger.inbox
     assert pay.key == "wallet:bea"
 
-    [paid] = ledger.deliver(pay)
+    # The payment decides the settlement: the buyer takes the asset at once, and the seller's
+    # side is written for the seller (keyed to it) in the same decision.
+    paid, delivery = ledger.deliver(pay)
     assert isinstance(paid, PaymentReceived) and paid.available_after == 700
+    assert isinstance(delivery, WalletCredited) and (delivery.wallet, delivery.kind) == (
+        "bea", "trade_delivery")
+    assert balances(ledger, "bea") == {"USDX": (700, 0), "BOND": (3, 0)}
+    seller_side = [(d.key, type(d.event).__name__) for d in ledger.decided[start + 3:start + 6]]
+    assert seller_side == [("wallet:sam", "AssetTransferred"), ("wallet:sam", "WalletCredited"),
+                           ("wallet:sam", "TradeSettled")]
     [settle] = ledger.inbox
-    assert settle.key == "wallet:sam" and isinstance(settle.command, SettleTrade)
+    assert settle.key == "wallet:sam" and isinstance(settle.command, ApplySettlement)
+    assert balances(ledger, "sam")["BOND"] == (7, 3)  # the seller's state: not yet
 
-    delivered, payment, settled = ledger.deliver(settle)
-    assert isinstance(delivered, AssetTransferred) and delivered.held_after == 0
-    assert isinstance(payment, WalletCredited) and payment.kind == "trade_payment"
-    assert isinstance(settled, TradeSettled)
+    assert ledger.deliver(settle) == []  # decides nothing, brings the state up to date
     assert ledger.wallet("sam").holds == {}
-    ledger.drain()
+    assert not ledger.inbox
 
     assert types(ledger)[start:] == [
         "TradeInitiated", "TradeAssetLocked", "PaymentReceived", "AssetTransferred",
@@ -82,6 +90,47 @@ def test_trade_settles_in_three_steps_and_moves_both_legs() -> None:
     ]
     assert balances(ledger, "sam") == {"BOND": (7, 0), "USDX": (300, 0)}
     assert balances(ledger, "bea") == {"USDX": (700, 0), "BOND": (3, 0)}
+
+
+def test_a_transfer_writes_the_payees_credit_with_the_debit() -> None:
+    ledger = funded(ann={"USDX": 100}, bob={"USDX": 1})
+    start = len(ledger.decided)
+    ledger.submit("wallet:ann", InitiateTransfer(transfer_id="x", source="ann", target="bob",
+                                                 asset="USDX", amount=40))
+    ledger.deliver(ledger.inbox[0])
+    written = [(d.key, type(d.event).__name__) for d in ledger.decided[start:]]
+    assert written == [("wallet:ann", "TransferInitiated"), ("wallet:ann", "TransferConfirmed"),
+                       ("wallet:bob", "WalletCredited")]
+    [apply] = ledger.inbox
+    assert apply.command == ApplyCredit(wallet="bob", asset="USDX", amount=40, kind="transfer",
+                                        reference="x")
+    assert ledger.deliver(apply) == []
+    assert balances(ledger, "bob") == {"USDX": (41, 0)}
+
+
+def test_older_follow_ups_are_still_decided_as_before() -> None:
+    ledger = funded(bob={"USDX": 1}, sam={"BOND": 10})
+    ledger.submit("wallet:bob", CreditWallet(wallet="bob", asset="USDX", amount=40,
+                                             kind="transfer", reference="x"))
+    [credited] = ledger.deliver(ledger.inbox[0])
+    assert credited == WalletCredited(wallet="bob", asset="USDX", amount=40, kind="transfer",
+                                      reference="x")
+    assert balances(ledger, "bob") == {"USDX": (41, 0)}
+    # A trade paid for under the three-step flow: the seller settles, the buyer's asset follows.
+    ledger.submit("wallet:sam", trade())
+    ledger.deliver(ledger.inbox[0])
+    ledger.inbox.clear()  # the PayForTrade: this buyer paid before the upgrade
+    terms = {k: getattr(trade(), k) for k in SettleTrade.__struct_fields__}
+    ledger.submit("wallet:sam", SettleTrade(**terms))
+    assert types_of(ledger.deliver(ledger.inbox[0])) == [
+        "AssetTransferred", "WalletCredited", "TradeSettled"]
+    assert balances(ledger, "sam") == {"BOND": (7, 0), "USDX": (300, 0)}
+    ledger.drain()
+    assert balances(ledger, "bea") == {"BOND": (3, 0)}
+
+
+def types_of(events: list[object]) -> list[str]:
+    return [type(e).__name__ for e in events]
 
 
 @pytest.mark.parametrize(
@@ -173,17 +222,29 @@ def test_frozen_wallet_cannot_be_debited_but_is_credited_and_unfreezes() -> None
     assert balances(ledger, "bob") == {"USDX": (5, 0)}
 
 
-def test_burn_debits_the_wallet_then_reduces_the_supply() -> None:
+def test_a_burn_writes_the_supply_reduction_with_the_debit() -> None:
     ledger = funded(alice={"USDX": 100})
+    start = len(ledger.decided)
     [burned] = ledger.deliver(ledger.submit("wallet:alice", BurnTokens(wallet="alice",
                                                                        asset="USDX", amount=40)))
     assert isinstance(burned, TokensBurned) and burned.available_after == 60
-    [reduce] = ledger.inbox
-    assert reduce.key == "asset:USDX" and reduce.command == ReduceSupply(
+    written = [(d.key, d.event) for d in ledger.decided[start:]]
+    assert written[1] == ("asset:USDX", SupplyReduced(symbol="USDX", wallet="alice", amount=40))
+    [apply] = ledger.inbox
+    assert apply.key == "asset:USDX" and apply.command == ApplyBurn(
         symbol="USDX", wallet="alice", amount=40)
-    [reduced] = ledger.deliver(reduce)
-    assert reduced == SupplyReduced(symbol="USDX", wallet="alice", amount=40, supply_after=60,
-                                    burned_after=40)
+    asset = ledger.asset("USDX")
+    assert asset is not None and (asset.supply, asset.burned) == (100, 0)  # not taken yet
+    assert ledger.deliver(apply) == []
+    asset = ledger.asset("USDX")
+    assert asset is not None and (asset.supply, asset.burned) == (60, 40)
+
+
+def test_a_reduce_supply_of_an_older_log_is_decided_as_before() -> None:
+    ledger = funded(alice={"USDX": 100})
+    [reduced] = ledger.deliver(ledger.submit("asset:USDX", ReduceSupply(
+        symbol="USDX", wallet="alice", amount=40)))
+    assert reduced == SupplyReduced(symbol="USDX", wallet="alice", amount=40)
     asset = ledger.asset("USDX")
     assert asset is not None and (asset.supply, asset.burned) == (60, 40)
 

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.codec import Envelope
-from events.messages import BurnTokens, FreezeWallet, InitiateTrade, UnfreezeWallet
+from events.messages import (
+    BurnTokens,
+    FreezeWallet,
+    InitiateTrade,
+    InitiateTransfer,
+    UnfreezeWallet,
+)
 from events.readmodel import FINAL_COMMAND_STATUSES
 from projector.fold import Position, RowChanges, apply
 from tests.unit.driver import envelopes, funded
@@ -44,9 +50,10 @@ def test_a_settled_trade_is_final_only_with_the_buyers_credit() -> None:
     assert (trade["seller"], trade["buyer"], trade["quantity"], trade["price"]) == ("sam", "bea", 3, 300)
     assert changes.commands["cmd"]["status"] == "settled"
     assert changes.commands["cmd"]["type"] == "InitiateTrade"
+    # Changes over the batch: the store adds what each balance was before it.
     balances = {k: (r["available"], r["held"]) for k, r in changes.balances.items()}
-    assert balances == {("sam", "BOND"): (7, 0), ("sam", "USDX"): (300, 0),
-                        ("bea", "USDX"): (700, 0), ("bea", "BOND"): (3, 0)}
+    assert balances == {("sam", "BOND"): (-3, 0), ("sam", "USDX"): (300, 0),
+                        ("bea", "USDX"): (-300, 0), ("bea", "BOND"): (3, 0)}
     kinds = [(e["wallet"], e["kind"], e["delta"]) for e in changes.entries]
     assert kinds == [("sam", "trade_lock", 0), ("bea", "trade_payment_out", -300),
                      ("sam", "trade_delivery_out", -3), ("sam", "trade_payment_in", 300),
@@ -66,7 +73,7 @@ def test_a_buyer_failure_is_final_only_once_the_lock_is_released() -> None:
         "failed", "insufficient_funds", "buyer")
     assert trade["released_at"] is not None and trade["paid_at"] is None
     assert changes.balances[("sam", "BOND")] | {"updated_at": None} == {
-        "wallet": "sam", "asset": "BOND", "available": 10, "held": 0, "updated_at": None}
+        "wallet": "sam", "asset": "BOND", "available": 0, "held": 0, "updated_at": None}
 
 
 def _final(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
@@ -92,16 +99,41 @@ def test_trade_rows_do_not_depend_on_the_order_partitions_are_applied(
     assert got.trades["t1"] | {"updated_at": None} == expected.trades["t1"] | {"updated_at": None}
 
 
+def test_a_transfer_is_completed_only_with_both_halves_whichever_partition_comes_first() -> None:
+    ledger = funded(ann={"USDX": 100})
+    skip = len(ledger.decided)
+    ledger.submit("wallet:ann", InitiateTransfer(transfer_id="x", source="ann", target="bob",
+                                                 asset="USDX", amount=40))
+    ledger.drain()
+    initiated, confirmed, credited = envelopes(ledger, "pay", skip)
+    assert credited.key == "wallet:bob"
+    credit_first = fold([credited])
+    assert credit_first.transfers["x"]["status"] == "confirmed"
+    assert credit_first.commands["pay"]["status"] == "confirmed"
+    debit_first = fold([initiated, confirmed])
+    assert debit_first.commands["pay"]["status"] == "confirmed"
+    for order in ([initiated, confirmed, credited], [credited, initiated, confirmed]):
+        both = fold(order)
+        assert both.transfers["x"]["status"] == "completed"
+        assert both.commands["pay"]["status"] == "completed"
+
+
 def test_burn_and_freeze_rows() -> None:
     ledger = funded(alice={"USDX": 100})
     skip = len(ledger.decided)
     ledger.submit("wallet:alice", BurnTokens(wallet="alice", asset="USDX", amount=40))
     ledger.drain()
     burn = fold(envelopes(ledger, "burn", skip))
-    assert burn.supply == {"USDX": {"symbol": "USDX", "supply": 60, "burned": 40}}
-    assert burn.commands["burn"]["status"] == "completed"
+    # Changes over the batch: the store adds them to the asset's row.
+    assert burn.supply == {"USDX": {"symbol": "USDX", "supply": -40, "burned": 40}}
+    assert burn.commands["burn"]["status"] == "completed"  # both halves in this batch
+    debit, reduced = envelopes(ledger, "burn", skip)
+    assert (debit.key, reduced.key) == ("wallet:alice", "asset:USDX")
+    assert fold([reduced]).commands["burn"]["status"] == "confirmed"
+    assert fold([debit]).commands["burn"]["status"] == "confirmed"
     assert burn.commands["burn"]["type"] == "BurnTokens"
-    assert [(e["kind"], e["delta"], e["available_after"]) for e in burn.entries] == [("burn", -40, 60)]
+    # The change within the batch; the store adds the balance before the batch (100).
+    assert [(e["kind"], e["delta"], e["available_change"]) for e in burn.entries] == [("burn", -40, -40)]
 
     skip = len(ledger.decided)
     ledger.submit("wallet:alice", FreezeWallet(wallet="alice", reason="inquiry"))

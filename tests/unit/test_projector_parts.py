@@ -8,7 +8,7 @@ from typing import Any
 
 from events import codec
 from events.keys import wallet_key
-from events.messages import WalletCredited
+from events.messages import ApplyCredit, WalletCredited
 from projector import dlq
 from projector.fold import Position
 from projector.lag import PartitionLag
@@ -31,9 +31,8 @@ def _redriven(value: bytes, offset: int, original: int) -> Record:
     return Record(value, offset, headers=(dlq.original_header(Position("ledger.events", 0, original)),))
 
 
-def _credit(wallet: str, amount: int, after: int) -> bytes:
-    event = WalletCredited(wallet=wallet, asset="USDX", amount=amount, kind="issue",
-                           reference="r", available_after=after, held_after=0)
+def _credit(wallet: str, amount: int) -> bytes:
+    event = WalletCredited(wallet=wallet, asset="USDX", amount=amount, kind="issue", reference="r")
     return codec.encode(codec.envelope(event, key=wallet_key(wallet), command_id=str(uuid.uuid4()),
                                        principal="p"))
 
@@ -49,11 +48,15 @@ def test_lag_counts_records_and_ages_only_while_behind() -> None:
 
 
 def test_a_record_that_cannot_apply_leaves_nothing_behind_in_the_fold() -> None:
-    items = [_item(Record(_credit("a", 5, 5), 0)), _item(Record(_credit("b", 5, -5), 1)),
-             _item(Record(b"{garbage", 2)), _item(Record(_credit("a", 1, 6), 3))]
+    # A command where an event belongs decodes, and cannot apply.
+    command = codec.encode(codec.envelope(ApplyCredit(wallet="b", asset="USDX", amount=5,
+                                                      kind="issue", reference="r"),
+                                          key="wallet:b", command_id="c", principal="p"))
+    items = [_item(Record(_credit("a", 5), 0)), _item(Record(command, 1)),
+             _item(Record(b"{garbage", 2)), _item(Record(_credit("a", 1), 3))]
     changes = _fold(items)
     assert [i.error is None for i in items] == [True, False, False, True]
-    assert "would be negative" in (items[1].error or "")
+    assert "does not know how to apply ApplyCredit" in (items[1].error or "")
     assert set(changes.balances) == {("a", "USDX")}
     assert changes.balances[("a", "USDX")]["available"] == 6
     assert [e["offset"] for e in changes.events] == [0, 3]
@@ -61,7 +64,7 @@ def test_a_record_that_cannot_apply_leaves_nothing_behind_in_the_fold() -> None:
 
 def test_a_redriven_record_is_applied_at_its_original_position() -> None:
     original = Position("ledger.events", 2, 41)
-    record = Record(_credit("c", 7, 7), 900, headers=(
+    record = Record(_credit("c", 7), 900, headers=(
         (dlq.REDRIVEN_FROM, b"ledger.dlq:0:3"), dlq.original_header(original)))
     item = _item(record)
     assert item.redriven and item.position == original
@@ -82,9 +85,9 @@ def test_progress_shows_count_rate_and_eta() -> None:
 
 def test_dead_letter_rows_one_per_position_and_storable() -> None:
     nul_key = Record(b"{garbage", 0, key=b"wallet:a\x00b\xff")
-    items = [_item(nul_key), _item(Record(_credit("b", 5, -5), 1)),
+    items = [_item(nul_key), _item(Record(_credit("b", 5), 1)),
              _item(_redriven(b"still garbage", 7, original=1)),  # fails again: one row, at 1
-             _item(Record(b"x", 2)), _item(_redriven(_credit("c", 5, 5), 8, original=2))]
+             _item(Record(b"x", 2)), _item(_redriven(_credit("c", 5), 8, original=2))]
     changes = _dead_letters(_fold(items), items)
     rows = {r["offset"]: r for r in changes.dead_letters}
     assert sorted(rows) == [0, 1]
