@@ -19,9 +19,15 @@ from common.settings import asyncpg_dsn
 from events import codec
 from events.codec import DecodeError
 from events.grammar import MAX_UNITS
+from events.keys import asset_key, wallet_key
 from events.messages import (
+    ApplyBurn,
+    ApplyCredit,
+    ApplySettlement,
+    AssetRegistered,
     BurnTokens,
     Command,
+    Event,
     FreezeWallet,
     InitiateTrade,
     InitiateTransfer,
@@ -29,10 +35,12 @@ from events.messages import (
     PayForTrade,
     ReduceSupply,
     RegisterAsset,
+    TokensIssued,
     UnfreezeWallet,
+    WalletCredited,
 )
-from processor.decide import AssetState, Balance, State, WalletState, decide, react
-from processor.wellformed import aggregate_key, envelope_problem
+from processor.decide import AssetState, Balance, State, WalletState, consequences, decide, react
+from processor.wellformed import aggregate_key, envelope_problem, refusal
 from projector import store
 from projector.fold import Position, RowChanges, apply
 from tests.conftest import Stack
@@ -78,7 +86,9 @@ def _state(command: Command) -> State | None:
             return WalletState(balances={command.asset: Balance(MAX_UNITS, 0)})
         case InitiateTrade():
             return WalletState(balances={command.asset: Balance(MAX_UNITS, 0)})
-        case ReduceSupply():  # the follow-up of a burn
+        case ApplyCredit() | ApplySettlement():  # follow-ups that decide nothing
+            return WalletState(balances={})
+        case ReduceSupply() | ApplyBurn():  # the follow-up of a burn
             return AssetState(symbol=command.symbol, name="x", decimals=2, issuer="t",
                               max_supply=None, supply=MAX_UNITS)
         case PayForTrade():  # the follow-up of a locked trade
@@ -101,6 +111,31 @@ def db(stack: Stack) -> Iterator[tuple[asyncio.AbstractEventLoop, asyncpg.Connec
         loop.close()
 
 
+def _funded(wallet: str, asset: str) -> list[tuple[str, Event]]:
+    """The views' side of what ``_state`` gives the processor: the asset registered and issued
+    to the wallet (so the views never see a debit from an empty wallet)."""
+    return [
+        (asset_key(asset), AssetRegistered(symbol=asset, name="x", decimals=2, issuer="t")),
+        (asset_key(asset), TokensIssued(symbol=asset, to=wallet, amount=MAX_UNITS, supply_after=MAX_UNITS)),
+        (wallet_key(wallet), WalletCredited(wallet=wallet, asset=asset, amount=MAX_UNITS, kind="issue",
+                                            reference=str(uuid.uuid4()))),
+    ]
+
+
+def _funding(command: Command) -> list[tuple[str, Event]]:
+    match command:
+        case IssueTokens():
+            return [(asset_key(command.symbol), AssetRegistered(symbol=command.symbol, name="x",
+                                                               decimals=2, issuer="t"))]
+        case InitiateTransfer():
+            return _funded(command.source, command.asset)
+        case BurnTokens():
+            return _funded(command.wallet, command.asset)
+        case InitiateTrade():
+            return _funded(command.seller, command.asset) + _funded(command.buyer, command.payment_asset)
+    return []
+
+
 def _through_kafka(env: codec.Envelope) -> codec.Envelope | None:
     """The record as a consumer decodes it; None when it cannot be encoded or decoded (the
     processor dead-letters what it cannot decode)."""
@@ -121,7 +156,11 @@ def _decided(command: Command, principal: str) -> list[codec.Envelope] | None:
     decided = [(received.key, e) for e in decide(_state(command), received.payload, received.key)]
     for _, event in list(decided):
         for target, follow_up in react(event):
+            # The target's events a follow-up stands for are written by this transaction.
+            decided += [(target, e) for e in consequences(follow_up)]
             decided += [(target, e) for e in decide(_state(follow_up), follow_up, target)]
+    if refusal(received.payload, received.key) is None:
+        decided = _funding(received.payload) + decided
     now = datetime.now(UTC)
     out = []
     for key, event in decided:
