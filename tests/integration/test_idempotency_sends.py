@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
-from command import api, idempotency, outcomes
+from command import api, availability, idempotency, outcomes
 from common.auth import TokenKeys
 from common.settings import asyncpg_dsn, load
 from common.tokens import Verified
@@ -98,7 +98,8 @@ async def test_a_send_refused_before_the_producer_took_it_frees_the_key(stack: S
         failed = await _post(client, "k1")
         assert failed.status_code == 503, failed.text
         assert failed.json()["error"]["code"] == "unavailable"
-        assert failed.headers["retry-after"] == "1"
+        assert failed.headers["retry-after"] == str(availability.RETRY_AFTER_SECONDS)
+        assert failed.json()["error"]["outcome"] == "not_sent"
         assert producer.records == []
         assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
         # Nothing ran, so the key may carry another request now.
