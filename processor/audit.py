@@ -154,8 +154,10 @@ class Report:
         self.dead_letters = views.dead_letters
         if views.dead_letters:
             records = "record" if views.dead_letters == 1 else "records"
+            # One line, whatever the stored error holds (PostgreSQL's have a DETAIL line).
+            first = " ".join(str(views.first_dead_letter).split())
             self.print(f"DEAD LETTERS {views.dead_letters} {records} of {topics.EVENTS} could not be "
-                       f"applied and are missing from the views, e.g. {views.first_dead_letter}; "
+                       f"applied and are missing from the views, e.g. {first}; "
                        "see `ledgerline dlq list`, then `ledgerline dlq redrive` or, once the "
                        "projector is fixed, `ledgerline rebuild`")
 
