@@ -7,3 +7,7 @@ DLQ = "ledger.dlq"
 
 PROCESSOR_GROUP = "ledger-processor"
 PROJECTOR_GROUP = "ledger-projector"
+
+# The compliance monitor's own topics and group (see docs/compliance.md).
+ALERTS = "compliance.alerts"
+COMPLIANCE_GROUP = "ledger-compliance"

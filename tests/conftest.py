@@ -1,6 +1,6 @@
 """Session fixtures: one real Kafka broker and one real PostgreSQL for the whole run, started the
 way the local stack starts them (or the servers named by KAFKA_BOOTSTRAP / DATABASE_URL), and,
-for the end-to-end tests, the four processes as real child processes."""
+for the end-to-end tests, the five processes as real child processes."""
 
 import os
 import tempfile
@@ -45,7 +45,8 @@ def stack() -> Iterator[Stack]:
     infra = local.start_infra(settings, home, cache, env)
     settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                        query_port=free_port(), command_port=free_port(),
-                       projector_metrics_port=free_port(), processor_metrics_port=free_port())
+                       projector_metrics_port=free_port(), processor_metrics_port=free_port(),
+                       compliance_metrics_port=free_port())
     try:
         yield Stack(settings, infra, home)
     finally:

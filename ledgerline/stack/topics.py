@@ -15,6 +15,7 @@ COMMANDS_TOPIC = "ledger.commands"
 EVENTS_TOPIC = "ledger.events"
 STATE_TOPIC = "ledger.state"
 DLQ_TOPIC = "ledger.dlq"
+ALERTS_TOPIC = "compliance.alerts"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -22,6 +23,7 @@ TOPICS: dict[str, dict[str, str]] = {
     EVENTS_TOPIC: {"retention.ms": "-1"},
     STATE_TOPIC: {"cleanup.policy": "compact"},
     DLQ_TOPIC: {"retention.ms": "-1"},
+    ALERTS_TOPIC: {"retention.ms": "-1"},
 }
 
 #: Topics that must have the same number of partitions.
