@@ -34,6 +34,7 @@ from common.settings import Settings, asyncpg_dsn
 from common.tokens import Verified
 from events.readmodel import FINAL_COMMAND_STATUSES
 from query import graphiql, post
+from query.compliance import AlertFeed
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
 from query.feeds import Feeds
@@ -77,7 +78,8 @@ class LedgerGraphQL(GraphQL[Context, None]):
         state = request.app.state
         if isinstance(request, WebSocket):
             return Context(db=state.pool, principal=None, hub=state.hub,
-                           loaders=Loaders(state.pool, cache=False), transport="websocket")
+                           loaders=Loaders(state.pool, cache=False), transport="websocket",
+                           alerts=state.alerts)
         c = await _http_context(state, request.scope["ledgerline.principal"],
                                 request.headers.get("x-after-command"))
         request.state.ledgerline_context = c
@@ -226,12 +228,14 @@ def create_app(settings: Settings) -> QueryApp:
         dsn = asyncpg_dsn(settings.database_url)
         app.state.pool = await Pool(dsn, min_size=2, max_size=10).start()
         app.state.hub = Hub(dsn, app.state.pool)
+        app.state.alerts = AlertFeed(dsn, app.state.pool)
         try:
             await app.state.hub.start()
             settle_heap()
             log.info("query API ready")
             yield
         finally:
+            await app.state.alerts.stop()
             await app.state.hub.stop()
             await app.state.pool.close()
 

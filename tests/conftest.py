@@ -18,6 +18,7 @@ from ledgerline import local
 from ledgerline.stack.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+COMPLIANCE_RULES = REPO / "tests" / "compliance_rules.toml"
 SECRET = "test-secret-" + "x" * 40
 
 
@@ -29,7 +30,9 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return local.process_env(self.settings, self.infra, SECRET, os.environ)
+        env = local.process_env(self.settings, self.infra, SECRET, os.environ)
+        env.setdefault("LEDGERLINE_COMPLIANCE_RULES", str(COMPLIANCE_RULES))
+        return env
 
 
 @pytest.fixture(scope="session")
