@@ -160,7 +160,8 @@ def alert_id(*parts: str) -> str:
 def _alert(rules: RuleSet, rule: str, wallet: str, asset: str, trigger: str,
            evidence: list[str], start: datetime, end: datetime) -> AlertRaised:
     return AlertRaised(
-        id=alert_id(rule, rules.version, wallet, asset, trigger), rule=rule,
+        id=alert_id(rule, rules.version, wallet, asset, trigger),
+        signature=alert_id(rule, wallet, asset, trigger), rule=rule,
         rule_version=rules.version, wallet=wallet, asset=asset, severity=rules.severity(rule),
         evidence=tuple(evidence), window_start=start, window_end=end,
     )

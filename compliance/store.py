@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 
 from compliance.evaluate import Slot, decode_slot, encode_slot
 from events.compliance import ACTIVE_CASE_STATUSES, CHANNEL, AlertRaised, notify_payload
@@ -117,18 +118,17 @@ async def _write_alerts(conn: asyncpg.Connection, alerts: Sequence[AlertRaised],
                 case, a.wallet, a.window_end)
             written.cases.append(case)
         await conn.execute(
-            f"INSERT INTO {schema}.alerts (alert_id, rule, rule_version, wallet, asset, severity, "
-            "evidence, window_start, window_end, case_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            a.id, a.rule, a.rule_version, a.wallet, a.asset, a.severity, sorted(a.evidence),
+            f"INSERT INTO {schema}.alerts (alert_id, rule, rule_version, signature, wallet, asset, "
+            "severity, evidence, window_start, window_end, case_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            a.id, a.rule, a.rule_version, a.signature, a.wallet, a.asset, a.severity, sorted(a.evidence),
             a.window_start, a.window_end, case)
         written.alerts.append(_with_case(a, case))
     return written
 
 
 def _with_case(a: AlertRaised, case: str) -> AlertRaised:
-    return AlertRaised(id=a.id, rule=a.rule, rule_version=a.rule_version, wallet=a.wallet,
-                       asset=a.asset, severity=a.severity, evidence=a.evidence,
-                       window_start=a.window_start, window_end=a.window_end, case_id=case)
+    return msgspec.structs.replace(a, case_id=case)
 
 
 async def unpublished(conn: asyncpg.Connection, schema: str = SCHEMA) -> list[AlertRaised]:
@@ -150,4 +150,5 @@ def alert_from_row(r: Mapping[str, object]) -> AlertRaised:
         wallet=str(r["wallet"]), asset=str(r["asset"]), severity=str(r["severity"]),
         evidence=tuple(evidence), window_start=r["window_start"],  # type: ignore[arg-type]
         window_end=r["window_end"], case_id=None if r["case_id"] is None else str(r["case_id"]),  # type: ignore[arg-type]
+        signature=str(r["signature"]),
     )

@@ -33,6 +33,9 @@ class AlertRaised(msgspec.Struct, frozen=True, kw_only=True):
     window_start: datetime
     window_end: datetime
     case_id: str | None = None
+    #: The finding without the rules version: rule, wallet, asset and trigger. Two versions of
+    #: the rules that find the same thing give two ids and one signature (the backtest's key).
+    signature: str = ""
 
 
 _encoder = msgspec.json.Encoder()

@@ -6,7 +6,8 @@ and ``reporting.alerts``.
   projector does);
 - ``state``: the rules' windows (a payer's recent movements, a payee's payers per window), one
   JSON slot per key, written with the offsets;
-- ``alerts``: one row per alert (rule and rule version, wallet, asset, severity, the evidence
+- ``alerts``: one row per alert (rule and rule version, its ``signature`` (the finding without
+  the version, which a backtest compares by), wallet, asset, severity, the evidence
   event ids, the event-time window); ``published`` marks the ones already appended to
   ``compliance.alerts``;
 - ``cases`` and ``case_notes``: alerts on one wallet group into its active case
@@ -60,6 +61,7 @@ def upgrade() -> None:
             alert_id text PRIMARY KEY,
             rule text NOT NULL,
             rule_version text NOT NULL,
+            signature text NOT NULL,
             wallet text NOT NULL,
             asset text NOT NULL,
             severity text NOT NULL,
