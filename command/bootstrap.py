@@ -31,6 +31,8 @@ from command.api import (
     transfer,
     unfreeze,
 )
+from command.cases import ACTIONS as CASE_ACTIONS
+from command.cases import case_action
 from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
@@ -77,6 +79,8 @@ def create_app(settings: Settings) -> CommandApi:
         Route("/v1/wallets/{wallet}/freeze", Endpoint(freeze, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/unfreeze", Endpoint(unfreeze, box), methods=["POST"]),
         Route("/v1/commands/{command_id}", Endpoint(command_status, box), methods=["GET"]),
+        *(Route(f"/v1/cases/{{case_id}}/{action}", Endpoint(case_action(action), box), methods=["POST"])
+          for action in CASE_ACTIONS),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

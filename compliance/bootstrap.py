@@ -5,12 +5,14 @@ import asyncio
 import logging
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from common import runtime
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from compliance import rules as rules_file
+from compliance.cases import CaseWorker
 from compliance.worker import MonitorWorker
 
 log = logging.getLogger("ledgerline.compliance")
@@ -35,9 +37,16 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     if settings.compliance_metrics_port:
         server = await listen(CollectorRegistry(), health, settings.compliance_metrics_port,
                               "LEDGERLINE_COMPLIANCE_METRICS_PORT")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True)
+    await producer.start()
     try:
-        await MonitorWorker(settings.kafka_bootstrap, pool, rules, health=health).run(stop)
+        await asyncio.gather(
+            MonitorWorker(settings.kafka_bootstrap, pool, rules, producer, health=health).run(stop),
+            CaseWorker(settings.kafka_bootstrap, pool, producer).run(stop),
+        )
     finally:
+        await producer.stop()
         if server is not None:
             server.close()
         await pool.close()

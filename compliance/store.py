@@ -108,8 +108,9 @@ async def _write_alerts(conn: asyncpg.Connection, alerts: Sequence[AlertRaised],
                 "WHERE alert_id = $1", a.id, list(a.evidence), a.window_end)
             continue
         known.add(a.id)
+        # FOR SHARE: a case being closed meanwhile is waited for, then seen closed.
         case = await conn.fetchval(
-            f"SELECT case_id FROM {schema}.cases WHERE wallet = $1 AND status = ANY($2::text[])",
+            f"SELECT case_id FROM {schema}.cases WHERE wallet = $1 AND status = ANY($2::text[]) FOR SHARE",
             a.wallet, list(ACTIVE_CASE_STATUSES))
         if case is None:
             case = case_id_for(a.id)

@@ -121,8 +121,8 @@ class MonitorWorker:
     payers.
     """
 
-    def __init__(self, bootstrap: str, pool: asyncpg.Pool, rules: RuleSet, *,
-                 max_records: int = 5_000, health: Health | None = None) -> None:
+    def __init__(self, bootstrap: str, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
+                 *, max_records: int = 5_000, health: Health | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
@@ -131,7 +131,7 @@ class MonitorWorker:
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
         )
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self.producer = producer  # started and stopped by the caller
         self.monitor = Monitor(pool, rules, self.producer)
 
     async def seek_to_stored(self) -> None:
@@ -146,7 +146,6 @@ class MonitorWorker:
         log.info("assigned %s at %s (rules %s)", sorted(offsets), offsets, self.monitor.rules.version)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.producer.start()
         self.consumer.subscribe([topics.EVENTS], listener=_Seek(self))
         await self.consumer.start()
         backoff = failures.Backoff()
@@ -169,7 +168,6 @@ class MonitorWorker:
                 self.health.turned(sorted(self.monitor.stored))
         finally:
             await self.consumer.stop()
-            await self.producer.stop()
 
     async def publish(self) -> None:
         """Append the alerts not yet on ``compliance.alerts``, then mark them published."""

@@ -11,6 +11,9 @@ from datetime import datetime
 
 import msgspec
 
+from events.codec import Codec
+from events.messages import Message
+
 #: The monitor's commits ``NOTIFY`` this channel with ``{"alerts": [ids], "cases": [ids]}``.
 CHANNEL = "compliance_changes"
 
@@ -55,3 +58,66 @@ def notify_payload(alerts: list[str], cases: list[str]) -> str:
     listener that sees a truncated list re-reads the queue anyway)."""
     payload = {"alerts": alerts[:100], "cases": cases[:100]}
     return json.dumps(payload)
+
+
+# --- case actions: commands on ``compliance.commands`` and events on ``compliance.events`` ---
+# Keyed ``case:<id>``. The compliance monitor decides them (one writer: a case's state is the
+# row the monitor keeps with its offsets), so they stay out of the ledger's message unions.
+
+CASE_ACTIONS = ("assign", "note", "clear", "escalate")
+
+
+class CaseCommand(Message, frozen=True, kw_only=True):
+    case_id: str
+    note: str = ""
+
+
+class AssignCase(CaseCommand, frozen=True, kw_only=True):
+    """Take the case on: ``open`` (or ``investigating``) → ``investigating`` with this assignee."""
+
+    assignee: str
+
+
+class AddCaseNote(CaseCommand, frozen=True, kw_only=True):
+    pass
+
+
+class ClearCase(CaseCommand, frozen=True, kw_only=True):
+    """Nothing to report: the case closes as ``cleared``; the wallet's next alert opens a new one."""
+
+
+class EscalateCase(CaseCommand, frozen=True, kw_only=True):
+    """Reported onwards (e.g. a suspicious activity report): closes as ``escalated``."""
+
+    report_reference: str
+
+
+class CaseAssigned(CaseCommand, frozen=True, kw_only=True):
+    assignee: str
+
+
+class CaseNoteAdded(CaseCommand, frozen=True, kw_only=True):
+    pass
+
+
+class CaseCleared(CaseCommand, frozen=True, kw_only=True):
+    pass
+
+
+class CaseEscalated(CaseCommand, frozen=True, kw_only=True):
+    report_reference: str
+
+
+class CaseActionRejected(CaseCommand, frozen=True, kw_only=True):
+    """``reason``: ``unknown_case``, or ``case_closed`` (cleared and escalated cases are final)."""
+
+    action: str
+    reason: str
+
+
+CASE_COMMANDS: tuple[type[CaseCommand], ...] = (AssignCase, AddCaseNote, ClearCase, EscalateCase)
+CASE_EVENTS: tuple[type[CaseCommand], ...] = (CaseAssigned, CaseNoteAdded, CaseCleared, CaseEscalated,
+                                              CaseActionRejected)
+
+#: Decodes case commands and case events (the ledger's codec knows neither).
+CASE_CODEC = Codec((*CASE_COMMANDS, *CASE_EVENTS))

@@ -10,4 +10,6 @@ PROJECTOR_GROUP = "ledger-projector"
 
 # The compliance monitor's own topics and group (see docs/compliance.md).
 ALERTS = "compliance.alerts"
+CASE_COMMANDS = "compliance.commands"
+CASE_EVENTS = "compliance.events"
 COMPLIANCE_GROUP = "ledger-compliance"

@@ -16,6 +16,8 @@ EVENTS_TOPIC = "ledger.events"
 STATE_TOPIC = "ledger.state"
 DLQ_TOPIC = "ledger.dlq"
 ALERTS_TOPIC = "compliance.alerts"
+CASE_COMMANDS_TOPIC = "compliance.commands"
+CASE_EVENTS_TOPIC = "compliance.events"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -24,6 +26,8 @@ TOPICS: dict[str, dict[str, str]] = {
     STATE_TOPIC: {"cleanup.policy": "compact"},
     DLQ_TOPIC: {"retention.ms": "-1"},
     ALERTS_TOPIC: {"retention.ms": "-1"},
+    CASE_COMMANDS_TOPIC: {},
+    CASE_EVENTS_TOPIC: {"retention.ms": "-1"},
 }
 
 #: Topics that must have the same number of partitions.

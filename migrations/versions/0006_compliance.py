@@ -11,7 +11,9 @@ and ``reporting.alerts``.
   event ids, the event-time window); ``published`` marks the ones already appended to
   ``compliance.alerts``;
 - ``cases`` and ``case_notes``: alerts on one wallet group into its active case
-  (``open → investigating → cleared | escalated``).
+  (``open → investigating → cleared | escalated``); the monitor decides the case commands of
+  ``compliance.commands`` against these rows, and ``case_events`` holds each decision's event
+  until it is appended to ``compliance.events`` (an outbox).
 
 Only the compliance monitor writes these; the GraphQL API reads them for the compliance and
 auditor roles alone.
@@ -86,6 +88,15 @@ def upgrade() -> None:
             at timestamptz NOT NULL,
             PRIMARY KEY (case_id, note_id)
         )""")
+    op.execute("""
+        CREATE TABLE compliance.case_events (
+            event_id text PRIMARY KEY,
+            case_id text NOT NULL,
+            record bytea NOT NULL,
+            published boolean NOT NULL DEFAULT false
+        )""")
+    op.execute("CREATE INDEX case_events_unpublished ON compliance.case_events (event_id) "
+               "WHERE NOT published")
     op.execute("""
         CREATE OR REPLACE VIEW reporting.alerts AS
         SELECT a.alert_id, a.rule, a.rule_version, a.wallet, a.asset, a.severity, a.evidence,

@@ -186,3 +186,30 @@ def test_the_shipped_rules_load_and_bad_files_are_refused(tmp_path: Path) -> Non
         path.write_text(text)
         with pytest.raises(RulesError, match=says):
             rules_file.load(path)
+
+
+def test_case_decider() -> None:
+    from compliance.cases import CaseState, decide
+    from events.compliance import (
+        AddCaseNote,
+        AssignCase,
+        CaseActionRejected,
+        CaseAssigned,
+        CaseCleared,
+        CaseEscalated,
+        CaseNoteAdded,
+        ClearCase,
+        EscalateCase,
+    )
+
+    open_ = CaseState("open", None)
+    assert decide(open_, AssignCase(case_id="c", assignee="ann")) == CaseAssigned(case_id="c", assignee="ann")
+    assert isinstance(decide(open_, ClearCase(case_id="c", note="ok")), CaseCleared)
+    assert isinstance(decide(CaseState("investigating", "ann"),
+                             EscalateCase(case_id="c", report_reference="SAR-1")), CaseEscalated)
+    closed = CaseState("cleared", "ann")
+    assert decide(closed, ClearCase(case_id="c", note="again")) == CaseActionRejected(
+        case_id="c", action="clear", reason="case_closed", note="again")
+    assert isinstance(decide(closed, AddCaseNote(case_id="c", note="later")), CaseNoteAdded)
+    assert decide(None, AddCaseNote(case_id="c", note="x")) == CaseActionRejected(
+        case_id="c", action="note", reason="unknown_case", note="x")

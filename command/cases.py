@@ -1,0 +1,68 @@
+"""Case actions of the compliance team: ``POST /v1/cases/{case_id}/{assign|note|clear|escalate}``.
+
+Each is a command appended to ``compliance.commands`` (keyed ``case:<id>``) for the compliance
+monitor to decide, like any other command: the answer is ``202`` once the command is in Kafka;
+the case's new state (or a ``CaseActionRejected``) shows in GraphQL ``case(id)`` once decided.
+Only the compliance role may act; anyone else gets the same 403 whether or not the case exists,
+so the endpoint tells nobody that a case exists.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from starlette.responses import Response
+
+from command import validate
+from command.api import Call, _body, _command_id, _json_response, _unavailable
+from command.errors import ApiError, Code
+from events import codec, grammar, topics
+from events.compliance import AddCaseNote, AssignCase, CaseCommand, ClearCase, EscalateCase
+
+ACTIONS = ("assign", "note", "clear", "escalate")
+_FIELDS = {
+    "assign": frozenset({"assignee", "note"}),
+    "note": frozenset({"note"}),
+    "clear": frozenset({"note"}),
+    "escalate": frozenset({"report_reference", "note"}),
+}
+
+
+def _message(action: str, case_id: str, body: dict[str, Any]) -> CaseCommand:
+    if action == "assign":
+        return AssignCase(case_id=case_id, assignee=validate.text(body, "assignee", 100),
+                          note=validate.optional_text(body, "note") or "")
+    if action == "note":
+        return AddCaseNote(case_id=case_id, note=validate.text(body, "note"))
+    if action == "clear":
+        return ClearCase(case_id=case_id, note=validate.text(body, "note"))
+    return EscalateCase(case_id=case_id, report_reference=validate.text(body, "report_reference", 100),
+                        note=validate.optional_text(body, "note") or "")
+
+
+def case_action(action: str) -> Callable[[Call], Awaitable[Response]]:
+    """The handler of ``POST /v1/cases/{case_id}/<action>``."""
+    async def handler(call: Call) -> Response:
+        return await _act(call, action)
+
+    return handler
+
+
+async def _act(call: Call, action: str) -> Response:
+    case_id = call.request.path_params["case_id"]
+    if "compliance" not in call.principal.roles:
+        raise ApiError(403, Code.FORBIDDEN, "case actions need the compliance role")
+    if not grammar.is_command_id(case_id):
+        raise ApiError(404, Code.NOT_FOUND, "a case id is a lower-case UUID")
+    body = await _body(call)
+    validate.only(body, _FIELDS[action])
+    message = _message(action, case_id, body)
+    command_id = _command_id(call)
+    env = codec.envelope(message, key=f"case:{case_id}", command_id=command_id, id=command_id,
+                         principal=call.principal.sub, correlation_id=case_id)
+    try:
+        await (await call.w.producer.send(topics.CASE_COMMANDS, codec.encode(env),
+                                          key=f"case:{case_id}".encode()))
+    except KafkaError as exc:
+        raise _unavailable(f"the command may not have reached Kafka: {exc!r}") from None
+    return _json_response({"command_id": command_id, "status": "accepted", "case_id": case_id}, 202)
