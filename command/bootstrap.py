@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -97,8 +99,15 @@ def create_app(settings: Settings) -> CommandApi:
                         f"it takes {(allow or {}).get('Allow', 'other methods')}",
                         headers=allow).response()
 
+    # The compliance console (served by the GraphQL API, another origin) freezes wallets and acts
+    # on cases from the browser; those routes go through Starlette, so they answer its CORS.
+    console = [f"http://{host}:{settings.query_port}"
+               for host in dict.fromkeys((settings.query_host, "127.0.0.1", "localhost"))]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: not_found, 405: not_allowed})
+                    exception_handlers={404: not_found, 405: not_allowed},
+                    middleware=[Middleware(CORSMiddleware, allow_origins=console, allow_methods=["POST"],
+                                           allow_headers=["authorization", "content-type",
+                                                          "idempotency-key", "prefer"])])
     return CommandApi(app, direct)
 
 

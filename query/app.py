@@ -35,6 +35,7 @@ from common.tokens import Verified
 from events.readmodel import FINAL_COMMAND_STATUSES
 from query import graphiql, post
 from query.compliance import AlertFeed
+from query.console_app import routes as console_routes
 from query.context import Context, Loaders
 from query.errors import ErrorCode, coded
 from query.feeds import Feeds
@@ -231,6 +232,7 @@ def create_app(settings: Settings) -> QueryApp:
         app.state.alerts = AlertFeed(dsn, app.state.pool)
         try:
             await app.state.hub.start()
+            await app.state.alerts.start()
             settle_heap()
             log.info("query API ready")
             yield
@@ -247,6 +249,7 @@ def create_app(settings: Settings) -> QueryApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *console_routes(settings),
             *([Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.default_dir()))]
               if graphiql.default_dir().is_dir() else []),
         ],

@@ -243,8 +243,7 @@ class ComplianceQuery:
 
 class AlertFeed:
     """One LISTEN on the monitor's channel per process, fanned out to every ``alertRaised``
-    subscriber; started with the first subscriber. Each notification is read once (one query
-    for all subscribers)."""
+    subscriber. Each notification is read once (one query for all subscribers)."""
 
     def __init__(self, dsn: str, database: Db) -> None:
         self.db = database
@@ -253,6 +252,11 @@ class AlertFeed:
         self._queues: set[asyncio.Queue[Row]] = set()
         self._started: asyncio.Task[None] | None = None
         self._reads: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen from the start, so the first subscriber misses nothing while it connects."""
+        self._started = asyncio.create_task(self.listener.start())
+        await asyncio.shield(self._started)
 
     async def stop(self) -> None:
         await self.listener.stop()
