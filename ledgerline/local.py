@@ -261,6 +261,7 @@ def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path
 Ledgerline is running.
 
   GraphQL API   {q}   (GraphiQL in the browser; send a token as 'Authorization: Bearer ...')
+  Console       {q.removesuffix("/graphql")}/console   (compliance: paste the compliance token below)
   Command API   {c}
   Kafka         {infra.bootstrap}
   PostgreSQL    {_shown_database(infra, home)}
