@@ -78,6 +78,8 @@ class RuleSet:
     fan_in: Spread
     watch_list: WatchList
     digest: str = ""  # sha256 of the file: two files with one version are told apart in logs
+    #: Rules marked ``action = "freeze"``: their alerts also freeze the wallet (once).
+    freezing: frozenset[str] = frozenset()
 
     @property
     def longest_window(self) -> int:
@@ -105,9 +107,11 @@ def _section(data: Mapping[str, Any], name: str, allowed: set[str]) -> dict[str,
     section = data.get(name, {})
     if not isinstance(section, dict):
         raise RulesError(f"[{name}] must be a table")
-    unknown = set(section) - allowed - {"severity"}
+    unknown = set(section) - allowed - {"severity", "action"}
     if unknown:
         raise RulesError(f"[{name}] has unknown keys {sorted(unknown)}")
+    if section.get("action", "alert") not in ("alert", "freeze"):
+        raise RulesError(f"{name}.action must be \"alert\" or \"freeze\", not {section['action']!r}")
     severity = section.get("severity", "medium")
     if severity not in SEVERITIES:
         raise RulesError(f"{name}.severity must be one of {list(SEVERITIES)}, not {severity!r}")
@@ -154,6 +158,8 @@ def parse(data: Mapping[str, Any], digest: str = "") -> RuleSet:
                       _whole("fan_in.distinct", fi.get("distinct", 5), 2)),
         watch_list=WatchList(wl["severity"], frozenset(wallets)),
         digest=digest,
+        freezing=frozenset(r for r, s in zip(RULE_IDS, (lm, ve, st, fo, fi, wl), strict=True)
+                           if s.get("action") == "freeze"),
     )
 
 

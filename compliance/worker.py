@@ -16,6 +16,7 @@ id: consumers de-duplicate by it.
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import asyncpg
@@ -29,8 +30,25 @@ from compliance.rules import RuleSet
 from events import codec, topics
 from events.compliance import AlertRaised, encode_alert
 from events.deadletter import dead_letter_headers
+from events.keys import wallet_key
+from events.messages import FreezeWallet
 
 log = logging.getLogger("ledgerline.compliance")
+
+#: The principal the monitor's own commands carry.
+PRINCIPAL = "compliance-monitor"
+_FREEZES = uuid.UUID("5c0f3b1e-8d7a-4c1e-9b2f-7a4d6e0c9f21")
+
+
+def freeze_command(alert: AlertRaised) -> bytes:
+    """The ordinary ``FreezeWallet`` command for an alert of a rule marked ``freeze``. Its id
+    is derived from the alert's, so sending it again (after a crash, or from a monitor that
+    replays the log) is the same command, which the processor decides once."""
+    command_id = str(uuid.uuid5(_FREEZES, alert.id))
+    return codec.encode(codec.envelope(
+        FreezeWallet(wallet=alert.wallet, reason=f"compliance alert {alert.rule} {alert.id}"),
+        key=wallet_key(alert.wallet), command_id=command_id, id=command_id, principal=PRINCIPAL,
+        occurred_at=alert.window_end))
 
 
 class Monitor:
@@ -170,12 +188,16 @@ class MonitorWorker:
             await self.consumer.stop()
 
     async def publish(self) -> None:
-        """Append the alerts not yet on ``compliance.alerts``, then mark them published."""
+        """Append the alerts not yet on ``compliance.alerts`` (and the freezes their rules ask
+        for), then mark them published."""
         async with self.pool.acquire() as conn:
             while alerts := await store.unpublished(conn):
                 sends = [await self.producer.send(topics.ALERTS, encode_alert(a),
                                                   key=f"wallet:{a.wallet}".encode())
                          for a in alerts]
+                sends += [await self.producer.send(topics.COMMANDS, freeze_command(a),
+                                                   key=wallet_key(a.wallet).encode())
+                          for a in alerts if a.rule in self.monitor.rules.freezing]
                 for sent in sends:
                     await sent
                 await store.mark_published(conn, [a.id for a in alerts])

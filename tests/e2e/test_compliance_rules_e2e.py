@@ -1,17 +1,22 @@
 """Each rule of tests/compliance_rules.toml fires end to end (HTTP → Kafka → processor →
 monitor → GraphQL) on a workload built to trip it, and stays silent on a near miss."""
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
 from tests.conftest import Running, unique
 from tests.e2e.compliance_support import (
+    COMPLIANCE,
     Ledger,
     alerts,
     fixed_window_margin,
     monitor_caught_up,
     wait_for_alerts,
 )
+from tests.e2e.helpers import graphql
 
 pytestmark = pytest.mark.e2e
 
@@ -102,3 +107,13 @@ async def test_watch_list(http: httpx.AsyncClient, running: Running) -> None:
              if a["evidence"] == [tripped]]
     assert len(found) == 1
     assert await alerts(http, running, payer) == []
+    # The rule is marked freeze: the monitor froze the listed wallet with the ordinary command,
+    # as its own principal, once.
+    query = """{ events(filter: {aggregate: "wallet:watched-wallet", type: "WalletFrozen"}, first: 100)
+                 { nodes { principal payload } } }"""
+    deadline = time.monotonic() + 30
+    while not (frozen := [e for e in (await graphql(http, running, COMPLIANCE, query))["events"]["nodes"]
+                          if found[0]["id"] in e["payload"]]):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert [e["principal"] for e in frozen] == ["compliance-monitor"]

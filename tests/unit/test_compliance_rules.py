@@ -180,6 +180,7 @@ def test_the_shipped_rules_load_and_bad_files_are_refused(tmp_path: Path) -> Non
         ('version = "x"\n[sanctions]\n', "unknown rules"),
         ('version = "x"\n[fan_in]\ndistinct = 3\nwindow = 3', "unknown keys"),
         ('version = "x"\n[watch_list]\nseverity = "urgent"', "severity"),
+        ('version = "x"\n[watch_list]\naction = "block"', "action"),
         ("version = ", "cannot read"),
     ]:
         path = tmp_path / "rules.toml"
@@ -213,3 +214,17 @@ def test_case_decider() -> None:
     assert isinstance(decide(closed, AddCaseNote(case_id="c", note="later")), CaseNoteAdded)
     assert decide(None, AddCaseNote(case_id="c", note="x")) == CaseActionRejected(
         case_id="c", action="note", reason="unknown_case", note="x")
+
+
+def test_a_rule_marked_freeze_sends_one_deterministic_freeze_command() -> None:
+    from compliance.worker import freeze_command
+    from events.codec import decode
+    from events.messages import FreezeWallet
+
+    marked = rules_file.parse({**_raw(), "watch_list": {"wallets": ["m"], "action": "freeze"}})
+    assert marked.freezing == {"watch_list"} and RULES.freezing == frozenset()
+    [alert] = run([transfer("a", "m", 1, 0)], marked)
+    first, again = decode(freeze_command(alert)), decode(freeze_command(alert))
+    assert first.id == again.id == first.command_id
+    assert first.payload == FreezeWallet(wallet="m", reason=f"compliance alert watch_list {alert.id}")
+    assert (first.key, first.principal) == ("wallet:m", "compliance-monitor")
