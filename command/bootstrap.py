@@ -34,7 +34,7 @@ from command.api import (
     unfreeze,
 )
 from command.cases import ACTIONS as CASE_ACTIONS
-from command.cases import case_action
+from command.cases import case_action, sanction, unsanction
 from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
@@ -83,6 +83,8 @@ def create_app(settings: Settings) -> CommandApi:
         Route("/v1/commands/{command_id}", Endpoint(command_status, box), methods=["GET"]),
         *(Route(f"/v1/cases/{{case_id}}/{action}", Endpoint(case_action(action), box), methods=["POST"])
           for action in CASE_ACTIONS),
+        Route("/v1/wallets/{wallet}/sanction", Endpoint(sanction, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/unsanction", Endpoint(unsanction, box), methods=["POST"]),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

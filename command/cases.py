@@ -17,7 +17,16 @@ from command import validate
 from command.api import Call, _body, _command_id, _json_response, _unavailable
 from command.errors import ApiError, Code
 from events import codec, grammar, topics
-from events.compliance import AddCaseNote, AssignCase, CaseCommand, ClearCase, EscalateCase
+from events.compliance import (
+    AddCaseNote,
+    AssignCase,
+    CaseCommand,
+    ClearCase,
+    EscalateCase,
+    WalletSanctioned,
+    WalletUnsanctioned,
+)
+from events.keys import wallet_key
 
 ACTIONS = ("assign", "note", "clear", "escalate")
 _FIELDS = {
@@ -66,3 +75,31 @@ async def _act(call: Call, action: str) -> Response:
     except KafkaError as exc:
         raise _unavailable(f"the command may not have reached Kafka: {exc!r}") from None
     return _json_response({"command_id": command_id, "status": "accepted", "case_id": case_id}, 202)
+
+
+async def _sanction(call: Call, listed: bool) -> Response:
+    """The change is the fact: appended to the compacted ``compliance.sanctions`` that every
+    processor holds, and in force there once it has read it (a few milliseconds later)."""
+    wallet = validate.wallet_id(call.request.path_params["wallet"])
+    body = await _body(call)
+    validate.only(body, frozenset({"reason"}))
+    reason = validate.text(body, "reason")
+    if "compliance" not in call.principal.roles:
+        raise ApiError(403, Code.FORBIDDEN, "the sanctions list needs the compliance role")
+    command_id = _command_id(call)
+    message = (WalletSanctioned if listed else WalletUnsanctioned)(wallet=wallet, reason=reason)
+    env = codec.envelope(message, key=wallet_key(wallet), command_id=command_id, principal=call.principal.sub)
+    try:
+        sent = await call.w.producer.send(topics.SANCTIONS, codec.encode(env), key=env.key.encode())
+        await sent
+    except KafkaError as exc:
+        raise _unavailable(f"the change may not have reached Kafka: {exc!r}") from None
+    return _json_response({"command_id": command_id, "status": "accepted", "wallet": wallet}, 202)
+
+
+async def sanction(call: Call) -> Response:
+    return await _sanction(call, listed=True)
+
+
+async def unsanction(call: Call) -> Response:
+    return await _sanction(call, listed=False)

@@ -159,6 +159,13 @@ def document() -> dict[str, Any]:
             "/v1/wallets/{wallet}/unfreeze": _command("Unfreeze a wallet", _body(
                 ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
                 path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/sanction": _command(
+                "Put a wallet on the sanctions list (movements touching it fail sanctioned_wallet)",
+                _body(["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
+                path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/unsanction": _command("Take a wallet off the sanctions list", _body(
+                ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
+                path_params=(("wallet", WALLET),)),
             "/v1/cases/{case_id}/assign": _command("Take a case on: investigating, with an assignee", _body(
                 ["assignee"], assignee=_text(100), note=_text(grammar.TEXT_LIMIT, empty=True)),
                 "compliance", path_params=(("case_id", _CASE),)),

@@ -121,3 +121,22 @@ CASE_EVENTS: tuple[type[CaseCommand], ...] = (CaseAssigned, CaseNoteAdded, CaseC
 
 #: Decodes case commands and case events (the ledger's codec knows neither).
 CASE_CODEC = Codec((*CASE_COMMANDS, *CASE_EVENTS))
+
+
+# --- the sanctions list: events on the compacted ``compliance.sanctions`` (key ``wallet:<id>``) ---
+
+
+class WalletSanctioned(Message, frozen=True, kw_only=True):
+    """The wallet is on the sanctions list: every processor refuses movements touching it."""
+
+    wallet: str
+    reason: str
+
+
+class WalletUnsanctioned(Message, frozen=True, kw_only=True):
+    wallet: str
+    reason: str
+
+
+#: Decodes the sanctions list's records.
+SANCTIONS_CODEC = Codec((WalletSanctioned, WalletUnsanctioned))

@@ -21,6 +21,7 @@ Reason = Literal[
     "invalid_symbol",
     "invalid_text",
     "invalid_command",
+    "sanctioned_wallet",
 ]
 
 REASONS: Final[dict[str, str]] = {
@@ -41,4 +42,6 @@ REASONS: Final[dict[str, str]] = {
                     "holds no control characters, unpaired surrogates or noncharacters",
     "invalid_command": "the command is malformed: an id that does not match its grammar, or a "
                        "record key that is not the aggregate the command is for",
+    "sanctioned_wallet": "the movement touches a wallet on the sanctions list (decided before any "
+                         "balance changes)",
 }

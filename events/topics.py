@@ -12,4 +12,6 @@ PROJECTOR_GROUP = "ledger-projector"
 ALERTS = "compliance.alerts"
 CASE_COMMANDS = "compliance.commands"
 CASE_EVENTS = "compliance.events"
+#: The sanctions list: compacted, keyed ``wallet:<id>``, the latest record of a key wins.
+SANCTIONS = "compliance.sanctions"
 COMPLIANCE_GROUP = "ledger-compliance"

@@ -10,6 +10,7 @@ the buyer cannot pay, the seller's lock is released (``ReleaseTradeAsset``): all
 A freeze stops new debits; a trade whose asset is already locked and paid for still settles.
 """
 
+from collections.abc import Container
 from typing import Any
 
 import msgspec
@@ -468,3 +469,21 @@ def react(event: Event) -> list[tuple[str, Command]]:
             reduce = ReduceSupply(symbol=event.asset, wallet=event.wallet, amount=event.amount)
             return [(asset_key(event.asset), reduce)]
     return []
+
+
+def screened(command: Command, listed: Container[str]) -> list[Event] | None:
+    """The refusal (``sanctioned_wallet``) of a transfer, issue or trade one of whose parties is
+    on the sanctions list, decided before any balance changes; None when it may be decided."""
+    match command:
+        case InitiateTransfer():
+            parties: tuple[str, ...] = (command.source, command.target)
+        case IssueTokens():
+            parties = (command.to,)
+        case InitiateTrade():
+            parties = (command.seller, command.buyer)
+        case _:
+            return None
+    hit = [p for p in parties if p in listed]
+    if not hit:
+        return None
+    return _refused(command, Refusal("sanctioned_wallet", f"{hit[0]} is on the sanctions list"))

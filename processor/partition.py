@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
 from processor import snapshots
-from processor.decide import decide, evolve, react
+from processor.decide import decide, evolve, react, screened
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.outbox import Outbox, Partitioner
@@ -75,6 +75,7 @@ class PartitionWorker:
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
                  metrics: ProcessorMetrics | None = None) -> None:
         self.tp = tp
+        self.sanctions: Container[str] | None = None  # the list screened against, if any
         self.bootstrap = bootstrap
         self.max_records = max_records
         self.fault = fault
@@ -231,7 +232,8 @@ class PartitionWorker:
             log.info("duplicate command %s on %s ignored", env.id, env.key)
             return "duplicate"
         try:
-            decided = decide(snap.state, env.payload, env.key)
+            decided = (None if self.sanctions is None else screened(env.payload, self.sanctions)) \
+                or decide(snap.state, env.payload, env.key)
             state = snap.state
             for event in decided:
                 state = evolve(state, event)

@@ -18,6 +18,7 @@ DLQ_TOPIC = "ledger.dlq"
 ALERTS_TOPIC = "compliance.alerts"
 CASE_COMMANDS_TOPIC = "compliance.commands"
 CASE_EVENTS_TOPIC = "compliance.events"
+SANCTIONS_TOPIC = "compliance.sanctions"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -28,6 +29,7 @@ TOPICS: dict[str, dict[str, str]] = {
     ALERTS_TOPIC: {"retention.ms": "-1"},
     CASE_COMMANDS_TOPIC: {},
     CASE_EVENTS_TOPIC: {"retention.ms": "-1"},
+    SANCTIONS_TOPIC: {"cleanup.policy": "compact"},
 }
 
 #: Topics that must have the same number of partitions.
