@@ -34,7 +34,7 @@ from command.api import (
     unfreeze,
 )
 from command.cases import ACTIONS as CASE_ACTIONS
-from command.cases import case_action, sanction, unsanction
+from command.cases import case_action, sanction, set_tier, unsanction
 from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> CommandApi:
           for action in CASE_ACTIONS),
         Route("/v1/wallets/{wallet}/sanction", Endpoint(sanction, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/unsanction", Endpoint(unsanction, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/kyc", Endpoint(set_tier, box), methods=["POST"]),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

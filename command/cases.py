@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from starlette.responses import Response
 
 from command import validate
-from command.api import Call, _body, _command_id, _json_response, _unavailable
+from command.api import Call, _asset_decimals, _body, _command_id, _json_response, _unavailable
 from command.errors import ApiError, Code
 from events import codec, grammar, topics
 from events.compliance import (
@@ -24,6 +24,7 @@ from events.compliance import (
     ClearCase,
     EscalateCase,
     WalletSanctioned,
+    WalletTierSet,
     WalletUnsanctioned,
 )
 from events.keys import wallet_key
@@ -103,3 +104,32 @@ async def sanction(call: Call) -> Response:
 
 async def unsanction(call: Call) -> Response:
     return await _sanction(call, listed=False)
+
+
+async def set_tier(call: Call) -> Response:
+    """``POST /v1/wallets/{wallet}/kyc``: the wallet's KYC tier and, per asset, the most it may
+    send in any 24 hours (decimal strings in the asset's units), onto the compacted
+    ``compliance.kyc`` every processor holds. The latest tier of a wallet replaces the last."""
+    wallet = validate.wallet_id(call.request.path_params["wallet"])
+    body = await _body(call)
+    validate.only(body, frozenset({"tier", "daily_limits"}))
+    tier = validate.text(body, "tier", 40)
+    limits = validate.field(body, "daily_limits", dict)
+    if len(limits) > 100:
+        raise ApiError(422, Code.INVALID_FIELD, "at most 100 assets", "daily_limits")
+    if "compliance" not in call.principal.roles:
+        raise ApiError(403, Code.FORBIDDEN, "KYC tiers need the compliance role")
+    units = {}
+    for asset in limits:
+        symbol = validate.symbol(asset, "daily_limits")
+        decimals = await _asset_decimals(call.w, symbol, "daily_limits")
+        units[symbol] = str(validate.amount(limits, asset, decimals))
+    command_id = _command_id(call)
+    env = codec.envelope(WalletTierSet(wallet=wallet, tier=tier, daily_limits=units), key=wallet_key(wallet),
+                         command_id=command_id, principal=call.principal.sub)
+    try:
+        sent = await call.w.producer.send(topics.KYC, codec.encode(env), key=env.key.encode())
+        await sent
+    except KafkaError as exc:
+        raise _unavailable(f"the change may not have reached Kafka: {exc!r}") from None
+    return _json_response({"command_id": command_id, "status": "accepted", "wallet": wallet}, 202)

@@ -166,6 +166,13 @@ def document() -> dict[str, Any]:
             "/v1/wallets/{wallet}/unsanction": _command("Take a wallet off the sanctions list", _body(
                 ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
                 path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/kyc": _command(
+                "Set a wallet's KYC tier and its 24 h outgoing limits (over them: limit_exceeded)",
+                _body(["tier", "daily_limits"], tier=_text(40), daily_limits={
+                    "type": "object", "maxProperties": 100, "additionalProperties": AMOUNT,
+                    "propertyNames": {"pattern": f"^{grammar.SYMBOL_PATTERN}$"},
+                    "description": "asset symbol -> the most the wallet may send in any 24 hours"}),
+                "compliance", path_params=(("wallet", WALLET),)),
             "/v1/cases/{case_id}/assign": _command("Take a case on: investigating, with an assignee", _body(
                 ["assignee"], assignee=_text(100), note=_text(grammar.TEXT_LIMIT, empty=True)),
                 "compliance", path_params=(("case_id", _CASE),)),

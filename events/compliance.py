@@ -138,5 +138,14 @@ class WalletUnsanctioned(Message, frozen=True, kw_only=True):
     reason: str
 
 
-#: Decodes the sanctions list's records.
-SANCTIONS_CODEC = Codec((WalletSanctioned, WalletUnsanctioned))
+class WalletTierSet(Message, frozen=True, kw_only=True):
+    """A wallet's KYC tier on ``compliance.kyc``: per asset, the most it may send in any 24
+    hours (whole base units, as decimal digits); an asset not named is not limited."""
+
+    wallet: str
+    tier: str
+    daily_limits: dict[str, str]
+
+
+#: Decodes the records of ``compliance.sanctions`` and ``compliance.kyc``.
+SANCTIONS_CODEC = Codec((WalletSanctioned, WalletUnsanctioned, WalletTierSet))

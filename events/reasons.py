@@ -22,6 +22,7 @@ Reason = Literal[
     "invalid_text",
     "invalid_command",
     "sanctioned_wallet",
+    "limit_exceeded",
 ]
 
 REASONS: Final[dict[str, str]] = {
@@ -44,4 +45,6 @@ REASONS: Final[dict[str, str]] = {
                        "record key that is not the aggregate the command is for",
     "sanctioned_wallet": "the movement touches a wallet on the sanctions list (decided before any "
                          "balance changes)",
+    "limit_exceeded": "the debit would take the wallet's outgoing amount of the asset in the last 24 "
+                      "hours over its KYC tier's limit",
 }

@@ -14,4 +14,6 @@ CASE_COMMANDS = "compliance.commands"
 CASE_EVENTS = "compliance.events"
 #: The sanctions list: compacted, keyed ``wallet:<id>``, the latest record of a key wins.
 SANCTIONS = "compliance.sanctions"
+#: KYC tiers: compacted, keyed ``wallet:<id>``: each wallet's tier and its 24 h limits.
+KYC = "compliance.kyc"
 COMPLIANCE_GROUP = "ledger-compliance"

@@ -487,3 +487,8 @@ def screened(command: Command, listed: Container[str]) -> list[Event] | None:
     if not hit:
         return None
     return _refused(command, Refusal("sanctioned_wallet", f"{hit[0]} is on the sanctions list"))
+
+
+def limited(command: Command, why: str) -> list[Event]:
+    """The refusal (``limit_exceeded``) of a debit over the wallet's KYC limit."""
+    return _refused(command, Refusal("limit_exceeded", why))

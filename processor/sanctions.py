@@ -11,6 +11,8 @@ events (:func:`processor.decide.screened`).
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,20 +22,36 @@ from common.failures import Backoff
 from common.topic_reader import partitions_of
 from events import topics
 from events.codec import DecodeError
-from events.compliance import SANCTIONS_CODEC, WalletSanctioned
+from events.compliance import SANCTIONS_CODEC, WalletSanctioned, WalletTierSet, WalletUnsanctioned
+from events.messages import Command, Event
+from processor.decide import limited, screened
+from processor.limits import Debit, over_limit
 
 log = logging.getLogger("ledgerline.processor.sanctions")
 
 
 class Sanctions:
+    """The sanctions list and the KYC tiers' limits (wallet -> asset -> base units)."""
+
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self.listed: set[str] = set()
+        self.limits: dict[str, dict[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
     def __contains__(self, wallet: object) -> bool:
         return wallet in self.listed
+
+    def screen(self, command: Command, debits: Sequence[Debit], now: datetime) -> list[Event] | None:
+        """The refusal of a command screening stops, decided before any balance changes; None
+        when it may be decided as usual."""
+        refused = screened(command, self)
+        if refused is not None:
+            return refused
+        wallet = getattr(command, "source", None) or getattr(command, "seller", None)
+        why = over_limit(debits, self.limits.get(wallet) if wallet else None, command, now)
+        return None if why is None else limited(command, why)
 
     async def start(self, wait_seconds: float = 60.0) -> None:
         """Read the list to its current end, then keep following it."""
@@ -57,8 +75,8 @@ class Sanctions:
                 await backoff.wait()
 
     async def _read(self) -> None:
-        tps = [TopicPartition(topics.SANCTIONS, p)
-               for p in await partitions_of(self.bootstrap, topics.SANCTIONS)]
+        tps = [TopicPartition(topic, p) for topic in (topics.SANCTIONS, topics.KYC)
+               for p in await partitions_of(self.bootstrap, topic)]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
@@ -88,7 +106,10 @@ class Sanctions:
             log.warning("unreadable sanctions record at %s@%s: %s", record.partition, record.offset, exc)
             return
         wallet = env.payload.wallet
-        if isinstance(env.payload, WalletSanctioned):
-            self.listed.add(wallet)
-        else:
-            self.listed.discard(wallet)
+        match env.payload:
+            case WalletSanctioned():
+                self.listed.add(wallet)
+            case WalletUnsanctioned():
+                self.listed.discard(wallet)
+            case WalletTierSet():
+                self.limits[wallet] = {a: int(v) for a, v in env.payload.daily_limits.items()}

@@ -20,7 +20,6 @@ A revocation waits for the worker's batch in flight to commit.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Container
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -31,6 +30,7 @@ from events import topics
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.partition import Fenced, PartitionWorker, quick_transaction_restarts
+from processor.sanctions import Sanctions
 
 __all__ = ["Fenced", "Processor"]
 
@@ -63,7 +63,7 @@ class Processor:
     def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
-                 health: Health | None = None, sanctions: Container[str] | None = None) -> None:
+                 health: Health | None = None, sanctions: Sanctions | None = None) -> None:
         quick_transaction_restarts()
         self.sanctions = sanctions
         self.bootstrap = bootstrap

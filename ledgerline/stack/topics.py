@@ -19,6 +19,7 @@ ALERTS_TOPIC = "compliance.alerts"
 CASE_COMMANDS_TOPIC = "compliance.commands"
 CASE_EVENTS_TOPIC = "compliance.events"
 SANCTIONS_TOPIC = "compliance.sanctions"
+KYC_TOPIC = "compliance.kyc"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -30,6 +31,7 @@ TOPICS: dict[str, dict[str, str]] = {
     CASE_COMMANDS_TOPIC: {},
     CASE_EVENTS_TOPIC: {"retention.ms": "-1"},
     SANCTIONS_TOPIC: {"cleanup.policy": "compact"},
+    KYC_TOPIC: {"cleanup.policy": "compact"},
 }
 
 #: Topics that must have the same number of partitions.

@@ -59,3 +59,32 @@ async def test_a_sanctioned_wallet_cannot_send_receive_be_issued_or_trade(
     while (outcome := await transfer(bad, good))["status"] != "completed":
         assert time.monotonic() < deadline, outcome
         await asyncio.sleep(0.2)
+
+
+async def test_a_kyc_tier_limits_what_a_wallet_sends_in_24_hours(http: httpx.AsyncClient,
+                                                                 running: Running) -> None:
+    ledger = await Ledger(http, running).start()
+    payer, payee = unique("kyc"), unique("to")
+    await ledger.fund(payer, 1000)
+    tier = await post(http, running, f"/v1/wallets/{payer}/kyc", COMPLIANCE,
+                      {"tier": "basic", "daily_limits": {ledger.symbol: "100"}})
+    assert tier.status_code == 202, tier.text
+
+    async def send(amount: int) -> dict[str, str]:
+        answer = await post(http, running, "/v1/transfers", token(payer, wallets=[payer]),
+                            {"from": payer, "to": payee, "asset": ledger.symbol, "amount": str(amount)})
+        return dict(answer.json())
+
+    # Until the processor holds the tier, a transfer of 101 goes through; then it cannot.
+    deadline = time.monotonic() + 15
+    sent = 0
+    while (outcome := await send(101))["status"] == "completed":
+        sent += 101
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert (outcome["status"], outcome["reason"]) == ("failed", "limit_exceeded")
+    if sent == 0:
+        assert (await send(60))["status"] == "completed"
+        assert (await send(40))["status"] == "completed"  # exactly the limit
+        last = await send(1)
+        assert (last["status"], last["reason"]) == ("failed", "limit_exceeded")

@@ -37,3 +37,22 @@ def test_other_commands_and_unlisted_wallets_pass() -> None:
                     LISTED) is None
     # A burn only destroys what the wallet holds; a frozen or listed wallet is stopped elsewhere.
     assert screened(BurnTokens(wallet="mallory", asset="U", amount=1), LISTED) is None
+
+
+def test_kyc_limits_count_a_wallets_debits_of_the_last_24_hours_per_asset() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from events.messages import TransferConfirmed
+    from processor.limits import over_limit, track
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    send = InitiateTransfer(transfer_id="t", source="a", target="b", asset="USDX", amount=40)
+    debits = track((), [TransferConfirmed(transfer_id="t0", source="a", target="b", asset="USDX", amount=70,
+                                          available_after=0, held_after=0)], t0)
+    assert debits is not None
+    assert over_limit(debits, {"USDX": 100}, send, t0 + timedelta(hours=1)) is not None
+    assert over_limit(debits, {"USDX": 110}, send, t0 + timedelta(hours=1)) is None  # at the limit
+    assert over_limit(debits, {"USDX": 100}, send, t0 + timedelta(hours=24, seconds=1)) is None
+    assert over_limit(debits, {"BOND": 1}, send, t0) is None  # USDX is not limited
+    assert over_limit(debits, None, send, t0) is None
+    assert track(debits, [], t0) is None  # nothing debited: the snapshot keeps what it had
