@@ -65,11 +65,12 @@ class Report:
         return "\n".join(lines)
 
 
-async def make_shadow(conn: asyncpg.Connection) -> None:
-    await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
-    await conn.execute(f"CREATE SCHEMA {SHADOW}")
+async def make_shadow(conn: asyncpg.Connection, schema: str = SHADOW) -> None:
+    """Empty copies of the live tables in ``schema`` (dropped first if it exists)."""
+    await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    await conn.execute(f"CREATE SCHEMA {schema}")
     for table in TABLES:
-        await conn.execute(f"CREATE TABLE {SHADOW}.{table} (LIKE {store.SCHEMA}.{table} INCLUDING ALL)")
+        await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE {store.SCHEMA}.{table} INCLUDING ALL)")
 
 
 async def replay(bootstrap: str, pool: asyncpg.Pool, rules: rules_file.RuleSet,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from io import StringIO
 
 import asyncpg
@@ -145,3 +146,50 @@ async def test_backtest_reports_no_difference_for_the_live_rules_and_an_oracle_f
     new = await pool.fetch(f"SELECT evidence FROM {backtest.SHADOW}.alerts WHERE signature = ANY($1::text[])",
                            report.new["large_movement"])
     assert sorted(e for r in new for e in r[0]) == sorted(expected)
+
+
+@dataclass
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes = b"wallet:poison"
+
+
+async def test_a_poison_record_is_dead_lettered_and_the_monitor_goes_on(
+        running: Running, pool: asyncpg.Pool) -> None:
+    """The monitor's own code, into a schema of the test's own, fed a batch whose middle record
+    is garbage: it lands in ``ledger.dlq`` with the standard headers, the offsets move past it
+    and the record after it raises its alert."""
+    from aiokafka import AIOKafkaProducer
+
+    from compliance.worker import Monitor
+    from events.codec import encode, envelope
+    from events.messages import TransferConfirmed
+
+    bootstrap = running.stack.settings.kafka_bootstrap
+    schema = "compliance_poison_test"
+    async with pool.acquire() as conn:
+        await backtest.make_shadow(conn, schema)
+    before = {p: len(rs) for p, rs in (await read_to_end(bootstrap, topics.DLQ)).items()}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        monitor = Monitor(pool, rules.load(COMPLIANCE_RULES), producer, schema=schema, notify=False)
+        await monitor.load([0])
+        big = envelope(TransferConfirmed(transfer_id="t", source="poisoned", target="b", asset="X",
+                                         amount=5_000_000, available_after=0, held_after=0),
+                       key="wallet:poisoned", command_id="c", principal="p")
+        offset = 10**12
+        written = await monitor.apply({0: [_Record(topics.EVENTS, 0, offset, b"not an envelope"),
+                                           _Record(topics.EVENTS, 0, offset + 1, encode(big))]})
+    finally:
+        await producer.stop()
+    assert [a.rule for a in written.alerts] == ["large_movement", "velocity"]
+    assert await pool.fetchval(f"SELECT next_offset FROM {schema}.offsets WHERE partition = 0") == offset + 2
+    letters = [r for p, rs in (await read_to_end(bootstrap, topics.DLQ)).items() for r in rs[before.get(p, 0):]]
+    [letter] = [r for r in letters if dict(r.headers).get("source_offset") == str(offset).encode()]
+    headers = dict(letter.headers)
+    assert headers["source_topic"] == topics.EVENTS.encode() and headers["consumer"] == b"ledger-compliance"
+    assert b"not an envelope" in letter.value and headers["error"]
