@@ -6,13 +6,13 @@ import logging
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from common import runtime
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from compliance import rules as rules_file
 from compliance.cases import CaseWorker
+from compliance.metrics import MonitorMetrics
 from compliance.worker import MonitorWorker
 
 log = logging.getLogger("ledgerline.compliance")
@@ -32,17 +32,18 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     log.info("compliance rules version %s (sha256 %s)", rules.version, rules.digest[:12])
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2,
                                      server_settings={"application_name": "ledgerline-compliance"})
-    health = Health()
+    health, metrics = Health(), MonitorMetrics()
     server = None
     if settings.compliance_metrics_port:
-        server = await listen(CollectorRegistry(), health, settings.compliance_metrics_port,
+        server = await listen(metrics.registry, health, settings.compliance_metrics_port,
                               "LEDGERLINE_COMPLIANCE_METRICS_PORT")
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 enable_idempotence=True)
     await producer.start()
     try:
         await asyncio.gather(
-            MonitorWorker(settings.kafka_bootstrap, pool, rules, producer, health=health).run(stop),
+            MonitorWorker(settings.kafka_bootstrap, pool, rules, producer, health=health,
+                          metrics=metrics).run(stop),
             CaseWorker(settings.kafka_bootstrap, pool, producer).run(stop),
         )
     finally:

@@ -16,6 +16,7 @@ id: consumers de-duplicate by it.
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from common import failures
 from common.ops import Health
 from compliance import store
 from compliance.evaluate import State, evaluate
+from compliance.metrics import MonitorMetrics
 from compliance.rules import RuleSet
 from events import codec, topics
 from events.compliance import AlertRaised, encode_alert
@@ -55,8 +57,10 @@ class Monitor:
     """Evaluates batches of ``ledger.events`` records against a rule set, exactly once."""
 
     def __init__(self, pool: asyncpg.Pool, rules: RuleSet, dead_letters: AIOKafkaProducer | None,
-                 *, schema: str = store.SCHEMA, notify: bool = True) -> None:
+                 *, schema: str = store.SCHEMA, notify: bool = True,
+                 metrics: MonitorMetrics | None = None) -> None:
         self.pool = pool
+        self.metrics = metrics
         self.rules = rules
         self.dead_letters = dead_letters
         self.schema = schema
@@ -78,6 +82,7 @@ class Monitor:
         alerts: list[AlertRaised] = []
         poison: list[tuple[Any, str]] = []
         offsets: dict[int, tuple[int | None, int]] = {}
+        evaluated = 0
         for p in sorted(batches):
             if p not in self.stored:
                 continue
@@ -90,14 +95,22 @@ class Monitor:
                 except Exception as exc:  # poison, whatever the reason: it must not stop the monitor
                     poison.append((record, str(exc)))
                 offsets[p] = (self.stored[p], record.offset + 1)
+                evaluated += 1
         if not offsets:
             return store.Written()
         await self._dead_letter(poison)
+        started = time.monotonic()
         async with self.pool.acquire() as conn:
             written = await store.write_batch(conn, topics.EVENTS, offsets, self.state.take_touched(),
                                               alerts, self.schema, self.notify)
         for p, (_, nxt) in offsets.items():
             self.stored[p] = nxt
+        if self.metrics is not None:
+            self.metrics.batch_seconds.observe(time.monotonic() - started)
+            self.metrics.events.inc(evaluated)
+            self.metrics.dead_letters.inc(len(poison))
+            for a in written.alerts:
+                self.metrics.alerts.labels(a.rule).inc()
         return written
 
     async def _dead_letter(self, poison: list[tuple[Any, str]]) -> None:
@@ -140,7 +153,8 @@ class MonitorWorker:
     """
 
     def __init__(self, bootstrap: str, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
-                 *, max_records: int = 5_000, health: Health | None = None) -> None:
+                 *, max_records: int = 5_000, health: Health | None = None,
+                 metrics: MonitorMetrics | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
@@ -150,7 +164,8 @@ class MonitorWorker:
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
         )
         self.producer = producer  # started and stopped by the caller
-        self.monitor = Monitor(pool, rules, self.producer)
+        self.metrics = metrics
+        self.monitor = Monitor(pool, rules, self.producer, metrics=metrics)
 
     async def seek_to_stored(self) -> None:
         assigned = list(self.consumer.assignment())
@@ -181,9 +196,17 @@ class MonitorWorker:
                     await self.seek_to_stored()
                 except failures.TRANSIENT as exc:
                     log.warning("transient failure (%r); reading back the state and retrying", exc)
+                    if self.metrics is not None:
+                        self.metrics.retries.inc()
                     await backoff.wait()
                     await self.seek_to_stored()
                 self.health.turned(sorted(self.monitor.stored))
+                if self.metrics is not None:
+                    for tp in self.consumer.assignment():
+                        end = self.consumer.last_stable_offset(tp)
+                        if end is not None and tp.partition in self.monitor.stored:
+                            behind = max(0, end - (self.monitor.stored[tp.partition] or 0))
+                            self.metrics.lag_records.labels(str(tp.partition)).set(behind)
         finally:
             await self.consumer.stop()
 

@@ -34,6 +34,10 @@ async def test_large_movement(http: httpx.AsyncClient, running: Running) -> None
         ledger.symbol, "test-1", "high", "open")
     await monitor_caught_up(running)
     assert await alerts(http, running, near) == [], missed
+    port = running.stack.settings.compliance_metrics_port
+    exposed = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert 'ledgerline_compliance_alerts_total{rule="large_movement"}' in exposed
+    assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
 
 
 async def test_velocity(http: httpx.AsyncClient, running: Running) -> None:
