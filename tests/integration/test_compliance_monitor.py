@@ -92,6 +92,7 @@ async def test_sigkill_mid_batch_three_times_alerts_equal_a_clean_replay(
     assert report.differences == 0, report.render()
     assert report.live_behind == {}
     assert sum(report.unchanged.values()) == await pool.fetchval("SELECT count(*) FROM compliance.alerts")
+    assert await pool.fetchval("SELECT count(*) FROM reporting.alerts") == sum(report.unchanged.values())
 
     # Every alert reaches compliance.alerts (at least once; consumers de-duplicate by id).
     deadline = time.monotonic() + 30
