@@ -42,11 +42,15 @@ PRINCIPAL = "compliance-monitor"
 _FREEZES = uuid.UUID("5c0f3b1e-8d7a-4c1e-9b2f-7a4d6e0c9f21")
 
 
+def freeze_id(alert: AlertRaised) -> str:
+    return str(uuid.uuid5(_FREEZES, alert.id))
+
+
 def freeze_command(alert: AlertRaised) -> bytes:
     """The ordinary ``FreezeWallet`` command for an alert of a rule marked ``freeze``. Its id
     is derived from the alert's, so sending it again (after a crash, or from a monitor that
     replays the log) is the same command, which the processor decides once."""
-    command_id = str(uuid.uuid5(_FREEZES, alert.id))
+    command_id = freeze_id(alert)
     return codec.encode(codec.envelope(
         FreezeWallet(wallet=alert.wallet, reason=f"compliance alert {alert.rule} {alert.id}"),
         key=wallet_key(alert.wallet), command_id=command_id, id=command_id, principal=PRINCIPAL,
@@ -220,7 +224,22 @@ class MonitorWorker:
                          for a in alerts]
                 sends += [await self.producer.send(topics.COMMANDS, freeze_command(a),
                                                    key=wallet_key(a.wallet).encode())
-                          for a in alerts if a.rule in self.monitor.rules.freezing]
+                          for a in await self._freezes_not_sent(conn, alerts)]
                 for sent in sends:
                     await sent
                 await store.mark_published(conn, [a.id for a in alerts])
+
+    async def _freezes_not_sent(self, conn: asyncpg.Connection,
+                                alerts: list[AlertRaised]) -> list[AlertRaised]:
+        """The alerts whose rule freezes, less those whose freeze the ledger has already decided
+        (its command id is in ``command_log``). A monitor replaying the log from the start (its
+        schema wiped) so sends no freeze twice, even where the processor no longer remembers the
+        command id; one sent moments ago and not yet in the views is dropped by the processor,
+        which remembers a wallet's recent command ids."""
+        freezing = [a for a in alerts if a.rule in self.monitor.rules.freezing]
+        if not freezing:
+            return []
+        ids = {freeze_id(a): a for a in freezing}
+        decided = {r[0] for r in await conn.fetch(
+            "SELECT command_id FROM command_log WHERE command_id = ANY($1::text[])", list(ids))}
+        return [a for i, a in ids.items() if i not in decided]

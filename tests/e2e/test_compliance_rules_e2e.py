@@ -4,9 +4,11 @@ monitor → GraphQL) on a workload built to trip it, and stays silent on a near 
 import asyncio
 import time
 
+import asyncpg
 import httpx
 import pytest
 
+from common.settings import asyncpg_dsn
 from tests.conftest import Running, unique
 from tests.e2e.compliance_support import (
     COMPLIANCE,
@@ -121,3 +123,18 @@ async def test_watch_list(http: httpx.AsyncClient, running: Running) -> None:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
     assert [e["principal"] for e in frozen] == ["compliance-monitor"]
+    # Published again (as after a crash before the mark, or a replay): no second freeze.
+    conn = await asyncpg.connect(asyncpg_dsn(running.stack.infra.database_url))
+    try:
+        await conn.execute("UPDATE compliance.alerts SET published = false WHERE alert_id = $1", found[0]["id"])
+    finally:
+        await conn.close()
+    second = await ledger.send(payer, "watched-wallet", 1)  # a new alert: the monitor publishes
+    await monitor_caught_up(running)
+    deadline = time.monotonic() + 30
+    while not any(second in a["evidence"] for a in await alerts(http, running, "watched-wallet", "watch_list")):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)
+    nodes = (await graphql(http, running, COMPLIANCE, query))["events"]["nodes"]
+    assert len([e for e in nodes if found[0]["id"] in e["payload"]]) == 1
