@@ -186,14 +186,16 @@ class MonitorWorker:
         self.consumer.subscribe([topics.EVENTS], listener=_Seek(self))
         await self.consumer.start()
         backoff = failures.Backoff()
+        unpublished = True  # alerts a crash left unpublished; or a publish that failed: again
         try:
-            await self.publish()
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 try:
                     written = await self.monitor.apply({tp.partition: r for tp, r in batches.items() if r})
-                    if written.alerts:
+                    unpublished = unpublished or bool(written.alerts)
+                    if unpublished:
                         await self.publish()
+                        unpublished = False
                     backoff.reset()
                 except store.OffsetConflict as exc:
                     log.warning("%s: another instance moved on; re-reading the stored offsets", exc)

@@ -83,7 +83,9 @@ async def alerts(http: httpx.AsyncClient, running: Running, wallet: str, rule: s
 
 
 async def wait_for_alerts(http: httpx.AsyncClient, running: Running, wallet: str, rule: str,
-                          seconds: float = 30.0) -> list[dict[str, Any]]:
+                          seconds: float = 120.0) -> list[dict[str, Any]]:
+    """Long by default: right after a broker restart (tests/integration/test_broker_crash.py
+    runs just before the monitor's tests) the monitor takes a while to rejoin its group."""
     deadline = time.monotonic() + seconds
     while True:
         found = await alerts(http, running, wallet, rule)

@@ -70,6 +70,7 @@ async def _workload(ledger: Ledger, payers: list[str], leaves: list[str], seed: 
 async def test_sigkill_mid_batch_three_times_alerts_equal_a_clean_replay(
     http: httpx.AsyncClient, running: Running, pool: asyncpg.Pool
 ) -> None:
+    await monitor_caught_up(running, seconds=120)  # e.g. back from a broker restart
     ledger = await Ledger(http, running).start()
     payers = [unique("payer") for _ in range(6)]
     leaves = [unique("leaf") for _ in range(5)]
