@@ -21,7 +21,7 @@ install: $(BIN)/ledgerline
 up: install
 	$(BIN)/ledgerline up
 
-PACKAGES := events common command processor projector query ledgerline
+PACKAGES := events common command processor projector query compliance ledgerline
 
 ## Lint, type-check, and run every test against a real Kafka broker and a real PostgreSQL.
 test: install

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,6 +33,8 @@ from command.api import (
     transfer,
     unfreeze,
 )
+from command.cases import ACTIONS as CASE_ACTIONS
+from command.cases import case_action, sanction, set_tier, unsanction
 from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
@@ -80,6 +84,11 @@ def create_app(settings: Settings) -> CommandApi:
         Route("/v1/wallets/{wallet}/freeze", Endpoint(freeze, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/unfreeze", Endpoint(unfreeze, box), methods=["POST"]),
         Route("/v1/commands/{command_id}", Endpoint(command_status, box), methods=["GET"]),
+        *(Route(f"/v1/cases/{{case_id}}/{action}", Endpoint(case_action(action), box), methods=["POST"])
+          for action in CASE_ACTIONS),
+        Route("/v1/wallets/{wallet}/sanction", Endpoint(sanction, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/unsanction", Endpoint(unsanction, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/kyc", Endpoint(set_tier, box), methods=["POST"]),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -96,8 +105,15 @@ def create_app(settings: Settings) -> CommandApi:
                         f"it takes {(allow or {}).get('Allow', 'other methods')}",
                         headers=allow).response()
 
+    # The compliance console (served by the GraphQL API, another origin) freezes wallets and acts
+    # on cases from the browser; those routes go through Starlette, so they answer its CORS.
+    console = [f"http://{host}:{settings.query_port}"
+               for host in dict.fromkeys((settings.query_host, "127.0.0.1", "localhost"))]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={404: not_found, 405: not_allowed})
+                    exception_handlers={404: not_found, 405: not_allowed},
+                    middleware=[Middleware(CORSMiddleware, allow_origins=console, allow_methods=["POST"],
+                                           allow_headers=["authorization", "content-type",
+                                                          "idempotency-key", "prefer"])])
     return CommandApi(app, direct)
 
 

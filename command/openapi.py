@@ -16,6 +16,7 @@ AMOUNT = {"type": "string", "pattern": f"^{grammar.POSITIVE_AMOUNT_PATTERN}$",
                          "no sign, exponent or spaces.", "examples": ["12.50"]}
 WALLET = {"type": "string", "pattern": f"^{grammar.WALLET_PATTERN}$", "examples": ["alice"]}
 SYMBOL = {"type": "string", "pattern": f"^{grammar.SYMBOL_PATTERN}$", "examples": ["USDX"]}
+_CASE = {"type": "string", "format": "uuid", "pattern": f"^{grammar.COMMAND_ID_PATTERN}$"}
 _CLEAN = "No control characters (U+0000-U+001F, U+007F-U+009F) or unpaired surrogates."
 
 
@@ -164,6 +165,31 @@ def document() -> dict[str, Any]:
             "/v1/wallets/{wallet}/unfreeze": _command("Unfreeze a wallet", _body(
                 ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
                 path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/sanction": _command(
+                "Put a wallet on the sanctions list (movements touching it fail sanctioned_wallet)",
+                _body(["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
+                path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/unsanction": _command("Take a wallet off the sanctions list", _body(
+                ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
+                path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/kyc": _command(
+                "Set a wallet's KYC tier and its 24 h outgoing limits (over them: limit_exceeded)",
+                _body(["tier", "daily_limits"], tier=_text(40), daily_limits={
+                    "type": "object", "maxProperties": 100, "additionalProperties": AMOUNT,
+                    "propertyNames": {"pattern": f"^{grammar.SYMBOL_PATTERN}$"},
+                    "description": "asset symbol -> the most the wallet may send in any 24 hours"}),
+                "compliance", path_params=(("wallet", WALLET),)),
+            "/v1/cases/{case_id}/assign": _command("Take a case on: investigating, with an assignee", _body(
+                ["assignee"], assignee=_text(100), note=_text(grammar.TEXT_LIMIT, empty=True)),
+                "compliance", path_params=(("case_id", _CASE),)),
+            "/v1/cases/{case_id}/note": _command("Add a note to a case", _body(
+                ["note"], note=_text(grammar.TEXT_LIMIT)), "compliance", path_params=(("case_id", _CASE),)),
+            "/v1/cases/{case_id}/clear": _command("Close a case as cleared", _body(
+                ["note"], note=_text(grammar.TEXT_LIMIT)), "compliance", path_params=(("case_id", _CASE),)),
+            "/v1/cases/{case_id}/escalate": _command("Close a case as escalated, with a report reference",
+                _body(["report_reference"], report_reference=_text(100),
+                      note=_text(grammar.TEXT_LIMIT, empty=True)),
+                "compliance", path_params=(("case_id", _CASE),)),
             "/v1/commands/{command_id}": {"get": {
                 "summary": "A command's outcome as the read model shows it",
                 "description": "Who may: the command's sender, operator, compliance, auditor. "

@@ -40,6 +40,8 @@ class Settings:
     jwt_max_lifetime_seconds: int = 366 * 24 * 3600
     max_header_bytes: int = 32 * 1024
     unavailable_seconds: float = 5.0  # the longest an API waits for an absent broker or database
+    compliance_metrics_port: int = 9103  # 0: no /metrics endpoint
+    compliance_rules: str | None = None  # the monitor's rules file; None: the one it ships with
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -116,6 +118,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # The request line and headers of one HTTP request, on both APIs; more is 431.
         max_header_bytes=_int(env, "LEDGERLINE_MAX_HEADER_BYTES", 32 * 1024, 4096, 1024 * 1024),
         unavailable_seconds=float(_int(env, "LEDGERLINE_UNAVAILABLE_SECONDS", 5, 1, 60)),
+        compliance_metrics_port=_int(env, "LEDGERLINE_COMPLIANCE_METRICS_PORT", 9103, 0, 65535),
+        compliance_rules=env.get("LEDGERLINE_COMPLIANCE_RULES") or None,
     )
 
 

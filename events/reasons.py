@@ -21,6 +21,8 @@ Reason = Literal[
     "invalid_symbol",
     "invalid_text",
     "invalid_command",
+    "sanctioned_wallet",
+    "limit_exceeded",
 ]
 
 REASONS: Final[dict[str, str]] = {
@@ -41,4 +43,8 @@ REASONS: Final[dict[str, str]] = {
                     "holds no control characters or unpaired surrogates",
     "invalid_command": "the command is malformed: an id that does not match its grammar, or a "
                        "record key that is not the aggregate the command is for",
+    "sanctioned_wallet": "the movement touches a wallet on the sanctions list (decided before any "
+                         "balance changes)",
+    "limit_exceeded": "the debit would take the wallet's outgoing amount of the asset in the last 24 "
+                      "hours over its KYC tier's limit",
 }

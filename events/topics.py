@@ -7,3 +7,13 @@ DLQ = "ledger.dlq"
 
 PROCESSOR_GROUP = "ledger-processor"
 PROJECTOR_GROUP = "ledger-projector"
+
+# The compliance monitor's own topics and group (see docs/compliance.md).
+ALERTS = "compliance.alerts"
+CASE_COMMANDS = "compliance.commands"
+CASE_EVENTS = "compliance.events"
+#: The sanctions list: compacted, keyed ``wallet:<id>``, the latest record of a key wins.
+SANCTIONS = "compliance.sanctions"
+#: KYC tiers: compacted, keyed ``wallet:<id>``: each wallet's tier and its 24 h limits.
+KYC = "compliance.kyc"
+COMPLIANCE_GROUP = "ledger-compliance"

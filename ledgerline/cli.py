@@ -37,6 +37,16 @@ def projector(settings: Settings, _args: argparse.Namespace) -> None:
     run(settings)
 
 
+def compliance(settings: Settings, args: argparse.Namespace) -> None:
+    if getattr(args, "compliance_command", None) == "backtest":
+        from compliance.backtest import main as backtest
+
+        raise SystemExit(backtest(settings, args.rules))
+    from compliance.bootstrap import main as run
+
+    run(settings)
+
+
 def dlq(settings: Settings, args: argparse.Namespace) -> None:
     from projector.bootstrap import dlq_list, dlq_redrive
 
@@ -141,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("query-api", help="the GraphQL API (default 127.0.0.1:8000/graphql)")
     sub.add_parser("processor", help="the ledger processor: decides commands")
     sub.add_parser("projector", help="the projector: builds the Postgres views")
+    c = sub.add_parser("compliance", help="the compliance monitor: rules over the events, alerts, cases")
+    csub = c.add_subparsers(dest="compliance_command", metavar="ACTION")
+    csub.add_parser("backtest", help="replay the event log through a candidate rule set into a shadow "
+                                     "schema; print per rule the alerts new, gone and unchanged") \
+        .add_argument("rules", metavar="RULES_FILE", help="the candidate rules (TOML)")
     sub.add_parser("migrate", help="bring the database schema to the latest version")
     sub.add_parser("topics", help="create the Kafka topics if they are missing")
     a = sub.add_parser("audit", help="check conservation per asset from the events, and the views "
@@ -173,8 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     handlers = {
         "up": up, "command-api": command_api, "query-api": query_api, "processor": processor,
-        "projector": projector, "dlq": dlq, "rebuild": rebuild, "migrate": migrate,
-        "topics": topics, "token": token, "audit": audit, "health": health,
+        "projector": projector, "compliance": compliance, "dlq": dlq, "rebuild": rebuild,
+        "migrate": migrate, "topics": topics, "token": token, "audit": audit, "health": health,
     }
     try:
         settings = _with_local_database(load(), args.command)

@@ -1,4 +1,4 @@
-"""The local stack: a real Kafka broker and PostgreSQL, the schema, the four processes.
+"""The local stack: a real Kafka broker and PostgreSQL, the schema, the five processes.
 
 Used by ``ledgerline up`` and by the test fixtures, so both start the system the same way.
 ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL``, when set, point at existing servers instead.
@@ -34,7 +34,7 @@ from ledgerline.stack.topics import ensure_topics
 
 log = logging.getLogger("ledgerline.local")
 
-PROCESSES = ("processor", "projector", "command-api", "query-api")
+PROCESSES = ("processor", "projector", "command-api", "query-api", "compliance")
 DEFAULT_PG_PORT = 55432
 
 
@@ -156,7 +156,7 @@ def local_database_url(env: Mapping[str, str]) -> str | None:
 
 @dataclass
 class Services:
-    """The four processes as child processes, restarted if one dies."""
+    """The five processes (the compliance monitor the fifth) as child processes, restarted if one dies."""
 
     env: dict[str, str]
     log_dir: Path
@@ -224,6 +224,7 @@ def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str
         LEDGERLINE_PARTITIONS=str(settings.partitions),
         LEDGERLINE_PROJECTOR_METRICS_PORT=str(settings.projector_metrics_port),
         LEDGERLINE_PROCESSOR_METRICS_PORT=str(settings.processor_metrics_port),
+        LEDGERLINE_COMPLIANCE_METRICS_PORT=str(settings.compliance_metrics_port),
     )
     return env
 
@@ -272,7 +273,8 @@ def load_demo(command_url: str, tokens: dict[str, str]) -> None:
 
 
 def _metrics(settings: Settings) -> str:
-    ports = [("processor", settings.processor_metrics_port), ("projector", settings.projector_metrics_port)]
+    ports = [("processor", settings.processor_metrics_port), ("projector", settings.projector_metrics_port),
+             ("compliance", settings.compliance_metrics_port)]
     shown = [f"http://127.0.0.1:{port}/metrics ({name})" for name, port in ports if port]
     return ", ".join(shown) or "off"
 
@@ -291,6 +293,7 @@ def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path
 Ledgerline is running.
 
   GraphQL API   {q}   (GraphiQL in the browser; send a token as 'Authorization: Bearer ...')
+  Console       {q.removesuffix("/graphql")}/console   (compliance: paste the compliance token below)
   Command API   {c}
   Kafka         {infra.bootstrap}
   PostgreSQL    {_shown_database(infra, home)}

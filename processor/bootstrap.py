@@ -9,6 +9,7 @@ from common.ops import Health, listen
 from common.settings import Settings
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
+from processor.sanctions import Sanctions
 from processor.worker import Processor
 
 
@@ -18,13 +19,16 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
     if settings.processor_metrics_port:
         server = await listen(metrics.registry, health, settings.processor_metrics_port,
                               "LEDGERLINE_PROCESSOR_METRICS_PORT")
+    sanctions = Sanctions(settings.kafka_bootstrap)
     try:
+        await sanctions.start()
         await Processor(
             settings.kafka_bootstrap, max_records=settings.processor_max_records,
             session_timeout_ms=settings.processor_session_timeout_ms,
-            fault=Fault.from_env(os.environ), metrics=metrics, health=health,
+            fault=Fault.from_env(os.environ), metrics=metrics, health=health, sanctions=sanctions,
         ).run(stop)
     finally:
+        await sanctions.stop()
         if server is not None:
             server.close()
 

@@ -19,6 +19,7 @@ debits; a trade whose asset is already locked still settles. ``SettleTrade`` and
 ``CreditWallet``, which earlier versions sent, are still decided as they were.
 """
 
+from collections.abc import Container
 from typing import Any
 
 import msgspec
@@ -508,3 +509,26 @@ def react(event: Event) -> list[tuple[str, Command]]:
             reduce = ApplyBurn(symbol=event.asset, wallet=event.wallet, amount=event.amount)
             return [(asset_key(event.asset), reduce)]
     return []
+
+
+def screened(command: Command, listed: Container[str]) -> list[Event] | None:
+    """The refusal (``sanctioned_wallet``) of a transfer, issue or trade one of whose parties is
+    on the sanctions list, decided before any balance changes; None when it may be decided."""
+    match command:
+        case InitiateTransfer():
+            parties: tuple[str, ...] = (command.source, command.target)
+        case IssueTokens():
+            parties = (command.to,)
+        case InitiateTrade():
+            parties = (command.seller, command.buyer)
+        case _:
+            return None
+    hit = [p for p in parties if p in listed]
+    if not hit:
+        return None
+    return _refused(command, Refusal("sanctioned_wallet", f"{hit[0]} is on the sanctions list"))
+
+
+def limited(command: Command, why: str) -> list[Event]:
+    """The refusal (``limit_exceeded``) of a debit over the wallet's KYC limit."""
+    return _refused(command, Refusal("limit_exceeded", why))

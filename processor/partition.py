@@ -29,8 +29,10 @@ from events.deadletter import dead_letter_headers
 from processor import snapshots
 from processor.decide import consequences, decide, evolve, react
 from processor.faults import Fault
+from processor.limits import track
 from processor.metrics import ProcessorMetrics
 from processor.outbox import Outbox, Partitioner
+from processor.sanctions import Sanctions
 from processor.snapshots import EMPTY, Snapshot, restore
 from processor.wellformed import envelope_problem
 
@@ -75,6 +77,7 @@ class PartitionWorker:
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
                  metrics: ProcessorMetrics | None = None) -> None:
         self.tp = tp
+        self.sanctions: Sanctions | None = None  # the sanctions list and KYC limits, if screened
         self.bootstrap = bootstrap
         self.max_records = max_records
         self.fault = fault
@@ -231,7 +234,9 @@ class PartitionWorker:
             log.info("duplicate command %s on %s ignored", env.id, env.key)
             return "duplicate"
         try:
-            decided = decide(snap.state, env.payload, env.key)
+            decided = (None if self.sanctions is None
+                       else self.sanctions.screen(env.payload, snap.debits, env.occurred_at)) \
+                or decide(snap.state, env.payload, env.key)
             state = snap.state
             # A follow-up that decides nothing (ApplyCredit) brings the events another
             # partition's transaction already wrote for this aggregate into its state.
@@ -242,7 +247,7 @@ class PartitionWorker:
             written = self._encode(env, decided)
         except Exception as exc:  # a command no decider can apply is poison, not a crash
             return self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
-        pending[env.key] = snap.after(state, env.id)
+        pending[env.key] = snap.after(state, env.id, track(snap.debits, decided, env.occurred_at))
         for topic, partition, key, value in written:
             out.add(topic, partition, key, value)
         return "decided"

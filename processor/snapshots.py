@@ -6,6 +6,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import topics
 from processor.decide import State
+from processor.limits import Debit
 
 RECENT_COMMANDS = 256
 
@@ -18,12 +19,16 @@ CHECKPOINT_KEY = b"__input_offset__"
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     state: State | None = None
     recent: tuple[str, ...] = ()
+    #: A wallet's debits of the last 24 hours, for its KYC limits (:mod:`processor.limits`).
+    debits: tuple[Debit, ...] = ()
 
     def seen(self, command_id: str) -> bool:
         return command_id in self.recent
 
-    def after(self, state: State | None, command_id: str) -> "Snapshot":
-        return Snapshot(state=state, recent=(*self.recent[-(RECENT_COMMANDS - 1) :], command_id))
+    def after(self, state: State | None, command_id: str,
+              debits: tuple[Debit, ...] | None = None) -> "Snapshot":
+        return Snapshot(state=state, recent=(*self.recent[-(RECENT_COMMANDS - 1) :], command_id),
+                        debits=self.debits if debits is None else debits)
 
 
 EMPTY = Snapshot()

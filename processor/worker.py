@@ -30,6 +30,7 @@ from events import topics
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.partition import Fenced, PartitionWorker, quick_transaction_restarts
+from processor.sanctions import Sanctions
 
 __all__ = ["Fenced", "Processor"]
 
@@ -62,8 +63,9 @@ class Processor:
     def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
-                 health: Health | None = None) -> None:
+                 health: Health | None = None, sanctions: Sanctions | None = None) -> None:
         quick_transaction_restarts()
+        self.sanctions = sanctions
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.health = health or Health()
@@ -99,6 +101,7 @@ class Processor:
             worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
                                      max_records=self.max_records, fault=self.fault,
                                      on_commit=self._decided, metrics=self.metrics)
+            worker.sanctions = self.sanctions
             await worker.start(self._committed)
             self.consumer.seek(tp, worker.next_offset)
             worker.task = asyncio.create_task(worker.run(), name=f"partition-{tp.partition}")

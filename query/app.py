@@ -71,7 +71,8 @@ class LedgerGraphQL(GraphQL[Context, None]):
         state = request.app.state
         if isinstance(request, WebSocket):
             return Context(db=state.pool, principal=None, hub=state.hub,
-                           loaders=Loaders(state.pool, cache=False), transport="websocket")
+                           loaders=Loaders(state.pool, cache=False), transport="websocket",
+                           alerts=state.alerts)
         c = await _http_context(state, request.scope["ledgerline.principal"],
                                 request.headers.get("x-after-command"))
         request.state.ledgerline_context = c

@@ -14,6 +14,8 @@ from common.runtime import settle_heap
 from common.settings import Settings, asyncpg_dsn
 from query import graphiql
 from query.app import MAX_BODY_BYTES, LedgerGraphQL, QueryApp, healthz, metrics, readyz
+from query.compliance import AlertFeed
+from query.console_app import routes as console_routes
 from query.hub import Hub
 from query.pool import Pool
 
@@ -34,12 +36,15 @@ def create_app(settings: Settings) -> QueryApp:
                                     command_timeout=bound,
                                     server_settings={"application_name": APPLICATION_NAME}).start()
         app.state.hub = Hub(dsn, app.state.pool)
+        app.state.alerts = AlertFeed(dsn, app.state.pool)
         try:
             await app.state.hub.start()
+            await app.state.alerts.start()
             settle_heap()
             log.info("query API ready")
             yield
         finally:
+            await app.state.alerts.stop()
             await app.state.hub.stop()
             await app.state.pool.close()
 
@@ -51,6 +56,7 @@ def create_app(settings: Settings) -> QueryApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *console_routes(settings),
             *([Mount(graphiql.PREFIX.rstrip("/"), StaticFiles(directory=graphiql.default_dir()))]
               if graphiql.default_dir().is_dir() else []),
         ],

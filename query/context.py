@@ -97,6 +97,7 @@ class Context:
     principal: Principal | None
     loaders: Loaders
     hub: Hub | None = None
+    alerts: Any = None  # the compliance alert feed (query.compliance.AlertFeed), for alertRaised
     transport: str = "http"
     # Filled by graphql-transport-ws from the connection_init payload.
     connection_params: dict[str, Any] | None = None

@@ -12,6 +12,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionContext, Info
 
 from query import db, pages
+from query.compliance import ComplianceQuery, ComplianceSubscription
 from query.context import ctx
 from query.errors import ErrorCode, forbidden, invalid_argument, is_expected
 from query.ids import id_arg, key_arg, name_arg, symbol_arg, wallet_arg
@@ -70,7 +71,7 @@ def _between(f: TransferFilter | TradeFilter | EventFilter) -> dict[str, datetim
 
 
 @strawberry.type
-class Query:
+class Query(ComplianceQuery):
     @strawberry.field(description="A wallet; only its owner and the roles that see everything may read it.")
     def wallet(self, info: Info, id: strawberry.ID) -> Wallet | None:
         ctx(info).require_wallet(wallet_arg(id))
@@ -187,9 +188,14 @@ class LedgerSchema(strawberry.Schema):
             super().process_errors(unexpected, execution_context)
 
 
+@strawberry.type(name="Subscription")
+class Subscriptions(Subscription, ComplianceSubscription):
+    pass
+
+
 schema = LedgerSchema(
     query=Query,
-    subscription=Subscription,
+    subscription=Subscriptions,
     types=[ErrorCode],
     extensions=[QueryGuard],
 )

@@ -1,6 +1,6 @@
 """Session fixtures: one real Kafka broker and one real PostgreSQL for the whole run, started the
 way the local stack starts them (or the servers named by KAFKA_BOOTSTRAP / DATABASE_URL), and,
-for the end-to-end tests, the four processes as real child processes."""
+for the end-to-end tests, the five processes as real child processes."""
 
 import os
 import tempfile
@@ -18,6 +18,7 @@ from ledgerline import local
 from ledgerline.stack.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+COMPLIANCE_RULES = REPO / "tests" / "compliance_rules.toml"
 SECRET = "test-secret-" + "x" * 40
 
 
@@ -29,7 +30,9 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return local.process_env(self.settings, self.infra, SECRET, os.environ)
+        env = local.process_env(self.settings, self.infra, SECRET, os.environ)
+        env.setdefault("LEDGERLINE_COMPLIANCE_RULES", str(COMPLIANCE_RULES))
+        return env
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +48,8 @@ def stack() -> Iterator[Stack]:
     infra = local.start_infra(settings, home, cache, env)
     settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                        query_port=free_port(), command_port=free_port(),
-                       projector_metrics_port=free_port(), processor_metrics_port=free_port())
+                       projector_metrics_port=free_port(), processor_metrics_port=free_port(),
+                       compliance_metrics_port=free_port())
     try:
         yield Stack(settings, infra, home)
     finally:

@@ -15,6 +15,11 @@ COMMANDS_TOPIC = "ledger.commands"
 EVENTS_TOPIC = "ledger.events"
 STATE_TOPIC = "ledger.state"
 DLQ_TOPIC = "ledger.dlq"
+ALERTS_TOPIC = "compliance.alerts"
+CASE_COMMANDS_TOPIC = "compliance.commands"
+CASE_EVENTS_TOPIC = "compliance.events"
+SANCTIONS_TOPIC = "compliance.sanctions"
+KYC_TOPIC = "compliance.kyc"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -22,6 +27,11 @@ TOPICS: dict[str, dict[str, str]] = {
     EVENTS_TOPIC: {"retention.ms": "-1"},
     STATE_TOPIC: {"cleanup.policy": "compact"},
     DLQ_TOPIC: {"retention.ms": "-1"},
+    ALERTS_TOPIC: {"retention.ms": "-1"},
+    CASE_COMMANDS_TOPIC: {},
+    CASE_EVENTS_TOPIC: {"retention.ms": "-1"},
+    SANCTIONS_TOPIC: {"cleanup.policy": "compact"},
+    KYC_TOPIC: {"cleanup.policy": "compact"},
 }
 
 #: Topics that must have the same number of partitions.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ledgerline.stack.ports import free_port
-from tests.conftest import Running
+from tests.conftest import COMPLIANCE_RULES, Running
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,9 @@ def test_a_signal_stops_the_whole_local_stack(running: Running, tmp_path: Path, 
            "LEDGERLINE_JWT_SECRET": s.jwt_secret or "", "LEDGERLINE_QUERY_PORT": str(free_port()),
            "LEDGERLINE_COMMAND_PORT": str(free_port()),
            "LEDGERLINE_PROJECTOR_METRICS_PORT": str(free_port()),
-           "LEDGERLINE_PROCESSOR_METRICS_PORT": str(free_port())}
+           "LEDGERLINE_PROCESSOR_METRICS_PORT": str(free_port()),
+           "LEDGERLINE_COMPLIANCE_METRICS_PORT": str(free_port()),
+           "LEDGERLINE_COMPLIANCE_RULES": str(COMPLIANCE_RULES)}
     log = tmp_path / "up.log"
     started: list[int] = []
     with log.open("wb") as out:
@@ -50,7 +52,7 @@ def test_a_signal_stops_the_whole_local_stack(running: Running, tmp_path: Path, 
             assert time.monotonic() < deadline, "the stack did not come up"
             time.sleep(0.2)
         started = _children(up.pid)
-        assert len(started) == 4, started  # the four processes (broker and database are ours)
+        assert len(started) == 5, started  # the five processes (broker and database are ours)
         up.send_signal(sig)
         assert up.wait(60) == 0, log.read_text(errors="replace")[-3000:]
         left = [p for p in started if _alive(p)]

@@ -38,13 +38,14 @@ async def test_analysts_read_scaled_amounts_from_the_reporting_views(
     entries = await analyst.fetch("SELECT kind, delta FROM reporting.ledger_entries WHERE wallet = $1",
                                   alice)
     assert [(e["kind"], str(e["delta"].normalize())) for e in entries] == [("issue_in", "12.34")]
-    for view in ("assets", "transfers", "trades", "events", "commands"):
+    for view in ("assets", "transfers", "trades", "events", "commands", "alerts"):
         await analyst.fetchval(f"SELECT count(*) FROM reporting.{view}")
 
 
 @pytest.mark.parametrize("statement", [
     "SELECT * FROM ledger.wallet_balances",
     "SELECT * FROM public.idempotency_keys",
+    "SELECT * FROM compliance.alerts",
     "SELECT * FROM wallet_balances",
     "UPDATE reporting.commands SET status = 'completed'",
     "DELETE FROM reporting.events",

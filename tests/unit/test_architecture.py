@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCESSES = ("command", "processor", "projector", "query")
+PROCESSES = ("command", "processor", "projector", "query", "compliance")
 PROJECT = (*PROCESSES, "events", "common", "ledgerline", "bench", "tests", "migrations")
 # What each package may import of the project, besides itself.
 ALLOWED = {

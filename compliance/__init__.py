@@ -1,0 +1,1 @@
+"""The compliance monitor: versioned rules over ``ledger.events``, alerts, cases, backtest."""

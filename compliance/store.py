@@ -1,0 +1,155 @@
+"""The monitor's SQL: offsets, rule state, alerts and cases, in schema ``compliance`` (or a
+backtest's shadow copy of it).
+
+A batch is one transaction: the partition offsets move first, each only if the stored offset is
+the one this instance expects (otherwise :class:`OffsetConflict` rolls everything back), then
+the state slots, the alerts and their cases, then ``NOTIFY``. So the alerts of a record are
+written exactly once, whatever crashes in between.
+"""
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import msgspec
+
+from compliance.evaluate import Slot, decode_slot, encode_slot
+from events.compliance import ACTIVE_CASE_STATUSES, CHANNEL, AlertRaised, notify_payload
+
+SCHEMA = "compliance"
+_CASES = uuid.UUID("0b0f6d57-92a4-4a5e-8f5e-3f1f5a2c9d01")
+
+
+class OffsetConflict(RuntimeError):
+    """Another instance moved a partition's offset: re-read the offsets and seek."""
+
+
+@dataclass
+class Written:
+    """What a batch added: alerts new to the table (to publish) and the cases they opened."""
+
+    alerts: list[AlertRaised] = field(default_factory=list)
+    cases: list[str] = field(default_factory=list)
+
+
+def case_id_for(alert_id: str) -> str:
+    """The case a wallet's first alert opens is named after that alert: a replay names it alike."""
+    return str(uuid.uuid5(_CASES, alert_id))
+
+
+async def load_offsets(conn: asyncpg.Connection, topic: str, schema: str = SCHEMA) -> dict[int, int]:
+    rows = await conn.fetch(f"SELECT partition, next_offset FROM {schema}.offsets WHERE topic = $1", topic)
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def load_state(conn: asyncpg.Connection, schema: str = SCHEMA) -> dict[str, Slot]:
+    rows = await conn.fetch(f"SELECT key, slot FROM {schema}.state")
+    return {r["key"]: decode_slot(r["key"], r["slot"]) for r in rows}
+
+
+async def write_batch(conn: asyncpg.Connection, topic: str,
+                      offsets: Mapping[int, tuple[int | None, int]],
+                      slots: Mapping[str, Slot | None], alerts: Sequence[AlertRaised],
+                      schema: str = SCHEMA, notify: bool = True) -> Written:
+    """Offsets (partition -> (expected, next)), state slots (None: delete), alerts; one
+    transaction. Raises :class:`OffsetConflict` when an offset is not the expected one."""
+    async with conn.transaction():
+        await _move_offsets(conn, topic, offsets, schema)
+        await _write_slots(conn, slots, schema)
+        written = await _write_alerts(conn, alerts, schema)
+        if notify and (written.alerts or alerts):
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
+                               notify_payload(sorted({a.id for a in alerts}), written.cases))
+    return written
+
+
+async def _move_offsets(conn: asyncpg.Connection, topic: str,
+                        offsets: Mapping[int, tuple[int | None, int]], schema: str) -> None:
+    for partition, (expected, nxt) in sorted(offsets.items()):
+        if expected is None:
+            done = await conn.fetchval(
+                f"INSERT INTO {schema}.offsets (topic, partition, next_offset) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING RETURNING 1", topic, partition, nxt)
+        else:
+            done = await conn.fetchval(
+                f"UPDATE {schema}.offsets SET next_offset = $3, updated_at = now() "
+                "WHERE topic = $1 AND partition = $2 AND next_offset = $4 RETURNING 1",
+                topic, partition, nxt, expected)
+        if done is None:
+            raise OffsetConflict(f"{topic}[{partition}] is not at {expected}")
+
+
+async def _write_slots(conn: asyncpg.Connection, slots: Mapping[str, Slot | None], schema: str) -> None:
+    kept = {k: encode_slot(s).decode() for k, s in slots.items() if s is not None}
+    gone = [k for k, s in slots.items() if s is None]
+    if kept:
+        await conn.execute(
+            f"INSERT INTO {schema}.state (key, slot) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT (key) DO UPDATE SET slot = EXCLUDED.slot", list(kept), list(kept.values()))
+    if gone:
+        await conn.execute(f"DELETE FROM {schema}.state WHERE key = ANY($1::text[])", gone)
+
+
+async def _write_alerts(conn: asyncpg.Connection, alerts: Sequence[AlertRaised], schema: str) -> Written:
+    """New alerts join their wallet's active case (opening one if there is none); an alert
+    raised again (a fan-in window that grew) only gains evidence. Alerts are rare next to
+    events, so a statement per alert costs little."""
+    written = Written()
+    if not alerts:
+        return written
+    known = {r[0] for r in await conn.fetch(
+        f"SELECT alert_id FROM {schema}.alerts WHERE alert_id = ANY($1::text[])", [a.id for a in alerts])}
+    for a in alerts:
+        if a.id in known:
+            await conn.execute(
+                f"UPDATE {schema}.alerts SET evidence = (SELECT array_agg(DISTINCT e ORDER BY e) "
+                f"FROM unnest(evidence || $2::text[]) e), window_end = greatest(window_end, $3) "
+                "WHERE alert_id = $1", a.id, list(a.evidence), a.window_end)
+            continue
+        known.add(a.id)
+        # FOR SHARE: a case being closed meanwhile is waited for, then seen closed.
+        case = await conn.fetchval(
+            f"SELECT case_id FROM {schema}.cases WHERE wallet = $1 AND status = ANY($2::text[]) FOR SHARE",
+            a.wallet, list(ACTIVE_CASE_STATUSES))
+        if case is None:
+            case = case_id_for(a.id)
+            await conn.execute(
+                f"INSERT INTO {schema}.cases (case_id, wallet, opened_at) VALUES ($1, $2, $3)",
+                case, a.wallet, a.window_end)
+            written.cases.append(case)
+        await conn.execute(
+            f"INSERT INTO {schema}.alerts (alert_id, rule, rule_version, signature, wallet, asset, "
+            "severity, evidence, window_start, window_end, case_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            a.id, a.rule, a.rule_version, a.signature, a.wallet, a.asset, a.severity, sorted(a.evidence),
+            a.window_start, a.window_end, case)
+        written.alerts.append(_with_case(a, case))
+    return written
+
+
+def _with_case(a: AlertRaised, case: str) -> AlertRaised:
+    return msgspec.structs.replace(a, case_id=case)
+
+
+async def unpublished(conn: asyncpg.Connection, schema: str = SCHEMA) -> list[AlertRaised]:
+    rows = await conn.fetch(
+        f"SELECT * FROM {schema}.alerts WHERE NOT published ORDER BY window_end, alert_id LIMIT 1000")
+    return [alert_from_row(r) for r in rows]
+
+
+async def mark_published(conn: asyncpg.Connection, ids: Sequence[str], schema: str = SCHEMA) -> None:
+    await conn.execute(f"UPDATE {schema}.alerts SET published = true WHERE alert_id = ANY($1::text[])",
+                       list(ids))
+
+
+def alert_from_row(r: Mapping[str, object]) -> AlertRaised:
+    evidence = r["evidence"]
+    assert isinstance(evidence, list)
+    return AlertRaised(
+        id=str(r["alert_id"]), rule=str(r["rule"]), rule_version=str(r["rule_version"]),
+        wallet=str(r["wallet"]), asset=str(r["asset"]), severity=str(r["severity"]),
+        evidence=tuple(evidence), window_start=r["window_start"],  # type: ignore[arg-type]
+        window_end=r["window_end"], case_id=None if r["case_id"] is None else str(r["case_id"]),  # type: ignore[arg-type]
+        signature=str(r["signature"]),
+    )
