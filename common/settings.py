@@ -39,6 +39,12 @@ class Settings:
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
     jwt_max_lifetime_seconds: int = 366 * 24 * 3600
     max_header_bytes: int = 32 * 1024
+    # The hash chain's signed checkpoints (docs/audit.md): the processor's Ed25519 private key
+    # (PEM), the file it appends each checkpoint to, how often; the public key verifiers trust.
+    anchor_key_file: str | None = None
+    anchor_file: str | None = None
+    anchor_every_seconds: int = 10
+    anchor_public_key_file: str | None = None
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -114,6 +120,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                       60, 3653 * 24 * 3600),
         # The request line and headers of one HTTP request, on both APIs; more is 431.
         max_header_bytes=_int(env, "LEDGERLINE_MAX_HEADER_BYTES", 32 * 1024, 4096, 1024 * 1024),
+        anchor_key_file=env.get("LEDGERLINE_ANCHOR_KEY_FILE") or None,
+        anchor_file=env.get("LEDGERLINE_ANCHOR_FILE") or None,
+        anchor_every_seconds=_int(env, "LEDGERLINE_ANCHOR_EVERY_SECONDS", 10, 1, 24 * 3600),
+        anchor_public_key_file=env.get("LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE") or None,
     )
 
 

@@ -27,6 +27,8 @@ from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
 from processor import snapshots
+from processor.chain import STATE_KEY as CHAIN_KEY
+from processor.chain import Chain
 from processor.decide import decide, evolve, react
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
@@ -73,8 +75,9 @@ class PartitionWorker:
     def __init__(self, bootstrap: str, tp: TopicPartition, prefix: str, *,
                  max_records: int, fault: Fault | None = None,
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
-                 metrics: ProcessorMetrics | None = None) -> None:
+                 metrics: ProcessorMetrics | None = None, chain: Chain | None = None) -> None:
         self.tp = tp
+        self.chain = chain  # the hash chain of the events this worker writes (processor.chain)
         self.bootstrap = bootstrap
         self.max_records = max_records
         self.fault = fault
@@ -117,6 +120,8 @@ class PartitionWorker:
         self.partitioner = Partitioner(sorted(await self.producers[0].partitions_for(topics.COMMANDS)))
         restored = await restore(self.bootstrap, self.tp.partition)
         self.states = dict(restored)
+        if self.chain is not None:
+            self.chain.restore(restored.reserved.get(CHAIN_KEY))
         if restored.checkpoint is not None:
             self.next_offset = self.fetched_to = restored.checkpoint
         else:  # nothing decided on this partition yet (or snapshots from before checkpoints)
@@ -173,7 +178,7 @@ class PartitionWorker:
         if not records:
             return
         producer = self.producers[self.turn]
-        out = Outbox(producer)
+        out = Outbox(producer, hold=topics.EVENTS if self.chain is not None else None)
         pending: dict[str, Snapshot] = {}
         outcomes = [self._one(record, pending, out) for record in records]
         partition = self.tp.partition
@@ -182,6 +187,7 @@ class PartitionWorker:
         next_offset = records[-1].offset + 1
         out.add(topics.STATE, partition, snapshots.CHECKPOINT_KEY,
                 snapshots.encode_checkpoint(next_offset))
+        sealed = self.chain.seal(out, partition) if self.chain is not None else None
         started = time.monotonic()
         try:
             # The checkpoint record, not the group's offset, is what this transaction commits
@@ -194,6 +200,8 @@ class PartitionWorker:
         except ProducerFenced as exc:
             raise Fenced(f"partition {partition} was taken over by another instance") from exc
         self.states.update(pending)
+        if self.chain is not None and sealed is not None:
+            self.chain.committed(sealed)
         self.next_offset = next_offset
         self.turn ^= 1
         if self.on_commit is not None:

@@ -31,7 +31,7 @@ from events import codec, topics
 from events.codec import Envelope
 from events.deadletter import dead_letter_headers
 from events.readmodel import PROJECTION
-from projector import dlq, store
+from projector import chain, dlq, store
 from projector.fold import Position, Row, RowChanges, apply
 from projector.lag import Lag
 from projector.metrics import ProjectorMetrics
@@ -124,6 +124,7 @@ def _fold(items: Sequence[Item]) -> RowChanges:
                 continue
             try:
                 apply(changes, item.env, item.position)
+                changes.events[-1].update(chain.columns(item.record.headers))
             except Exception as exc:
                 item.fail(UNAPPLIABLE, f"cannot apply {item.env.type}: {exc}")
                 break

@@ -29,7 +29,7 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return local.process_env(self.settings, self.infra, SECRET, os.environ)
+        return local.process_env(self.settings, self.infra, SECRET, os.environ, self.home)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ COMMANDS_TOPIC = "ledger.commands"
 EVENTS_TOPIC = "ledger.events"
 STATE_TOPIC = "ledger.state"
 DLQ_TOPIC = "ledger.dlq"
+ANCHORS_TOPIC = "ledger.anchors"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -22,7 +23,12 @@ TOPICS: dict[str, dict[str, str]] = {
     EVENTS_TOPIC: {"retention.ms": "-1"},
     STATE_TOPIC: {"cleanup.policy": "compact"},
     DLQ_TOPIC: {"retention.ms": "-1"},
+    ANCHORS_TOPIC: {"retention.ms": "-1"},
 }
+
+#: Topics with one partition whatever the count asked for: the hash chain's checkpoints are
+#: few, and one partition keeps them in one order.
+SINGLE_PARTITION: tuple[str, ...] = (ANCHORS_TOPIC,)
 
 #: Topics that must have the same number of partitions.
 CO_PARTITIONED: tuple[str, ...] = (COMMANDS_TOPIC, EVENTS_TOPIC, STATE_TOPIC)
@@ -117,7 +123,8 @@ async def ensure_topics(bootstrap: str, partitions: int, *, wait_seconds: float 
                     new_topics = [
                         NewTopic(
                             name,
-                            co_count if name in CO_PARTITIONED else partitions,
+                            co_count if name in CO_PARTITIONED
+                            else 1 if name in SINGLE_PARTITION else partitions,
                             replication,
                             topic_configs=TOPICS[name],
                         )
