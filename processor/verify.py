@@ -58,9 +58,11 @@ class _Chain:
 
 
 class Verifier:
-    def __init__(self, keys: dict[str, Ed25519PublicKey], *, scoped: bool = False) -> None:
+    def __init__(self, keys: dict[str, Ed25519PublicKey], *, scoped: bool = False,
+                 bounded: bool = False) -> None:
         self.keys = keys
         self.scoped = scoped  # started mid-log: a chain's first record is taken as it is
+        self.bounded = bounded  # stopped before the end: checkpointed heads beyond it are not owed
         self.chains: dict[tuple[str, int], _Chain] = {}
         self.breaks: list[Break] = []
         self.records = 0
@@ -70,6 +72,19 @@ class Verifier:
         self._pinned: dict[tuple[str, int, int], tuple[bytes, str]] = {}  # from checkpoints
         self._seen_pinned: dict[tuple[str, int, int], tuple[bytes, Entry]] = {}
         self.anchors = 0
+        # For a copy that trails the log (the events table): the offset up to which each
+        # partition is owed, and where each checkpointed record stands in the log.
+        self.owed: dict[int, int] | None = None
+        self.pinned_at: dict[tuple[str, int, int], int] = {}
+
+    def heads(self) -> dict[tuple[str, int], tuple[int, bytes, Entry]]:
+        """The last record walked of each chain: (writer, partition) -> (seq, link, entry)."""
+        return {k: (c.last.seq, c.last.link, c.last.entry) for k, c in self.chains.items()
+                if c.last is not None}
+
+    def pinned_offsets(self) -> dict[tuple[str, int, int], int]:
+        """Where each checkpointed record was seen: (writer, partition, seq) -> offset."""
+        return {pin: e.offset for pin, (_, e) in self._seen_pinned.items()}
 
     def _break(self, entry: Entry, reason: str) -> None:
         self.breaks.append(Break(entry.partition, entry.offset, entry.where, reason))
@@ -203,8 +218,13 @@ class Verifier:
                     self._break(seen[1], f"seq {seq} of {writer} differs from the signed checkpoint "
                                          f"{where}: rewritten")
                 continue
-            if self.scoped and (ch is None or ch.first_seq is None or seq < ch.first_seq):
-                continue  # before what this run reads
+            if self.bounded or (self.scoped and (ch is None or ch.first_seq is None
+                                                 or seq < ch.first_seq)):
+                continue  # outside what this run reads
+            if self.owed is not None:
+                at = self.pinned_at.get((writer, partition, seq))
+                if at is None or at >= self.owed.get(partition, 0):
+                    continue  # not applied yet (or not in the log read: named there)
             end = ch.last.entry if ch is not None and ch.last is not None else None
             self.breaks.append(Break(
                 partition, end.offset + 1 if end else 0, end.where if end else f"partition {partition}",

@@ -303,6 +303,7 @@ class Projection:
             headers = dead_letter_headers(item.error or "", *where)
             if item.redriven:
                 headers.append(dlq.original_header(item.position))
+            headers += dlq.chain_headers(r.headers)
             sends.append((where, await self.dead_letters.send(
                 topics.DLQ, r.value, key=r.key, partition=r.partition, headers=headers,
             )))
