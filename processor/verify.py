@@ -70,7 +70,8 @@ class Verifier:
         self.legacy = 0  # records before the first chained one of their partition
         self._chained_partitions: set[int] = set()
         self._pinned: dict[tuple[str, int, int], tuple[bytes, str]] = {}  # from checkpoints
-        self._seen_pinned: dict[tuple[str, int, int], tuple[bytes, Entry]] = {}
+        # Every record seen at a checkpointed place (a forgery may stand there too).
+        self._seen_pinned: dict[tuple[str, int, int], list[tuple[bytes, Entry]]] = {}
         self.anchors = 0
         # For a copy that trails the log (the events table): the offset up to which each
         # partition is owed, and where each checkpointed record stands in the log.
@@ -84,7 +85,8 @@ class Verifier:
 
     def pinned_offsets(self) -> dict[tuple[str, int, int], int]:
         """Where each checkpointed record was seen: (writer, partition, seq) -> offset."""
-        return {pin: e.offset for pin, (_, e) in self._seen_pinned.items()}
+        return {pin: next((e for h, e in seen if h == self._pinned[pin][0]), seen[0][1]).offset
+                for pin, seen in self._seen_pinned.items()}
 
     def _break(self, entry: Entry, reason: str) -> None:
         self.breaks.append(Break(entry.partition, entry.offset, entry.where, reason))
@@ -108,8 +110,8 @@ class Verifier:
         if c.first_seq is None:
             c.first_seq = lk.seq
         pin = (lk.writer, e.partition, lk.seq)
-        if pin in self._pinned and pin not in self._seen_pinned:
-            self._seen_pinned[pin] = (node.link, e)
+        if pin in self._pinned:
+            self._seen_pinned.setdefault(pin, []).append((node.link, e))
         self._place(c, node)
         c.last = node
         if lk.sig is not None:
@@ -133,6 +135,9 @@ class Verifier:
         if c.head is None and not c.branches and (
                 (lk.seq == 1 and lk.prev == chain.GENESIS) or self.scoped):
             c.branches.append([node])
+            return
+        if c.head is None and any(_link(b[0]) == (lk.seq, lk.prev) for b in c.branches):
+            c.branches.append([node])  # a fork at the first record read: a signature decides
             return
         self._break(node.entry, self._why_not(c, node))
         c.branches.append([node])  # start again from it
@@ -214,9 +219,9 @@ class Verifier:
             seen = self._seen_pinned.get((writer, partition, seq))
             ch = self.chains.get((writer, partition))
             if seen is not None:
-                if seen[0] != link_hash:
-                    self._break(seen[1], f"seq {seq} of {writer} differs from the signed checkpoint "
-                                         f"{where}: rewritten")
+                if all(h != link_hash for h, _ in seen):
+                    self._break(seen[0][1], f"seq {seq} of {writer} differs from the signed "
+                                            f"checkpoint {where}: rewritten")
                 continue
             if self.bounded or (self.scoped and (ch is None or ch.first_seq is None
                                                  or seq < ch.first_seq)):
@@ -232,6 +237,11 @@ class Verifier:
                 f"ends at seq {ch.last.seq if ch and ch.last else 0}: records were removed"))
         self.breaks.sort()
         return self.breaks
+
+
+def _link(node: _Node) -> tuple[int, bytes]:
+    assert node.entry.link is not None
+    return node.entry.link.seq, node.entry.link.prev
 
 
 def content_or_problem(value: bytes | None) -> tuple[chain.Content | None, str | None]:

@@ -194,3 +194,13 @@ def test_a_scoped_run_starts_mid_chain() -> None:
         del log.partitions[p][:2]
     assert verify(log) != []
     assert verify(log, scoped=True) == []
+
+
+def test_a_forgery_at_the_start_of_a_scoped_run_is_told_from_the_genuine_record() -> None:
+    log, a, _ = two_writers()
+    seq, head = a.heads[0]
+    forged = event(666)
+    log.partitions[0].append((forged, chain.headers("tx-0", seq + 1, head)))
+    write(log, a, [[(0, event(1)), (0, event(2))]])
+    scoped = Log({0: log.partitions[0][-3:]}, log.anchors)
+    assert verify(scoped, scoped=True) == ["0@0"]
