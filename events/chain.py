@@ -63,7 +63,7 @@ def content(value: bytes) -> Content:
 
 def link(writer: str, partition: int, seq: int, prev: bytes, c: Content) -> bytes:
     payload = c.payload
-    if isinstance(payload, dict):
+    if isinstance(payload, dict) and None in payload.values():
         payload = {k: v for k, v in payload.items() if v is not None}
     return hashlib.sha256(_DOMAIN + _sorted.encode((
         writer, partition, seq, prev.hex(), c.id, c.type, c.version, c.key, c.command_id,

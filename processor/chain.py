@@ -3,7 +3,7 @@
 The writer is the worker of one input partition; it keeps a chain per events partition it
 appends to. A batch's events are linked when the batch is sealed, just before its transaction
 commits: each gets its link headers, the writer's last record per partition a signature, and
-the new heads go to ``ledger.state`` (key ``__chain__``) in the same transaction, with, every
+the new heads go to ``ledger.state`` (key ``__chain__:<writer>``) in the same transaction, with, every
 ``anchor_every`` seconds, a signed checkpoint of all heads on ``ledger.anchors``. The heads in
 memory move only once the transaction has committed, so an aborted batch is linked again from
 the last committed heads; after a crash or a takeover the new owner restores them from
@@ -27,8 +27,8 @@ from processor.outbox import Outbox
 
 log = logging.getLogger("ledgerline.processor")
 
-#: The key of a writer's chain heads in its partition of ``ledger.state``.
-STATE_KEY = b"__chain__"
+#: The key of a writer's chain heads in its partition of ``ledger.state``, followed by its name.
+STATE_KEY = b"__chain__:"
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -79,6 +79,10 @@ class Chain:
     heads: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # partition -> (seq, link)
     last_anchor: float = 0.0
 
+    @property
+    def state_key(self) -> bytes:
+        return STATE_KEY + self.writer.encode()
+
     def restore(self, raw: bytes | None) -> None:
         """The heads committed last, from the writer's ``__chain__`` record (None: no chain yet)."""
         self.heads = {}
@@ -110,7 +114,7 @@ class Chain:
                 sig = self.signer.sign(chain.signed_message(self.writer, partition, seq, this))
             out.add(topics.EVENTS, partition, key, value,
                     [*given, *chain.headers(self.writer, seq, prev, sig)], hold=False)
-        out.add(topics.STATE, state_partition, STATE_KEY, msgspec.json.encode(
+        out.add(topics.STATE, state_partition, self.state_key, msgspec.json.encode(
             _State(self.writer, chain.anchor_heads(heads))))
         sealed = Sealed(heads)
         if self.signer is not None and time.monotonic() - self.last_anchor >= self.anchor_every:

@@ -27,7 +27,6 @@ from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
 from processor import snapshots
-from processor.chain import STATE_KEY as CHAIN_KEY
 from processor.chain import Chain
 from processor.decide import decide, evolve, react
 from processor.faults import Fault
@@ -121,7 +120,7 @@ class PartitionWorker:
         restored = await restore(self.bootstrap, self.tp.partition)
         self.states = dict(restored)
         if self.chain is not None:
-            self.chain.restore(restored.reserved.get(CHAIN_KEY))
+            self.chain.restore(restored.reserved.get(self.chain.state_key))
         if restored.checkpoint is not None:
             self.next_offset = self.fetched_to = restored.checkpoint
         else:  # nothing decided on this partition yet (or snapshots from before checkpoints)

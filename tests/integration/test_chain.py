@@ -9,8 +9,6 @@ straight to ``ledger.events`` (poison, forgeries, this module's included) never 
 whatever the order; an edited row is put back.
 """
 
-import asyncio
-import sys
 import uuid
 from dataclasses import dataclass
 
@@ -20,7 +18,6 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from common.topic_reader import partitions_of
 from events import chain, codec, topics
 from events.messages import WalletFrozen
 from ledgerline.stack.anchor_key import PUBLIC_FILE
@@ -28,6 +25,7 @@ from processor.outbox import Partitioner
 from projector import shadow
 from tests.conftest import Running, token, unique, unique_symbol
 from tests.e2e.helpers import new_asset, post
+from tests.integration.chain_support import end_offsets, scope, verify
 from tests.integration.projector_support import caught_up
 
 pytestmark = pytest.mark.integration
@@ -43,31 +41,7 @@ class Segment:
     cash: str
 
     def scope(self) -> list[str]:
-        args = []
-        for p in sorted(self.after):
-            args += ["--from", f"{p}:{self.before.get(p, 0)}", "--to", f"{p}:{self.after[p]}"]
-        return args
-
-
-async def end_offsets(bootstrap: str) -> dict[int, int]:
-    """Where the next committed record of each partition of ledger.events will stand."""
-    tps = [TopicPartition(topics.EVENTS, p) for p in await partitions_of(bootstrap, topics.EVENTS)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
-
-
-async def verify(running: Running, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ledgerline", "audit", "--verify-chain", *args,
-        env=running.stack.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode() + err.decode()
+        return scope(self.before, self.after)
 
 
 async def _pool(running: Running) -> asyncpg.Pool:
