@@ -281,6 +281,7 @@ Ledgerline is running.
   PostgreSQL    {_shown_database(infra, home)}
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
+  Chain key     {home / "anchor-key.pub"}   (public key for `ledgerline audit --verify-chain`)
 
 Tokens (valid 30 days):
 {token_lines}
