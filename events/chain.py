@@ -62,12 +62,20 @@ def content(value: bytes) -> Content:
 
 
 def link(writer: str, partition: int, seq: int, prev: bytes, c: Content) -> bytes:
+    return link_after(writer, partition, seq, prev.hex(), c)
+
+
+def link_after(writer: str, partition: int, seq: int, prev_hex: str, c: Content) -> bytes:
+    """:func:`link` with ``prev`` in hex, as the headers carry it (the processor's hot path)."""
     payload = c.payload
     if isinstance(payload, dict) and None in payload.values():
         payload = {k: v for k, v in payload.items() if v is not None}
+    at = c.occurred_at
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
     return hashlib.sha256(_DOMAIN + _sorted.encode((
-        writer, partition, seq, prev.hex(), c.id, c.type, c.version, c.key, c.command_id,
-        c.correlation_id, c.principal, c.occurred_at.astimezone(UTC), payload,
+        writer, partition, seq, prev_hex, c.id, c.type, c.version, c.key, c.command_id,
+        c.correlation_id, c.principal, at, payload,
     ))).digest()
 
 

@@ -98,22 +98,21 @@ class Chain:
         held = out.take_held()
         if not held:
             return Sealed(heads)
-        linked = []
-        last: dict[int, int] = {}
-        for i, (partition, _key, value, _headers) in enumerate(held):
+        last = {entry[0]: i for i, entry in enumerate(held)}  # a writer signs its last record
+        writer, named = self.writer, (chain.WRITER, self.writer.encode())
+        content, link_after, add, events = chain.content, chain.link_after, out.add, topics.EVENTS
+        for i, (partition, key, value, given) in enumerate(held):
             seq, prev = heads.get(partition, (0, chain.GENESIS))
+            seq += 1
+            prev_hex = prev.hex()
             assert value is not None
-            this = chain.link(self.writer, partition, seq + 1, prev, chain.content(value))
-            heads[partition] = (seq + 1, this)
-            linked.append((seq + 1, prev, this))
-            last[partition] = i
-        for i, ((partition, key, value, given), (seq, prev, this)) in enumerate(
-                zip(held, linked, strict=True)):
-            sig = None
+            this = link_after(writer, partition, seq, prev_hex, content(value))
+            heads[partition] = (seq, this)
+            headers = [*given, named, (chain.SEQ, str(seq).encode()), (chain.PREV, prev_hex.encode())]
             if self.signer is not None and last[partition] == i:
-                sig = self.signer.sign(chain.signed_message(self.writer, partition, seq, this))
-            out.add(topics.EVENTS, partition, key, value,
-                    [*given, *chain.headers(self.writer, seq, prev, sig)], hold=False)
+                headers.append((chain.SIG, self.signer.sign(
+                    chain.signed_message(writer, partition, seq, this)).hex().encode()))
+            add(events, partition, key, value, headers, hold=False)
         out.add(topics.STATE, state_partition, self.state_key, msgspec.json.encode(
             _State(self.writer, chain.anchor_heads(heads))))
         sealed = Sealed(heads)
