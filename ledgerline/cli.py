@@ -117,7 +117,8 @@ def verify_chain(settings: Settings, args: argparse.Namespace) -> None:
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
         keys = public_keys(paths)
-        code = runtime.run(run_verify(settings.kafka_bootstrap, dsn, keys, start=start, until=until))
+        code = runtime.run(run_verify(settings.kafka_bootstrap, dsn, keys, start=start, until=until,
+                                      wait=args.wait))
     except (ValueError, KafkaError, OSError) as exc:
         print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
         code = 2

@@ -76,7 +76,12 @@ class Verifier:
         # For a copy that trails the log (the events table): the offset up to which each
         # partition is owed, and where each checkpointed record stands in the log.
         self.owed: dict[int, int] | None = None
+        self.tail_pending = False  # the copy stops where it may hold part of a transaction
         self.pinned_at: dict[tuple[str, int, int], int] = {}
+
+    def pending(self) -> set[tuple[str, int]]:
+        """Chains whose last records wait for a signature."""
+        return {k for k, c in self.chains.items() if c.branches}
 
     def heads(self) -> dict[tuple[str, int], tuple[int, bytes, Entry]]:
         """The last record walked of each chain: (writer, partition) -> (seq, link, entry)."""
@@ -210,6 +215,8 @@ class Verifier:
         """Name what no signature confirmed and every checkpointed head the log lacks; return
         the breaks in log order."""
         for (writer, _), c in self.chains.items():
+            if self.tail_pending and c.branches:  # the last branch may be a cut transaction
+                c.branches = [b for b in c.branches if b[-1] is not c.last]
             for branch in c.branches:
                 self._unconfirmed(branch, f"not confirmed by a signature of {writer}: appended by "
                                           "someone else (forged), or its signed successor was "

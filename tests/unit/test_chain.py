@@ -204,3 +204,21 @@ def test_a_forgery_at_the_start_of_a_scoped_run_is_told_from_the_genuine_record(
     write(log, a, [[(0, event(1)), (0, event(2))]])
     scoped = Log({0: log.partitions[0][-3:]}, log.anchors)
     assert verify(scoped, scoped=True) == ["0@0"]
+
+
+def test_a_transaction_cut_at_the_end_of_what_was_read_waits_for_its_signature() -> None:
+    log, _, b = two_writers()
+    write(log, b, [[(0, event(700, "bob")), (0, event(701, "bob"))]])
+    cut = Log({0: log.partitions[0][:-1]}, log.anchors)  # the signed record lies beyond the cut
+    v = Verifier(KEYS)
+    for offset, (value, headers) in enumerate(cut.partitions[0]):
+        v.add(Entry(f"0@{offset}", 0, offset, chain.read_headers(headers), chain.content(value)))
+    assert v.pending() == {("tx-1", 0)}
+    value, headers = log.partitions[0][-1]  # reading on finds it
+    v.add(Entry("0@13", 0, 13, chain.read_headers(headers), chain.content(value)))
+    assert not v.pending() and v.finish() == []
+    table = Verifier(KEYS)
+    table.tail_pending = True  # a copy that stops mid-transaction does not ask for it
+    for offset, (value, headers) in enumerate(cut.partitions[0]):
+        table.add(Entry(f"0@{offset}", 0, offset, chain.read_headers(headers), chain.content(value)))
+    assert table.finish() == []
