@@ -18,6 +18,7 @@ from events import chain, codec, topics
 from events.messages import TransferConfirmed, WalletCredited
 from processor.chain import Chain, Signer
 from processor.verify import Entry, Verifier
+from projector.chain import bytea, columns
 
 
 class _Outbox:
@@ -98,6 +99,12 @@ def main() -> None:
             v.add(Entry("", 0, offset, chain.read_headers(headers), chain.content(value)))
         assert not v.finish()
     print(f"verify, one signature per {n} events   {_cpu(verify) / n * 1e6:6.2f} µs/event")
+
+    def store() -> None:  # what the projector adds per event: read the headers, write 4 columns
+        for _, headers in records:
+            row = columns(headers)
+            f"{row['chain_writer']}\t{row['chain_seq']}\t{bytea(row['chain_prev'])}\t{bytea(row['chain_sig'])}"
+    print(f"projector: chain columns of an event      {_cpu(store) / n * 1e6:6.2f} µs/event")
 
 
 if __name__ == "__main__":

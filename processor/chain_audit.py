@@ -143,13 +143,16 @@ async def _anchors(bootstrap: str, keys: dict[str, Ed25519PublicKey], report: Re
 
 
 async def _kafka(bootstrap: str, v: Verifier, start: dict[int, int],
-                 until: dict[int, int]) -> tuple[list[Break], dict[int, int]]:
-    """The breaks in the log, and the offsets read up to."""
+                 until: dict[int, int]) -> tuple[list[Break], dict[int, int], dict[int, int]]:
+    """The breaks in the log, the offsets read up to, and the offset after each partition's last
+    record (transaction markers take offsets too: a caught-up projector stops there)."""
     copies: list[tuple[Entry, tuple[int, int]]] = []
+    last: dict[int, int] = {}
 
     def take(r: Any, only: set[tuple[str, int]] | None = None) -> None:
         e = _entry(f"{topics.EVENTS}[{r.partition}]@{r.offset}", r.partition, r.offset, r.value,
                    r.headers)
+        last[r.partition] = r.offset + 1
         if only is not None and (e.link is None or (e.link.writer, e.partition) not in only):
             return
         original = _original(r.headers)
@@ -194,7 +197,7 @@ async def _kafka(bootstrap: str, v: Verifier, start: dict[int, int],
                                         f"record at {topics.EVENTS}[{partition}]@{offset}"))
         finally:
             await consumer.stop()
-    return sorted(breaks), ends
+    return sorted(breaks), ends, last
 
 
 _ROWS = """
@@ -215,16 +218,17 @@ _OWED = ("SELECT partition, next_offset FROM projection_offsets WHERE projection
 
 
 async def _database(dsn: str, v: Verifier, start: dict[int, int], until: dict[int, int],
-                    kafka: Verifier, wait: float,
+                    last: dict[int, int], kafka: Verifier, wait: float,
                     print_line: Callable[[str], None]) -> tuple[list[Break], int]:
-    """The breaks in the table, read up to where the log was read (``until``)."""
+    """The breaks in the table, read up to where the log was read (``until``), once the
+    projector has applied every record read (``last``)."""
     conn = await asyncpg.connect(dsn)
     rows = 0
     try:
         deadline = time.monotonic() + wait
         while True:
             owed = {p: o for p, o in await conn.fetch(_OWED, PROJECTION, topics.EVENTS)}
-            behind = {p: (owed.get(p, 0), o) for p, o in until.items() if owed.get(p, 0) < o}
+            behind = {p: (owed.get(p, 0), o) for p, o in last.items() if owed.get(p, 0) < o}
             if not behind or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
@@ -299,13 +303,13 @@ async def verify_chain(bootstrap: str, dsn: str | None, keys: dict[str, Ed25519P
     verifiers = [kafka] if dsn is None else [kafka, table]
     anchors = await _anchors(bootstrap, keys, report, verifiers)
     print_line(f"{topics.ANCHORS}: {anchors} checkpoints, {kafka.anchors} verified")
-    breaks, read_to = await _kafka(bootstrap, kafka, start, until)
+    breaks, read_to, last = await _kafka(bootstrap, kafka, start, until)
     report.breaks(topics.EVENTS, breaks)
     print_line(f"{topics.EVENTS}: {kafka.records} records in {len(kafka.chains)} chains, "
                f"{kafka.confirmed} signed transactions, {kafka.legacy} from before the chain, "
                f"{len(breaks)} broken")
     if dsn is not None:
-        breaks, rows = await _database(dsn, table, start, read_to, kafka, wait, print_line)
+        breaks, rows = await _database(dsn, table, start, read_to, last, kafka, wait, print_line)
         report.breaks("events table", breaks)
         print_line(f"events table: {rows} rows in {len(table.chains)} chains, "
                    f"{table.legacy} from before the chain, {len(breaks)} broken")
