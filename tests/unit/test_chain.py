@@ -222,3 +222,17 @@ def test_a_transaction_cut_at_the_end_of_what_was_read_waits_for_its_signature()
     for offset, (value, headers) in enumerate(cut.partitions[0]):
         table.add(Entry(f"0@{offset}", 0, offset, chain.read_headers(headers), chain.content(value)))
     assert table.finish() == []
+
+
+def test_the_local_stack_keeps_one_signing_key_readable_by_its_owner_only(tmp_path: Any) -> None:
+    import stat
+
+    from ledgerline.stack.anchor_key import kept_signing_key
+    from processor.chain_audit import public_keys
+
+    private, public = kept_signing_key(tmp_path)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    signer = Signer.from_file(private)
+    assert list(public_keys([public])) == [signer.key_id]
+    assert kept_signing_key(tmp_path) == (private, public)  # made once, kept
+    assert Signer.from_file(private).key_id == signer.key_id
