@@ -236,3 +236,18 @@ def test_the_local_stack_keeps_one_signing_key_readable_by_its_owner_only(tmp_pa
     assert list(public_keys([public])) == [signer.key_id]
     assert kept_signing_key(tmp_path) == (private, public)  # made once, kept
     assert Signer.from_file(private).key_id == signer.key_id
+
+
+def test_a_processor_with_a_key_it_cannot_read_refuses_to_start(tmp_path: Any) -> None:
+    import pytest
+
+    from common.settings import SettingsError, load
+    from processor.bootstrap import chains
+
+    bad = tmp_path / "key.pem"
+    bad.write_text("not a key")
+    with pytest.raises(SettingsError, match="LEDGERLINE_ANCHOR_KEY_FILE"):
+        chains(load({"LEDGERLINE_ANCHOR_KEY_FILE": str(bad)}))
+    with pytest.raises(SettingsError, match="LEDGERLINE_ANCHOR_EVERY_SECONDS"):
+        load({"LEDGERLINE_ANCHOR_EVERY_SECONDS": "0"})
+    assert chains(load({}))("w").signer is None  # linked, not signed (and warned)
