@@ -283,7 +283,18 @@ async def _database(dsn: str, v: Verifier, start: dict[int, int], until: dict[in
                                 f"the chain of {writer} ends at {ends}, in the log at seq {seq} "
                                 f"({e.where}), which the projector has applied: rows removed or "
                                 "rewritten"))
-    return sorted(breaks), rows
+    # Nor do rows removed from the start of what was read: the table's first link of every
+    # chain must be the log's.
+    firsts = v.firsts()
+    for (writer, partition), (seq, head, e) in sorted(kafka.firsts().items()):
+        if e.offset >= owed.get(partition, 0):
+            continue
+        found = firsts.get((writer, partition))
+        if found is not None and (found[0], found[1]) != (seq, head):
+            breaks.append(Break(partition, found[2].offset, found[2].where,
+                                f"the chain of {writer} starts here at seq {found[0]}, in the log "
+                                f"at seq {seq} ({e.where}): rows removed or rewritten before it"))
+    return sorted(set(breaks)), rows
 
 
 async def verify_chain(bootstrap: str, dsn: str | None, keys: dict[str, Ed25519PublicKey], *,
@@ -298,8 +309,9 @@ async def verify_chain(bootstrap: str, dsn: str | None, keys: dict[str, Ed25519P
     print_line(f"ledgerline audit --verify-chain: trusted keys {fingerprints}"
                + (f"; from offsets {dict(sorted(start.items()))}" if start else "")
                + (f"; to offsets {dict(sorted(until.items()))}" if until else ""))
-    kafka = Verifier(keys, scoped=bool(start), bounded=bool(until))
-    table = Verifier(keys, scoped=bool(start), bounded=bool(until))
+    mid_log = frozenset(p for p, o in start.items() if o > 0)
+    kafka = Verifier(keys, scoped=mid_log, bounded=bool(until))
+    table = Verifier(keys, scoped=mid_log, bounded=bool(until))
     verifiers = [kafka] if dsn is None else [kafka, table]
     anchors = await _anchors(bootstrap, keys, report, verifiers)
     print_line(f"{topics.ANCHORS}: {anchors} checkpoints, {kafka.anchors} verified")

@@ -54,14 +54,17 @@ class _Chain:
     head: tuple[int, bytes] | None = None  # (seq, link) of the last confirmed record
     branches: list[list[_Node]] = field(default_factory=list)  # linked, not yet confirmed
     first_seq: int | None = None
+    first: _Node | None = None
     last: _Node | None = None
 
 
 class Verifier:
-    def __init__(self, keys: dict[str, Ed25519PublicKey], *, scoped: bool = False,
-                 bounded: bool = False) -> None:
+    def __init__(self, keys: dict[str, Ed25519PublicKey], *,
+                 scoped: bool | frozenset[int] = False, bounded: bool = False) -> None:
         self.keys = keys
-        self.scoped = scoped  # started mid-log: a chain's first record is taken as it is
+        # Started mid-log (everywhere, or in these partitions): a chain's first record there is
+        # taken as it is.
+        self.scoped = scoped
         self.bounded = bounded  # stopped before the end: checkpointed heads beyond it are not owed
         self.chains: dict[tuple[str, int], _Chain] = {}
         self.breaks: list[Break] = []
@@ -78,6 +81,14 @@ class Verifier:
         self.owed: dict[int, int] | None = None
         self.tail_pending = False  # the copy stops where it may hold part of a transaction
         self.pinned_at: dict[tuple[str, int, int], int] = {}
+
+    def _mid_log(self, partition: int) -> bool:
+        return self.scoped is True or (isinstance(self.scoped, frozenset) and partition in self.scoped)
+
+    def firsts(self) -> dict[tuple[str, int], tuple[int, bytes, Entry]]:
+        """The first record walked of each chain: (writer, partition) -> (seq, link, entry)."""
+        return {k: (c.first.seq, c.first.link, c.first.entry) for k, c in self.chains.items()
+                if c.first is not None}
 
     def pending(self) -> set[tuple[str, int]]:
         """Chains whose last records wait for a signature."""
@@ -113,7 +124,7 @@ class Verifier:
         c = self.chains.setdefault((lk.writer, e.partition), _Chain())
         node = _Node(e, lk.seq, chain.link(lk.writer, e.partition, lk.seq, lk.prev, e.content))
         if c.first_seq is None:
-            c.first_seq = lk.seq
+            c.first_seq, c.first = lk.seq, node
         pin = (lk.writer, e.partition, lk.seq)
         if pin in self._pinned:
             self._seen_pinned.setdefault(pin, []).append((node.link, e))
@@ -138,7 +149,7 @@ class Verifier:
             c.branches.append([node])  # a second branch from the head is a fork
             return
         if c.head is None and not c.branches and (
-                (lk.seq == 1 and lk.prev == chain.GENESIS) or self.scoped):
+                (lk.seq == 1 and lk.prev == chain.GENESIS) or self._mid_log(node.entry.partition)):
             c.branches.append([node])
             return
         if c.head is None and any(_link(b[0]) == (lk.seq, lk.prev) for b in c.branches):
@@ -230,8 +241,8 @@ class Verifier:
                     self._break(seen[0][1], f"seq {seq} of {writer} differs from the signed "
                                             f"checkpoint {where}: rewritten")
                 continue
-            if self.bounded or (self.scoped and (ch is None or ch.first_seq is None
-                                                 or seq < ch.first_seq)):
+            if self.bounded or (self._mid_log(partition) and (ch is None or ch.first_seq is None
+                                                              or seq < ch.first_seq)):
                 continue  # outside what this run reads
             if self.owed is not None:
                 at = self.pinned_at.get((writer, partition, seq))

@@ -123,6 +123,58 @@ async def test_an_event_row_edited_by_a_superuser_is_named(chained: Segment) -> 
     assert "the chain is BROKEN" in out.splitlines()[-1]
 
 
+@pytest.mark.parametrize("tampering", ["delete", "reorder"])
+async def test_a_row_deleted_or_rows_reordered_by_a_superuser_are_named(chained: Segment,
+                                                                       tampering: str) -> None:
+    admin = await asyncpg.connect(chained.running.stack.infra.admin_url)
+    try:
+        first, second = await admin.fetch(
+            "SELECT * FROM events WHERE type = 'WalletCredited' AND key = $1 ORDER BY \"offset\" "
+            "LIMIT 2", f"wallet:{chained.bob}")  # the fixture's two transfers
+        assert first["offset"] < chained.after[first["partition"]]
+        assert first["partition"] == second["partition"]
+        after_first = await admin.fetchval(  # the next record of the same chain
+            "SELECT \"offset\" FROM events WHERE partition = $1 AND chain_writer = $2 "
+            "AND \"offset\" > $3 ORDER BY \"offset\" LIMIT 1", first["partition"],
+            first["chain_writer"], first["offset"])
+        await admin.execute("SET ledgerline.rewrite = 'allowed'")
+        swap = ("UPDATE events SET \"offset\" = CASE event_id WHEN $1 THEN $4::bigint ELSE $3::bigint "
+                "END WHERE event_id IN ($1, $2)")
+        if tampering == "delete":
+            await admin.execute("DELETE FROM events WHERE event_id = $1", first["event_id"])
+        else:
+            await admin.execute(swap, first["event_id"], second["event_id"], first["offset"],
+                                second["offset"])
+        try:
+            code, out = await verify(chained.running, *chained.scope())
+        finally:
+            if tampering == "delete":
+                columns = ", ".join(f'"{c}"' for c in first.keys())
+                await admin.execute(
+                    f"INSERT INTO events ({columns}) SELECT * FROM jsonb_populate_record("
+                    "NULL::events, $1::jsonb)", msgspec.json.encode(
+                        {k: (f"\\x{v.hex()}" if isinstance(v, bytes) else
+                             msgspec.json.decode(v) if k == "payload" else v)
+                         for k, v in first.items()}).decode())
+            else:
+                await admin.execute(swap, first["event_id"], second["event_id"], second["offset"],
+                                    first["offset"])
+        restored = await admin.fetchval("SELECT count(*) FROM events WHERE event_id = $1 AND "
+                                        "\"offset\" = $2", first["event_id"], first["offset"])
+    finally:
+        await admin.close()
+    assert restored == 1
+    assert code == 1, out
+    p = first["partition"]
+    # Deleted: the chain breaks at the next row of the chain. Reordered: at the first position,
+    # where the later record now stands.
+    at = after_first if tampering == "delete" else first["offset"]
+    named = f"events row {topics.EVENTS}[{p}]@{at}"
+    assert f"events table: partition {p} first breaks at {named}" in out, out
+    [kafka] = [line for line in out.splitlines() if line.startswith(f"{topics.EVENTS}: ")]
+    assert kafka.endswith(" 0 broken"), out
+
+
 async def test_a_forged_record_in_ledger_events_is_named(chained: Segment) -> None:
     running = chained.running
     bootstrap = running.stack.settings.kafka_bootstrap
@@ -137,17 +189,18 @@ async def test_a_forged_record_in_ledger_events_is_named(chained: Segment) -> No
         tp = TopicPartition(topics.EVENTS, partition)
         consumer.assign([tp])
         consumer.seek(tp, chained.before.get(partition, 0))
-        last = None
+        last, writer = {}, None  # the last record of each chain; the chain alice's debits are in
         while await consumer.position(tp) < start[partition]:
             for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                if record.offset < start[partition]:
-                    link = chain.read_headers(record.headers)
-                    if link is not None and chain.content(record.value).key == f"wallet:{chained.alice}":
-                        last = (link, chain.content(record.value))
+                link = chain.read_headers(record.headers)
+                if record.offset < start[partition] and link is not None:
+                    last[link.writer] = (link, chain.content(record.value))
+                    if chain.content(record.value).key == f"wallet:{chained.alice}":
+                        writer = link.writer
     finally:
         await consumer.stop()
-    assert last is not None
-    link, content = last
+    assert writer is not None
+    link, content = last[writer]
     head = chain.link(link.writer, partition, link.seq, link.prev, content)
     victim = unique("victim")
     forged = codec.encode(codec.envelope(WalletFrozen(wallet=victim, reason="forged"),
