@@ -4,7 +4,8 @@ The writer is the worker of one input partition; it keeps a chain per events par
 appends to. A batch's events are linked when the batch is sealed, just before its transaction
 commits: each gets its link headers, the writer's last record per partition a signature, and
 the new heads go to ``ledger.state`` (key ``__chain__:<writer>``) in the same transaction, with, every
-``anchor_every`` seconds, a signed checkpoint of all heads on ``ledger.anchors``. The heads in
+``anchor_every`` seconds, a signed checkpoint of all heads on ``ledger.anchors`` (in a
+transaction of its own when the writer has gone idle). The heads in
 memory move only once the transaction has committed, so an aborted batch is linked again from
 the last committed heads; after a crash or a takeover the new owner restores them from
 ``ledger.state``, which holds exactly what was committed.
@@ -19,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerFenced
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -78,6 +81,7 @@ class Chain:
     anchor_file: Path | None = None
     heads: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # partition -> (seq, link)
     last_anchor: float = 0.0
+    anchored: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # heads last checkpointed
 
     @property
     def state_key(self) -> bytes:
@@ -85,7 +89,7 @@ class Chain:
 
     def restore(self, raw: bytes | None) -> None:
         """The heads committed last, from the writer's ``__chain__`` record (None: no chain yet)."""
-        self.heads = {}
+        self.heads, self.anchored = {}, {}
         if raw is not None:
             state = _state_decoder.decode(raw)
             if state.writer == self.writer:
@@ -128,10 +132,37 @@ class Chain:
         signature = self.signer.sign(unsigned.message()).hex()
         return chain.encode_anchor(msgspec.structs.replace(unsigned, signature=signature))
 
+    def quiet_for(self) -> float | None:
+        """How long an idle writer may wait before it checkpoints heads no checkpoint names
+        (None: nothing to checkpoint)."""
+        if self.signer is None or self.heads == self.anchored:
+            return None
+        return max(0.0, self.last_anchor + self.anchor_every - time.monotonic())
+
+    async def checkpoint(self, producer: AIOKafkaProducer) -> None:
+        """Publish a checkpoint of the committed heads in a transaction of its own (a writer gone
+        idle: its last batches would otherwise wait for the next one). A failure is logged and
+        left for the next quiet moment; a fenced producer raises ``ProducerFenced``."""
+        out = Outbox(producer)
+        sealed = Sealed(dict(self.heads), self._anchor(self.heads))
+        assert sealed.anchor is not None
+        out.add(topics.ANCHORS, 0, self.writer.encode(), sealed.anchor)
+        try:
+            async with producer.transaction():
+                await out.flush()
+        except ProducerFenced:
+            raise
+        except KafkaError as exc:
+            log.warning("checkpoint of %s not published (%r); trying again later", self.writer, exc)
+            self.last_anchor = time.monotonic()
+            return
+        self.committed(sealed)
+
     def committed(self, sealed: Sealed) -> None:
         """The batch's transaction has committed: its heads are now the writer's."""
         self.heads = sealed.heads
         if sealed.anchor is not None:
+            self.anchored = sealed.heads
             self.last_anchor = time.monotonic()
             if self.anchor_file is not None:
                 _append_line(self.anchor_file, sealed.anchor)

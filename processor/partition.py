@@ -138,7 +138,18 @@ class PartitionWorker:
 
     async def run(self) -> None:
         while not self.closing:
-            await self.wake.wait()
+            quiet = self.chain.quiet_for() if self.chain is not None else None
+            try:
+                await asyncio.wait_for(self.wake.wait(), quiet)
+            except TimeoutError:  # idle with heads no checkpoint names yet: publish one
+                assert self.chain is not None
+                try:
+                    await self.chain.checkpoint(self.producers[self.turn])
+                except ProducerFenced as exc:
+                    raise Fenced(f"partition {self.tp.partition} was taken over by another "
+                                 "instance") from exc
+                self.turn ^= 1
+                continue
             self.wake.clear()
             while self.inbox and not self.closing:
                 records, self.inbox = self.inbox[: self.max_records], self.inbox[self.max_records :]

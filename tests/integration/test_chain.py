@@ -9,6 +9,7 @@ straight to ``ledger.events`` (poison, forgeries, this module's included) never 
 whatever the order; an edited row is put back.
 """
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -284,8 +285,25 @@ async def test_a_rebuild_builds_tables_with_the_same_guard(running: Running) -> 
         ("ledger_entries", "ledger_entries_no_truncate")]
 
 
-def test_checkpoint_lines_are_signed_anchors(chained: Segment) -> None:
-    line = (chained.running.stack.home / "anchors.jsonl").read_text().splitlines()[-1]
+async def test_an_idle_writer_checkpoints_its_last_heads(chained: Segment) -> None:
+    """The last batch's heads reach a signed checkpoint (file and topic) though no batch follows."""
+    conn = await asyncpg.connect(chained.running.stack.infra.database_url)
+    try:
+        writer, partition, seq = await conn.fetchrow(
+            "SELECT chain_writer, partition, chain_seq FROM events WHERE key = $1 "
+            "ORDER BY \"offset\" DESC LIMIT 1", f"wallet:{chained.bob}")
+    finally:
+        await conn.close()
+    path = chained.running.stack.home / "anchors.jsonl"
+    deadline = asyncio.get_running_loop().time() + 40  # LEDGERLINE_ANCHOR_EVERY_SECONDS: 10
+    while True:
+        anchors = [chain.decode_anchor(line.encode()) for line in path.read_text().splitlines()]
+        if any(a.writer == writer and a.heads.get(str(partition), (0, ""))[0] >= seq
+               for a in anchors):
+            break
+        assert asyncio.get_running_loop().time() < deadline, anchors[-3:]
+        await asyncio.sleep(0.5)
+    line = path.read_text().splitlines()[-1]
     anchor = chain.decode_anchor(line.encode())
     assert anchor.writer.startswith("ledger-processor-tx-") and anchor.heads
     assert msgspec.json.decode(line)["signature"] == anchor.signature and len(anchor.signature) == 128

@@ -251,3 +251,16 @@ def test_a_processor_with_a_key_it_cannot_read_refuses_to_start(tmp_path: Any) -
     with pytest.raises(SettingsError, match="LEDGERLINE_ANCHOR_EVERY_SECONDS"):
         load({"LEDGERLINE_ANCHOR_EVERY_SECONDS": "0"})
     assert chains(load({}))("w").signer is None  # linked, not signed (and warned)
+
+
+def test_an_idle_writer_checkpoints_heads_no_checkpoint_names_yet() -> None:
+    writer = Chain("tx-0", signer=KEY, anchor_every=60)
+    assert writer.quiet_for() is None  # nothing written: nothing to checkpoint
+    log = Log()
+    write(log, writer, [[(0, event(1))]])  # the first batch carries a checkpoint
+    assert len(log.anchors) == 1 and writer.quiet_for() is None
+    write(log, writer, [[(0, event(2))]])  # too soon for another
+    assert len(log.anchors) == 1
+    quiet = writer.quiet_for()
+    assert quiet is not None and 0 < quiet <= 60
+    assert Chain("tx-0", anchor_every=60).quiet_for() is None  # unsigned: never
