@@ -110,13 +110,16 @@ def test_an_aborted_batch_is_linked_again_from_the_committed_heads() -> None:
 
 def test_a_restored_writer_goes_on_with_its_chain() -> None:
     log, a, _ = two_writers()
-    state = [r for r in FakeOutbox().added]  # nothing
     out = FakeOutbox(held=[(0, b"k", event(500), [])])
-    a.seal(out, 0)
-    [raw] = [value for topic, _, key, value, _ in out.added if topic == topics.STATE]
+    a.seal(out, 0)  # sealed, never committed
+    [(key, raw)] = [(key, value) for topic, _, key, value, _ in out.added if topic == topics.STATE]
+    assert key == a.state_key
     again = Chain("tx-0", signer=KEY, anchor_every=0)
-    again.restore(raw)  # what the aborted batch would have left: the restore of a committed one
-    assert again.heads[0][0] == a.heads[0][0] + 1 and not state
+    again.restore(raw)  # had it committed, its heads would be the restored ones
+    assert again.heads[0][0] == a.heads[0][0] + 1
+    other = Chain("tx-9")
+    other.restore(raw)  # another writer's record is not its chain
+    assert other.heads == {}
     fresh = Chain("tx-0", signer=KEY, anchor_every=0)
     fresh.restore(msgspec.json.encode({"writer": "tx-0", "heads": chain.anchor_heads(a.heads)}))
     write(log, fresh, [[(0, event(501))]])
