@@ -54,7 +54,7 @@ def infra(name: str, secret: str = "bench-secret-" + "x" * 40, *, partitions: in
         settings = replace(settings, database_url=started.database_url, jwt_secret=secret,
                            query_port=free_port(), command_port=free_port(),
                            projector_metrics_port=free_port(), processor_metrics_port=free_port())
-        yield Bench(settings, started, home, local.process_env(settings, started, secret, env))
+        yield Bench(settings, started, home, local.process_env(settings, started, secret, env, home))
     finally:
         started.stop()
         if not keep:

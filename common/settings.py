@@ -42,6 +42,12 @@ class Settings:
     unavailable_seconds: float = 5.0  # the longest an API waits for an absent broker or database
     compliance_metrics_port: int = 9103  # 0: no /metrics endpoint
     compliance_rules: str | None = None  # the monitor's rules file; None: the one it ships with
+    # The hash chain's signed checkpoints (docs/audit.md): the processor's Ed25519 private key
+    # (PEM), the file it appends each checkpoint to, how often; the public key verifiers trust.
+    anchor_key_file: str | None = None
+    anchor_file: str | None = None
+    anchor_every_seconds: int = 10
+    anchor_public_key_file: str | None = None
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -120,6 +126,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         unavailable_seconds=float(_int(env, "LEDGERLINE_UNAVAILABLE_SECONDS", 5, 1, 60)),
         compliance_metrics_port=_int(env, "LEDGERLINE_COMPLIANCE_METRICS_PORT", 9103, 0, 65535),
         compliance_rules=env.get("LEDGERLINE_COMPLIANCE_RULES") or None,
+        anchor_key_file=env.get("LEDGERLINE_ANCHOR_KEY_FILE") or None,
+        anchor_file=env.get("LEDGERLINE_ANCHOR_FILE") or None,
+        anchor_every_seconds=_int(env, "LEDGERLINE_ANCHOR_EVERY_SECONDS", 10, 1, 24 * 3600),
+        anchor_public_key_file=env.get("LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE") or None,
     )
 
 

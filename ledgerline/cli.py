@@ -91,8 +91,48 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
                       ttl_seconds=args.ttl))
 
 
+def _positions(option: str, given: list[str]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for position in given:
+        partition, _, offset = position.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            raise SettingsError(f"{option} {position!r}: expected PARTITION:OFFSET")
+        found[int(partition)] = int(offset)
+    return found
+
+
+def verify_chain(settings: Settings, args: argparse.Namespace) -> None:
+    from aiokafka.errors import KafkaError
+
+    from ledgerline import local
+    from ledgerline.stack.anchor_key import PUBLIC_FILE
+    from processor.chain_audit import public_keys
+    from processor.chain_audit import verify_chain as run_verify
+
+    paths = args.public_key or ([settings.anchor_public_key_file] if settings.anchor_public_key_file
+                                else [])
+    if not paths and (local.home_dir(os.environ) / PUBLIC_FILE).is_file():
+        paths = [str(local.home_dir(os.environ) / PUBLIC_FILE)]  # the local stack's key
+    if not paths:
+        raise SettingsError("no public key to check the chain's signatures with: pass --public-key "
+                            "or set LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE")
+    start, until = _positions("--from", args.start), _positions("--to", args.until)
+    dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
+    try:
+        keys = public_keys(paths)
+        code = runtime.run(run_verify(settings.kafka_bootstrap, dsn, keys, start=start, until=until,
+                                      wait=args.wait))
+    except (ValueError, KafkaError, OSError) as exc:
+        print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
 def audit(settings: Settings, args: argparse.Namespace) -> None:
     from aiokafka.errors import KafkaError
+
+    if args.verify_chain:
+        verify_chain(settings, args)
 
     from processor.audit import AuditError
     from processor.audit import audit as run_audit
@@ -163,6 +203,18 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--wait", type=float, default=30.0,
                    help="seconds to wait for the projector to reach the events read (default 30)")
     a.add_argument("--events-only", action="store_true", help="do not compare with the views")
+    a.add_argument("--verify-chain", action="store_true",
+                   help="instead: verify the hash chain and its signatures in ledger.events, "
+                        "ledger.anchors and the events table; name the first broken record")
+    a.add_argument("--public-key", action="append", default=[], metavar="PEM",
+                   help="with --verify-chain: a trusted public key (repeatable; default "
+                        "LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE, else the local stack's)")
+    a.add_argument("--from", dest="start", action="append", default=[], metavar="PARTITION:OFFSET",
+                   help="with --verify-chain: start this partition of ledger.events there "
+                        "(repeatable; others from 0); a chain's first record there is taken as it is")
+    a.add_argument("--to", dest="until", action="append", default=[], metavar="PARTITION:OFFSET",
+                   help="with --verify-chain: stop this partition of ledger.events before there "
+                        "(repeatable; others at their end)")
     d = sub.add_parser("dlq", help="list and re-drive dead letters (ledger.dlq)")
     dsub = d.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dsub.add_parser("list", help="every dead letter: position, time, source, type, error") \

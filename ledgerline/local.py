@@ -5,7 +5,9 @@ Used by ``ledgerline up`` and by the test fixtures, so both start the system the
 
 The stack's secrets live in its home folder (``.ledgerline``), each in a file only its owner can
 read: ``jwt-secret`` (signs the tokens), ``pg-superuser-password`` and ``pg-app-password`` (the
-PostgreSQL superuser, used only to set the server up, and the role the processes connect as).
+PostgreSQL superuser, used only to set the server up, and the role the processes connect as),
+``anchor-key.pem`` (signs the hash chain's checkpoints; ``anchor-key.pub`` is its public key,
+for verifiers, and ``anchors.jsonl`` the checkpoints to copy off-site: docs/audit.md).
 """
 
 import json
@@ -25,6 +27,7 @@ from common.auth import issue_token
 from common.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
+from ledgerline.stack.anchor_key import kept_signing_key
 from ledgerline.stack.child import ChildServer
 from ledgerline.stack.kafka import STARTUP_JVM_OPTS, KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.postgres import APP_PASSWORD_FILE, LocalPostgres
@@ -213,8 +216,22 @@ class Services:
         raise StackError(f"{name} did not become ready at {url} within {timeout:.0f}s")
 
 
-def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str, str]) -> dict[str, str]:
+def anchor_env(home: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """The hash chain's key files in ``home`` (made on first start), unless ``base`` names them."""
+    if base.get("LEDGERLINE_ANCHOR_KEY_FILE"):
+        return {}
+    private, public = kept_signing_key(home)
+    return {"LEDGERLINE_ANCHOR_KEY_FILE": str(private),
+            "LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE": base.get("LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE") or str(public),
+            "LEDGERLINE_ANCHOR_FILE": base.get("LEDGERLINE_ANCHOR_FILE") or str(home / "anchors.jsonl")}
+
+
+def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str, str],
+                home: Path | None = None) -> dict[str, str]:
+    """The processes' environment; with ``home``, the hash chain's signing key kept there."""
     env = dict(base)
+    if home is not None:
+        env.update(anchor_env(home, base))
     env.update(
         KAFKA_BOOTSTRAP=infra.bootstrap,
         DATABASE_URL=infra.database_url,
@@ -300,6 +317,7 @@ Ledgerline is running.
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
   Health        ledgerline health   (every part is restarted if it dies: {home / "health.json"})
+  Chain key     {home / "anchor-key.pub"}   (public key for `ledgerline audit --verify-chain`)
 
 Tokens (valid 30 days):
 {token_lines}
@@ -341,7 +359,7 @@ def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
         return
     secret = jwt_secret(home, env)
     settings = replace(settings, jwt_secret=secret, database_url=infra.database_url)
-    services = Services(process_env(settings, infra, secret, env), home / "logs")
+    services = Services(process_env(settings, infra, secret, env, home), home / "logs")
     watch: Supervisor | None = None
     try:
         services.start()

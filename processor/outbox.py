@@ -30,14 +30,28 @@ class Partitioner:
 _NO_HEADERS: list[tuple[str, bytes]] = []  # read, never written, by the batch builder
 
 
+Held = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
 class Outbox:
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, hold: str | None = None) -> None:
         self.producer = producer
         self._open: dict[tuple[str, int], Any] = {}
         self._full: list[tuple[str, int, Any]] = []
+        # Records of the topic ``hold`` wait in ``held`` until released (the hash chain links
+        # a batch's events once all of them are known: see processor.chain).
+        self.hold = hold
+        self.held: list[Held] = []
+
+    def take_held(self) -> list[Held]:
+        held, self.held = self.held, []
+        return held
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]] | None = None) -> None:
+            headers: list[tuple[str, bytes]] | None = None, *, hold: bool = True) -> None:
+        if hold and topic == self.hold:
+            self.held.append((partition, key, value, headers or []))
+            return
         builder = self._open.get((topic, partition))
         if builder is None:
             builder = self._open[(topic, partition)] = self.producer.create_batch()

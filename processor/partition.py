@@ -27,6 +27,7 @@ from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
 from processor import snapshots
+from processor.chain import Chain
 from processor.decide import consequences, decide, evolve, react
 from processor.faults import Fault
 from processor.limits import track
@@ -75,9 +76,10 @@ class PartitionWorker:
     def __init__(self, bootstrap: str, tp: TopicPartition, prefix: str, *,
                  max_records: int, fault: Fault | None = None,
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
-                 metrics: ProcessorMetrics | None = None) -> None:
+                 metrics: ProcessorMetrics | None = None, chain: Chain | None = None) -> None:
         self.tp = tp
         self.sanctions: Sanctions | None = None  # the sanctions list and KYC limits, if screened
+        self.chain = chain  # the hash chain of the events this worker writes (processor.chain)
         self.bootstrap = bootstrap
         self.max_records = max_records
         self.fault = fault
@@ -120,6 +122,8 @@ class PartitionWorker:
         self.partitioner = Partitioner(sorted(await self.producers[0].partitions_for(topics.COMMANDS)))
         restored = await restore(self.bootstrap, self.tp.partition)
         self.states = dict(restored)
+        if self.chain is not None:
+            self.chain.restore(restored.reserved.get(self.chain.state_key))
         if restored.checkpoint is not None:
             self.next_offset = self.fetched_to = restored.checkpoint
         else:  # nothing decided on this partition yet (or snapshots from before checkpoints)
@@ -137,7 +141,18 @@ class PartitionWorker:
 
     async def run(self) -> None:
         while not self.closing:
-            await self.wake.wait()
+            quiet = self.chain.quiet_for() if self.chain is not None else None
+            try:
+                await asyncio.wait_for(self.wake.wait(), quiet)
+            except TimeoutError:  # idle with heads no checkpoint names yet: publish one
+                assert self.chain is not None
+                try:
+                    await self.chain.checkpoint(self.producers[self.turn])
+                except ProducerFenced as exc:
+                    raise Fenced(f"partition {self.tp.partition} was taken over by another "
+                                 "instance") from exc
+                self.turn ^= 1
+                continue
             self.wake.clear()
             while self.inbox and not self.closing:
                 records, self.inbox = self.inbox[: self.max_records], self.inbox[self.max_records :]
@@ -176,7 +191,7 @@ class PartitionWorker:
         if not records:
             return
         producer = self.producers[self.turn]
-        out = Outbox(producer)
+        out = Outbox(producer, hold=topics.EVENTS if self.chain is not None else None)
         pending: dict[str, Snapshot] = {}
         outcomes = [self._one(record, pending, out) for record in records]
         partition = self.tp.partition
@@ -185,6 +200,7 @@ class PartitionWorker:
         next_offset = records[-1].offset + 1
         out.add(topics.STATE, partition, snapshots.CHECKPOINT_KEY,
                 snapshots.encode_checkpoint(next_offset))
+        sealed = self.chain.seal(out, partition) if self.chain is not None else None
         started = time.monotonic()
         try:
             # The checkpoint record, not the group's offset, is what this transaction commits
@@ -197,6 +213,8 @@ class PartitionWorker:
         except ProducerFenced as exc:
             raise Fenced(f"partition {partition} was taken over by another instance") from exc
         self.states.update(pending)
+        if self.chain is not None and sealed is not None:
+            self.chain.committed(sealed)
         self.next_offset = next_offset
         self.turn ^= 1
         if self.on_commit is not None:

@@ -54,6 +54,11 @@ class Restored(dict[str, Snapshot]):
 
     checkpoint: int | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Other reserved keys (``__chain__``: the hash chain's heads), as written.
+        self.reserved: dict[bytes, bytes] = {}
+
 
 async def restore(bootstrap: str, partition: int) -> Restored:
     """Read one partition of the snapshot topic, start to end, into memory.
@@ -87,6 +92,8 @@ async def restore(bootstrap: str, partition: int) -> Restored:
             for record in batch.get(tp, ()):
                 if record.key == CHECKPOINT_KEY:
                     states.checkpoint = int(msgspec.json.decode(record.value)["next_offset"])
+                elif record.key.startswith(b"__"):
+                    states.reserved[record.key] = record.value
                 elif record.value is None:
                     states.pop(record.key.decode(), None)
                 else:

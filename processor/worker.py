@@ -20,6 +20,7 @@ A revocation waits for the worker's batch in flight to commit.
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -27,6 +28,7 @@ from aiokafka.errors import KafkaError
 
 from common.ops import Health
 from events import topics
+from processor.chain import Chain
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
 from processor.partition import Fenced, PartitionWorker, quick_transaction_restarts
@@ -63,9 +65,11 @@ class Processor:
     def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
-                 health: Health | None = None, sanctions: Sanctions | None = None) -> None:
+                 health: Health | None = None, sanctions: Sanctions | None = None,
+                 chains: Callable[[str], Chain] = Chain) -> None:
         quick_transaction_restarts()
         self.sanctions = sanctions
+        self.chains = chains  # a writer's name -> its hash chain (processor.chain)
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.health = health or Health()
@@ -100,7 +104,8 @@ class Processor:
                 continue
             worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
                                      max_records=self.max_records, fault=self.fault,
-                                     on_commit=self._decided, metrics=self.metrics)
+                                     on_commit=self._decided, metrics=self.metrics,
+                                     chain=self.chains(f"{self.group}-tx-{tp.partition}"))
             worker.sanctions = self.sanctions
             await worker.start(self._committed)
             self.consumer.seek(tp, worker.next_offset)

@@ -26,7 +26,7 @@ second copy a no-op.
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from common.topic_reader import read_to_end
-from events import codec, topics
+from events import chain, codec, topics
 from projector.fold import Position
 
 REDRIVEN_FROM = "redriven_from"
@@ -75,6 +75,9 @@ class Letter:
     error: str
     source: Position
     original: Position | None
+    # The failed record's hash chain headers, carried so a re-drive keeps its link
+    # (docs/audit.md: a re-driven event is checked against the record it copies).
+    link: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
     def where(self) -> Position:
@@ -105,7 +108,12 @@ def _letter(record: Any) -> Letter:  # an aiokafka ConsumerRecord (no type hints
         source=Position(headers.get("source_topic", "?"), int(headers.get("source_partition", -1)),
                         int(headers.get("source_offset", -1))),
         original=original_position(getattr(record, "headers", ())),
+        link=chain_headers(getattr(record, "headers", ())),
     )
+
+
+def chain_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+    return [(k, v) for k, v in headers or () if k in chain.NAMES]
 
 
 async def read_letters(bootstrap: str) -> list[Letter]:
@@ -196,7 +204,7 @@ async def _redrive_one(producer: AIOKafkaProducer, pool: asyncpg.Pool, letter: L
     if dry_run:
         return Outcome(letter, "would redrive")
     headers = [(REDRIVEN_FROM, f"{topics.DLQ}:{letter.partition}:{letter.offset}".encode()),
-               original_header(where)]
+               original_header(where), *letter.link]
     async with pool.acquire() as conn, conn.transaction():
         claimed = await conn.fetchval(_CLAIM, letter.partition, letter.offset, where.topic,
                                       where.partition, where.offset)

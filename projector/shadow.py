@@ -41,6 +41,7 @@ async def create_shadow(conn: asyncpg.Connection) -> list[str]:
     """(Re)create the shadow schema with an empty copy of every live table, keys included."""
     names = await tables(conn)
     async with conn.transaction():
+        await conn.execute("SET LOCAL search_path = pg_catalog")  # definitions fully qualified
         await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
         await conn.execute(f"CREATE SCHEMA {SHADOW}")
         for t in names:
@@ -59,6 +60,12 @@ async def create_shadow(conn: asyncpg.Connection) -> list[str]:
                                           f"{LIVE}.{_q(t)}")
             if options:
                 await conn.execute(f"ALTER TABLE {SHADOW}.{_q(t)} SET ({', '.join(options)})")
+            # Triggers are not part of LIKE either: the append-only guard of events and
+            # ledger_entries (migration 0006) must hold for the tables a rebuild swaps in.
+            for (definition,) in await conn.fetch(
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::regclass "
+                "AND NOT tgisinternal ORDER BY tgname", f"{LIVE}.{_q(t)}"):
+                await conn.execute(definition.replace(f" ON {LIVE}.", f" ON {SHADOW}.", 1))
     return names
 
 

@@ -22,7 +22,7 @@ from events.readmodel import (
     TRADE_RANK,
     TRANSFER_RANK,
 )
-from projector import wire
+from projector import chain, wire
 from projector.fold import TRADE_TIMES, Row, RowChanges
 
 #: Taken shared by every batch of the live projector, exclusively by a rebuild's swap.
@@ -207,7 +207,8 @@ RETURNING c.command_id
 _ENTRY_COLUMNS = ("event_id", "wallet", "asset", "delta", "available_after", "held_after", "kind",
                   "reference", "occurred_at")
 _EVENT_COLUMNS = ("event_id", "type", "version", "key", "command_id", "correlation_id", "principal",
-                  "occurred_at", "topic", "partition", "offset", "payload")
+                  "occurred_at", "topic", "partition", "offset", "payload",
+                  "chain_writer", "chain_seq", "chain_prev", "chain_sig")
 
 # Every partition of a batch moved in one statement: each row only from the offset this instance
 # expects (an update) or, where it expects none, created (an insert that loses to a concurrent
@@ -404,9 +405,14 @@ def _event_lines(events: list[Row]) -> list[str]:
         event_id, type_, key, command, correlation, principal, topic, payload = wire.fields(
             r["event_id"], r["type"], r["key"], r["command_id"], r["correlation_id"],
             r["principal"], r["topic"], r["payload"])
+        # The hash chain's fields (projector.chain); rows folded without them have none.
+        writer = r.get("chain_writer")
+        link = "\\N\t\\N\t\\N\t\\N" if writer is None else (
+            f"{wire.escape(writer)}\t{r['chain_seq']}\t{chain.bytea(r['chain_prev'])}\t"
+            f"{chain.bytea(r['chain_sig'])}")
         lines.append(f"{event_id}\t{type_}\t{r['version']}\t{key}\t{command}\t{correlation}\t"
                      f"{principal}\t{wire.ts(r['occurred_at'])}\t{topic}\t{r['partition']}\t"
-                     f"{r['offset']}\t{payload}\n")
+                     f"{r['offset']}\t{payload}\t{link}\n")
     return lines
 
 

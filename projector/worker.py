@@ -32,7 +32,7 @@ from events import codec, topics
 from events.codec import Envelope
 from events.deadletter import dead_letter_headers
 from events.readmodel import PROJECTION
-from projector import dlq, store
+from projector import chain, dlq, store
 from projector.fold import Position, Row, RowChanges, apply
 from projector.lag import Lag
 from projector.metrics import ProjectorMetrics
@@ -125,6 +125,7 @@ def _fold(items: Sequence[Item]) -> RowChanges:
                 continue
             try:
                 apply(changes, item.env, item.position)
+                changes.events[-1].update(chain.columns(item.record.headers))
             except Exception as exc:
                 item.fail(UNAPPLIABLE, f"cannot apply {item.env.type}: {exc}")
                 break
@@ -313,6 +314,7 @@ class Projection:
             headers = dead_letter_headers(item.error or "", *where)
             if item.redriven:
                 headers.append(dlq.original_header(item.position))
+            headers += dlq.chain_headers(r.headers)
             sends.append((where, await self.dead_letters.send(
                 topics.DLQ, r.value, key=r.key, partition=r.partition, headers=headers,
             )))

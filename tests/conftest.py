@@ -30,7 +30,7 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = local.process_env(self.settings, self.infra, SECRET, os.environ)
+        env = local.process_env(self.settings, self.infra, SECRET, os.environ, self.home)
         env.setdefault("LEDGERLINE_COMPLIANCE_RULES", str(COMPLIANCE_RULES))
         return env
 

@@ -20,6 +20,7 @@ CASE_COMMANDS_TOPIC = "compliance.commands"
 CASE_EVENTS_TOPIC = "compliance.events"
 SANCTIONS_TOPIC = "compliance.sanctions"
 KYC_TOPIC = "compliance.kyc"
+ANCHORS_TOPIC = "ledger.anchors"
 
 #: topic name -> topic configuration used when the topic is created.
 TOPICS: dict[str, dict[str, str]] = {
@@ -32,7 +33,12 @@ TOPICS: dict[str, dict[str, str]] = {
     CASE_EVENTS_TOPIC: {"retention.ms": "-1"},
     SANCTIONS_TOPIC: {"cleanup.policy": "compact"},
     KYC_TOPIC: {"cleanup.policy": "compact"},
+    ANCHORS_TOPIC: {"retention.ms": "-1"},
 }
+
+#: Topics with one partition whatever the count asked for: the hash chain's checkpoints are
+#: few, and one partition keeps them in one order.
+SINGLE_PARTITION: tuple[str, ...] = (ANCHORS_TOPIC,)
 
 #: Topics that must have the same number of partitions.
 CO_PARTITIONED: tuple[str, ...] = (COMMANDS_TOPIC, EVENTS_TOPIC, STATE_TOPIC)
@@ -127,7 +133,8 @@ async def ensure_topics(bootstrap: str, partitions: int, *, wait_seconds: float 
                     new_topics = [
                         NewTopic(
                             name,
-                            co_count if name in CO_PARTITIONED else partitions,
+                            co_count if name in CO_PARTITIONED
+                            else 1 if name in SINGLE_PARTITION else partitions,
                             replication,
                             topic_configs=TOPICS[name],
                         )

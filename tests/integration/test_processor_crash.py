@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from tests.conftest import Running
+from tests.integration.chain_support import end_offsets, scope, verify
 from tests.integration.ledger import (
     Workload,
     assert_decided_once,
@@ -47,6 +48,7 @@ async def test_sigkill_at_several_points_decides_every_command_once(running: Run
     # A long tail of small transfers, so the external kill lands while work is left.
     rng = random.Random(seed)
     later += [workload.transfer(*rng.sample(wallets, 2), 1) for _ in range(2000)]
+    before = await end_offsets(bootstrap)
     with own_processors(running, "crash") as procs:
         # The wallets are funded before the stream arrives; otherwise the issue credits (follow-up
         # requests) queue behind the whole stream and every transfer and trade fails.
@@ -74,3 +76,6 @@ async def test_sigkill_at_several_points_decides_every_command_once(running: Run
     assert f.settled and set(f.failed) & set(workload.trades), "trades were meant to settle and to fail"
     assert set(f.failed) & set(workload.transfers), "some transfers were meant to fail"
     await assert_views_agree(running, f, workload.assets)
+    # The hash chain survived every crash: linked again from the committed heads each time.
+    code, out = await verify(running, *scope(before, await end_offsets(bootstrap)))
+    assert code == 0, out

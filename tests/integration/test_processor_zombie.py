@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from tests.conftest import Running
+from tests.integration.chain_support import end_offsets, scope, verify
 from tests.integration.ledger import (
     Workload,
     assert_decided_once,
@@ -26,6 +27,7 @@ async def test_a_resumed_zombie_is_fenced_and_nothing_is_decided_twice(running: 
     bootstrap = running.stack.infra.bootstrap
     partitions = list(range(running.stack.settings.partitions))
     workload = Workload.build(unique_wallets("zombie", 10), transfers=200, trades=100, seed=7)
+    before = await end_offsets(bootstrap)
     with own_processors(running, "zombie") as procs:
         zombie = procs.start("zombie", LEDGERLINE_FAULT_AFTER_RECORDS="12", LEDGERLINE_FAULT_SIGNAL="STOP")
         await wait_for_log(zombie, f"assigned partitions {partitions}")
@@ -49,3 +51,6 @@ async def test_a_resumed_zombie_is_fenced_and_nothing_is_decided_twice(running: 
     written = facts(await read_events(bootstrap, "read_uncommitted"), workload.assets)
     assert sum(written.event_ids.values()) > sum(f.event_ids.values())
     await assert_views_agree(running, f, workload.assets)
+    # The zombie's aborted links are invisible; its successor linked on from the committed heads.
+    code, out = await verify(running, *scope(before, await end_offsets(bootstrap)))
+    assert code == 0, out
