@@ -37,7 +37,7 @@ class FakeOutbox:
 
 def event(n: int, wallet: str = "alice") -> bytes:
     payload = WalletCredited(wallet=wallet, asset="USDX", amount=n + 1, kind="transfer",
-                             reference=f"t{n}", available_after=n + 1, held_after=0)
+                             reference=f"t{n}")
     return codec.encode(codec.envelope(payload, key=f"wallet:{wallet}", command_id=f"c{n}",
                                        principal="p", correlation_id=f"t{n}", id=f"e{n}",
                                        occurred_at=datetime(2026, 1, 1, tzinfo=UTC)))
