@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> CommandApi:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session)
-        producer = command_producer(settings.kafka_bootstrap)
+        producer = command_producer(settings.kafka)
         await producer.start()
         waiters = outcomes.Waiters(pool)
         await waiters.start(dsn)

@@ -5,8 +5,10 @@ A missing required key or a malformed value fails fast with a message that names
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from common.kafka import Kafka, KafkaSecurity, KafkaSettingsError, security_from_env
 
 if TYPE_CHECKING:
     from common.auth import TokenKeys
@@ -39,6 +41,13 @@ class Settings:
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
     jwt_max_lifetime_seconds: int = 366 * 24 * 3600
     max_header_bytes: int = 32 * 1024
+    # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (common/kafka.py).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    @property
+    def kafka(self) -> Kafka:
+        """The cluster every Kafka client of the process connects to (``common.kafka``)."""
+        return Kafka(self.kafka_bootstrap, self.kafka_security)
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -88,6 +97,10 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
+    try:
+        kafka_security = security_from_env(env)
+    except KafkaSettingsError as exc:
+        raise SettingsError(str(exc)) from None
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
         database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -114,6 +127,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                       60, 3653 * 24 * 3600),
         # The request line and headers of one HTTP request, on both APIs; more is 431.
         max_header_bytes=_int(env, "LEDGERLINE_MAX_HEADER_BYTES", 32 * 1024, 4096, 1024 * 1024),
+        kafka_security=kafka_security,
     )
 
 

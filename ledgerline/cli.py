@@ -73,7 +73,7 @@ def migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def topics(settings: Settings, _args: argparse.Namespace) -> None:
     from ledgerline.stack.topics import ensure_topics
 
-    runtime.run(ensure_topics(settings.kafka_bootstrap, settings.partitions))
+    runtime.run(ensure_topics(settings.kafka, settings.partitions))
     log.info("topics ready with %d partitions", settings.partitions)
 
 
@@ -96,7 +96,7 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
-        code = runtime.run(run_audit(settings.kafka_bootstrap, dsn, wait=args.wait))
+        code = runtime.run(run_audit(settings.kafka, dsn, wait=args.wait))
     except (AuditError, KafkaError, OSError) as exc:
         print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
         code = 2

@@ -20,7 +20,7 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
                               "LEDGERLINE_PROCESSOR_METRICS_PORT")
     try:
         await Processor(
-            settings.kafka_bootstrap, max_records=settings.processor_max_records,
+            settings.kafka, max_records=settings.processor_max_records,
             session_timeout_ms=settings.processor_session_timeout_ms,
             fault=Fault.from_env(os.environ), metrics=metrics, health=health,
         ).run(stop)

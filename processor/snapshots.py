@@ -4,6 +4,7 @@ and :func:`restore`, which reads one partition of them back into memory."""
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import KafkaTarget, client_options
 from events import topics
 from processor.decide import State
 
@@ -50,7 +51,7 @@ class Restored(dict[str, Snapshot]):
     checkpoint: int | None = None
 
 
-async def restore(bootstrap: str, partition: int) -> Restored:
+async def restore(bootstrap: KafkaTarget, partition: int) -> Restored:
     """Read one partition of the snapshot topic, start to end, into memory.
 
     The checkpoint it carries is the input offset the snapshots cover. It, not the consumer
@@ -63,7 +64,7 @@ async def restore(bootstrap: str, partition: int) -> Restored:
     """
     tp = TopicPartition(topics.STATE, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         enable_auto_commit=False,
         isolation_level="read_committed",
         auto_offset_reset="earliest",

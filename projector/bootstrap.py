@@ -29,7 +29,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         server = await listen(registry.registry, health, settings.projector_metrics_port,
                               "LEDGERLINE_PROJECTOR_METRICS_PORT")
     try:
-        await Projector(settings.kafka_bootstrap, pool, metrics=registry, health=health).run(stop)
+        await Projector(settings.kafka, pool, metrics=registry, health=health).run(stop)
     finally:
         if server is not None:
             server.close()
@@ -45,7 +45,7 @@ def main(settings: Settings) -> None:
 async def dlq_list(settings: Settings, *, as_json: bool) -> None:
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=1)
     try:
-        letters = await dlq.read_letters(settings.kafka_bootstrap)
+        letters = await dlq.read_letters(settings.kafka)
         print(dlq.render(letters, await dlq.redriven(pool), as_json=as_json))
     finally:
         await pool.close()
@@ -65,7 +65,7 @@ async def dlq_redrive(settings: Settings, letters: list[str] | None, *, force: b
     selected = None if letters is None else {_letter_position(t) for t in letters}
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=1)
     try:
-        outcomes = await dlq.redrive(settings.kafka_bootstrap, pool, selected, force=force,
+        outcomes = await dlq.redrive(settings.kafka, pool, selected, force=force,
                                      dry_run=dry_run)
     finally:
         await pool.close()
@@ -79,7 +79,7 @@ async def dlq_redrive(settings: Settings, letters: list[str] | None, *, force: b
 
 async def run_rebuild(settings: Settings, views: list[str] | None, *, swap: bool) -> None:
     try:
-        await rebuild.rebuild(settings.kafka_bootstrap, asyncpg_dsn(settings.database_url), views,
+        await rebuild.rebuild(settings.kafka, asyncpg_dsn(settings.database_url), views,
                               swap=swap)
     except rebuild.RebuildError as exc:
         print(f"ledgerline rebuild: {exc}", file=sys.stderr)

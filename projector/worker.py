@@ -26,6 +26,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from common import failures
+from common.kafka import KafkaTarget, client_options
 from common.ops import Health
 from events import codec, topics
 from events.codec import Envelope
@@ -335,14 +336,14 @@ class Projector:
     batch is committed only after the one before it.
     """
 
-    def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
                  projection: str = PROJECTION, max_records: int = 20_000,
                  metrics: ProjectorMetrics | None = None, health: Health | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=group,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -352,7 +353,7 @@ class Projector:
             session_timeout_ms=6_000,
             heartbeat_interval_ms=1_000,
         )
-        self.dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self.dlq = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
         self.metrics = metrics
         self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics,
                                      on_dead_letters=self._dead_letters_stored)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from common.kafka import KafkaTarget, client_options
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file, tail_text
@@ -202,12 +203,12 @@ def _prop(value: str | Path) -> str:
     return str(value).replace("\\", "\\\\")
 
 
-async def _probe(bootstrap: str, limit: float) -> bool:
+async def _probe(bootstrap: KafkaTarget, limit: float) -> bool:
     """True when the broker answers a metadata request listing itself and a controller."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         client_id="ledgerline-stack-probe",
         request_timeout_ms=max(1000, int(limit * 1000)),
     )
