@@ -106,7 +106,8 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 def up(settings: Settings, args: argparse.Namespace) -> None:
     from ledgerline.local import run_local_stack
 
-    run_local_stack(settings, demo=not args.no_demo)
+    secure = args.secure or os.environ.get("LEDGERLINE_SECURE", "") in ("1", "true", "yes")
+    run_local_stack(settings, demo=not args.no_demo, secure=secure)
 
 
 def _with_local_database(settings: Settings, command: str) -> Settings:
@@ -122,8 +123,11 @@ def _with_local_database(settings: Settings, command: str) -> Settings:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ledgerline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="run the whole local stack: broker, database, all processes, demo data") \
-        .add_argument("--no-demo", action="store_true", help="do not load demo data")
+    u = sub.add_parser("up", help="run the whole local stack: broker, database, all processes, demo data")
+    u.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    u.add_argument("--secure", action="store_true",
+                   help="the secure profile: TLS, SASL/SCRAM and ACLs on Kafka, TLS and a role per "
+                        "process on PostgreSQL (also LEDGERLINE_SECURE=1)")
     sub.add_parser("command-api", help="the HTTP command API (default 127.0.0.1:8001)")
     sub.add_parser("query-api", help="the GraphQL API (default 127.0.0.1:8000/graphql)")
     sub.add_parser("processor", help="the ledger processor: decides commands")

@@ -21,7 +21,8 @@ CA_KEY = "ca.key"
 _VALID = datetime.timedelta(days=825)  # the longest browsers and TLS stacks accept for a leaf
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by its owner only, never wider even for a moment."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.name + ".new")
     scratch.unlink(missing_ok=True)
@@ -37,8 +38,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Ledgerline local stack"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    # The common name alone: the broker's subject is its principal on the controller listener.
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(ca.folder / CA_KEY, _key_pem(key))
+        write_private(ca.folder / CA_KEY, _key_pem(key))
         ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return ca
 
@@ -118,7 +119,7 @@ class CertificateAuthority:
                            critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(issued.key_path, _key_pem(key))
+        write_private(issued.key_path, _key_pem(key))
         issued.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return issued
 
