@@ -34,6 +34,7 @@ from command.api import (
 from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
+from common.kafka import uvloop_safe
 from common.runtime import settle_heap
 from common.settings import Settings, asyncpg_dsn
 from common.tokens import Verified
@@ -102,4 +103,5 @@ def main(settings: Settings) -> None:
     """``ledgerline command-api``: serve the HTTP command API until a signal stops it."""
     log.info("command API on http://%s:%d", settings.command_host, settings.command_port)
     serve(create_app(settings), settings.command_host, settings.command_port,
-          max_header_bytes=settings.max_header_bytes)
+          max_header_bytes=settings.max_header_bytes,
+          **({} if uvloop_safe(settings.kafka) else {"loop": "asyncio"}))

@@ -149,6 +149,18 @@ def client_options(kafka: KafkaTarget) -> dict[str, Any]:
     return options
 
 
+def uvloop_safe(kafka: KafkaTarget) -> bool:
+    """Whether a process whose Kafka clients reach ``kafka`` may run on uvloop.
+
+    Not over TLS: uvloop waits for the peer's TLS close_notify before it reports a connection
+    closed, up to its 30 s shutdown timeout, and a Kafka broker closes without one. Every
+    ``stop()`` of an aiokafka client then takes 30 s (measured: a consumer's ``stop()`` 30.0 s on
+    uvloop, a few ms on asyncio's loop), and the processor, which opens and closes a consumer
+    for each partition it takes, outlives its rebalance timeout before it owns any.
+    """
+    return isinstance(kafka, str) or not kafka.security.uses_ssl
+
+
 def bootstrap_of(kafka: KafkaTarget) -> str:
     """The address alone, for messages."""
     return kafka if isinstance(kafka, str) else kafka.bootstrap

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 
 from common import logs, runtime
+from common.kafka import uvloop_safe
 from common.settings import Settings, SettingsError, asyncpg_dsn, load
 
 log = logging.getLogger("ledgerline")
@@ -48,19 +49,21 @@ def dlq(settings: Settings, args: argparse.Namespace) -> None:
     from projector.bootstrap import dlq_list, dlq_redrive
 
     if args.dlq_command == "list":
-        runtime.run(dlq_list(settings, as_json=args.json))
+        runtime.run(dlq_list(settings, as_json=args.json), uvloop=uvloop_safe(settings.kafka))
     else:
         if not args.all and not args.letter:
             raise SettingsError("name the dead letters to re-drive (PARTITION:OFFSET ...) or pass --all")
         code = runtime.run(dlq_redrive(settings, None if args.all else args.letter,
-                                       force=args.force, dry_run=args.dry_run))
+                                       force=args.force, dry_run=args.dry_run),
+                           uvloop=uvloop_safe(settings.kafka))
         raise SystemExit(code)
 
 
 def rebuild(settings: Settings, args: argparse.Namespace) -> None:
     from projector.bootstrap import run_rebuild
 
-    runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
+    runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap),
+                uvloop=uvloop_safe(settings.kafka))
 
 
 def migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -73,7 +76,7 @@ def migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def topics(settings: Settings, _args: argparse.Namespace) -> None:
     from ledgerline.stack.topics import ensure_topics
 
-    runtime.run(ensure_topics(settings.kafka, settings.partitions))
+    runtime.run(ensure_topics(settings.kafka, settings.partitions), uvloop=uvloop_safe(settings.kafka))
     log.info("topics ready with %d partitions", settings.partitions)
 
 
@@ -96,7 +99,8 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
-        code = runtime.run(run_audit(settings.kafka, dsn, wait=args.wait))
+        code = runtime.run(run_audit(settings.kafka, dsn, wait=args.wait),
+                           uvloop=uvloop_safe(settings.kafka))
     except (AuditError, KafkaError, OSError) as exc:
         print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
         code = 2

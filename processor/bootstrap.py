@@ -5,6 +5,7 @@ import asyncio
 import os
 
 from common import runtime
+from common.kafka import uvloop_safe
 from common.ops import Health, listen
 from common.settings import Settings
 from processor.faults import Fault
@@ -31,4 +32,4 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
 
 def main(settings: Settings) -> None:
     """``ledgerline processor``: decide commands until SIGINT or SIGTERM."""
-    runtime.run_worker(lambda stop: run_processor(settings, stop))
+    runtime.run_worker(lambda stop: run_processor(settings, stop), uvloop=uvloop_safe(settings.kafka))

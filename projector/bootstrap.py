@@ -10,6 +10,7 @@ import sys
 import asyncpg
 
 from common import runtime
+from common.kafka import uvloop_safe
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
@@ -39,7 +40,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
 
 def main(settings: Settings) -> None:
     """``ledgerline projector``: project events into the views until SIGINT or SIGTERM."""
-    runtime.run_worker(lambda stop: run_projector(settings, stop))
+    runtime.run_worker(lambda stop: run_projector(settings, stop), uvloop=uvloop_safe(settings.kafka))
 
 
 async def dlq_list(settings: Settings, *, as_json: bool) -> None:
