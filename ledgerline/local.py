@@ -130,6 +130,7 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
         upgrade(infra.database_url)
         if infra.profile is not None:
             _secure_grants(infra)
+            infra.profile.write_admin_env(infra.bootstrap, infra.database_url)
         log.info("topics created and schema migrated")
     except BaseException:
         infra.stop()
@@ -310,6 +311,13 @@ def _shown_database(infra: Infra, home: Path) -> str:
     return f"{infra.postgres.display_url}   (password in {home / APP_PASSWORD_FILE})"
 
 
+def _secure_note(infra: Infra, home: Path) -> str:
+    if infra.profile is None:
+        return ""
+    return (f"   (TLS + SASL/SCRAM-SHA-512, ACLs; CA {infra.profile.ca_file})\n"
+            f"  Operator env  set -a; . {home / 'admin.env'}; set +a   (the stack admin, for audit, dlq, rebuild)")
+
+
 def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path) -> str:
     q = f"http://{settings.query_host}:{settings.query_port}/graphql"
     c = f"http://{settings.command_host}:{settings.command_port}"
@@ -319,7 +327,7 @@ Ledgerline is running.
 
   GraphQL API   {q}   (GraphiQL in the browser; send a token as 'Authorization: Bearer ...')
   Command API   {c}
-  Kafka         {infra.bootstrap}
+  Kafka         {infra.bootstrap}{_secure_note(infra, home)}
   PostgreSQL    {_shown_database(infra, home)}
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}

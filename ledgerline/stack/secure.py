@@ -80,6 +80,17 @@ class SecureProfile:
 
     # -- the processes ------------------------------------------------------------------------
 
+    def write_admin_env(self, bootstrap: str, owner_url: str) -> Path:
+        """``admin.env`` (0600): the stack admin's Kafka credentials and the owner's database URL,
+        for operator commands in another shell (``set -a; . .ledgerline/admin.env; set +a``)."""
+        import shlex
+
+        env = {"KAFKA_BOOTSTRAP": bootstrap, **security_env(self.broker_users_security(ADMIN_USER)),
+               "DATABASE_URL": self.database_url(owner_url)}
+        path = self.home / "admin.env"
+        write_private(path, "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()).encode())
+        return path
+
     def process_env(self, process: str, owner_url: str) -> dict[str, str]:
         """What ``process`` is handed on top of the common environment: its own Kafka user and
         database role, and nothing of the others'."""

@@ -260,3 +260,12 @@ async def test_the_database_refuses_connections_without_tls(secure: Running) -> 
     # ...and the server's certificate is checked against the stack's CA, by name.
     with pytest.raises(ssl.SSLCertVerificationError):
         await asyncpg.connect(url, ssl=ssl.create_default_context())
+
+
+def test_secrets_and_keys_are_readable_by_their_owner_only(secure: Running) -> None:
+    home = secure.stack.home
+    private = [*home.glob("*password"), *home.glob("tls/*.key"), home / "tls" / "broker.p12",
+               home / "admin.env", home / "kafka-secure" / "server.properties"]
+    assert len(private) >= 10
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in private} == \
+        {p.name: "0o600" for p in private}
