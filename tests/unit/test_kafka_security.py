@@ -90,3 +90,34 @@ def _a_ca_file(tmp_path: Path) -> Path:
     from ledgerline.stack.tls import CertificateAuthority
 
     return CertificateAuthority.ensure(tmp_path).cert_path
+
+
+def test_clients_that_speak_tls_to_kafka_run_on_asyncio_s_loop() -> None:
+    from common.kafka import uvloop_safe
+
+    assert uvloop_safe("127.0.0.1:9092") and uvloop_safe(load({}).kafka)
+    sasl_plain = load({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN",
+                       "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})
+    assert uvloop_safe(sasl_plain.kafka)
+    assert not uvloop_safe(load({"KAFKA_SECURITY_PROTOCOL": "SSL"}).kafka)
+
+
+def test_the_acls_grant_each_process_only_its_own_topics() -> None:
+    from events import topics
+    from ledgerline.stack.kafka_acl import GROUP, READ, TOPIC, TRANSACTIONAL_ID, USERS, WRITE, acls
+
+    def granted(process: str, kind: int, operation: int) -> set[str]:
+        return {a.name for a in acls() if a.user == USERS[process] and a.resource_type == kind
+                and a.operation == operation}
+
+    assert granted("command-api", TOPIC, WRITE) == {topics.COMMANDS}
+    assert granted("command-api", TOPIC, READ) == set()
+    assert granted("processor", TOPIC, WRITE) == {topics.EVENTS, topics.STATE, topics.COMMANDS, topics.DLQ}
+    assert granted("projector", TOPIC, WRITE) == granted("compliance", TOPIC, WRITE) == {topics.DLQ}
+    assert topics.EVENTS in granted("projector", TOPIC, READ) & granted("compliance", TOPIC, READ)
+    writers_of_events = {a.user for a in acls() if a.name == topics.EVENTS and a.operation == WRITE}
+    assert writers_of_events == {USERS["processor"]}
+    assert granted("processor", TRANSACTIONAL_ID, WRITE) == {topics.PROCESSOR_GROUP}
+    assert {p: granted(p, GROUP, READ) for p in USERS} == {
+        "command-api": set(), "processor": {topics.PROCESSOR_GROUP},
+        "projector": {topics.PROJECTOR_GROUP}, "compliance": {"ledger-compliance"}}
