@@ -4,6 +4,7 @@ waiters and the token verifier are made here, at start, and handed to the endpoi
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from command.api import (
     Wiring,
     burn,
     command_status,
+    erase,
     freeze,
     healthz,
     issue,
@@ -35,6 +37,7 @@ from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
 from common.kafka import uvloop_safe
+from common.keyring import LocalKeyring
 from common.runtime import settle_heap
 from common.settings import Settings, asyncpg_dsn
 from common.tokens import Verified
@@ -59,7 +62,8 @@ def create_app(settings: Settings) -> CommandApi:
         await producer.start()
         waiters = outcomes.Waiters(pool)
         await waiters.start(dsn)
-        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens)
+        keys = LocalKeyring(Path(settings.keyring_path)) if settings.keyring_path else None
+        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens, keys)
         settle_heap()
         log.info("command API ready")
         try:
@@ -77,6 +81,7 @@ def create_app(settings: Settings) -> CommandApi:
         Route("/v1/assets/{symbol}/issue", Endpoint(issue, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/freeze", Endpoint(freeze, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/unfreeze", Endpoint(unfreeze, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/erase", Endpoint(erase, box), methods=["POST"]),
         Route("/v1/commands/{command_id}", Endpoint(command_status, box), methods=["GET"]),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),

@@ -158,6 +158,11 @@ def document() -> dict[str, Any]:
             "/v1/wallets/{wallet}/unfreeze": _command("Unfreeze a wallet", _body(
                 ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
                 path_params=(("wallet", WALLET),)),
+            "/v1/wallets/{wallet}/erase": _command(
+                "Erase a wallet's personal data (its memos): its data key is destroyed at once, "
+                "the log keeps only ciphertext, balances are unchanged", _body(
+                    ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
+                path_params=(("wallet", WALLET),)),
             "/v1/commands/{command_id}": {"get": {
                 "summary": "A command's outcome as the read model shows it",
                 "description": "Who may: the command's sender, operator, compliance, auditor. "

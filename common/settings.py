@@ -43,6 +43,8 @@ class Settings:
     max_header_bytes: int = 32 * 1024
     # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (common/kafka.py).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # LEDGERLINE_KEYRING: the wallets' data keys (common/keyring.py); unset: memos in clear.
+    keyring_path: str | None = None
 
     @property
     def kafka(self) -> Kafka:
@@ -128,6 +130,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # The request line and headers of one HTTP request, on both APIs; more is 431.
         max_header_bytes=_int(env, "LEDGERLINE_MAX_HEADER_BYTES", 32 * 1024, 4096, 1024 * 1024),
         kafka_security=kafka_security,
+        keyring_path=env.get("LEDGERLINE_KEYRING") or None,
     )
 
 

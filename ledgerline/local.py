@@ -65,6 +65,8 @@ class Infra:
     kafka: Kafka | None = None
     #: The secure profile's certificates and credentials (``ledgerline up --secure``).
     profile: "SecureProfile | None" = None
+    #: The wallets' data keys (memos are sealed with them): a file in the stack's home.
+    keyring: Path | None = None
 
     def process_envs(self) -> dict[str, dict[str, str]]:
         """Per process, what it is handed on top of the common environment: in the secure
@@ -88,7 +90,7 @@ def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, s
     SASL/SCRAM with ACLs on the broker, TLS and a role per process on the database, each in a
     folder of its own (``kafka-secure``, ``postgres-secure``)."""
     infra = Infra(settings.kafka_bootstrap, settings.database_url, settings.database_url,
-                  kafka=settings.kafka)
+                  kafka=settings.kafka, keyring=home / "keyring.json")
     suffix = "-secure" if secure else ""
     try:
         if secure:
@@ -253,6 +255,8 @@ def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str
         LEDGERLINE_PROJECTOR_METRICS_PORT=str(settings.projector_metrics_port),
         LEDGERLINE_PROCESSOR_METRICS_PORT=str(settings.processor_metrics_port),
     )
+    if infra.keyring is not None and not base.get("LEDGERLINE_KEYRING"):
+        env["LEDGERLINE_KEYRING"] = str(infra.keyring)
     return env
 
 

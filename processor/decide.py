@@ -25,6 +25,7 @@ from events.messages import (
     Command,
     CreditKind,
     CreditWallet,
+    EraseWalletData,
     Event,
     FreezeRejected,
     FreezeWallet,
@@ -52,6 +53,7 @@ from events.messages import (
     TransferInitiated,
     UnfreezeWallet,
     WalletCredited,
+    WalletDataErased,
     WalletFrozen,
     WalletUnfrozen,
 )
@@ -135,6 +137,8 @@ def decide(state: State | None, command: Command, key: str | None = None) -> lis
             return [WalletFrozen(wallet=command.wallet, reason=command.reason)]
         case UnfreezeWallet():
             return [WalletUnfrozen(wallet=command.wallet, reason=command.reason)]
+        case EraseWalletData():
+            return [WalletDataErased(wallet=command.wallet)]
     raise TypeError(f"no decider for {type(command).__name__}")
 
 
@@ -151,7 +155,7 @@ def _refused(c: Command, refused: Refusal) -> list[Event]:
             ids: dict[str, Any] = dict(
                 transfer_id=shown(c.transfer_id), source=shown(c.source), target=shown(c.target),
                 asset=shown(c.asset), amount=shown_units(c.amount))
-            memo = c.memo if grammar.is_text(c.memo, empty=True) else None
+            memo = c.memo if grammar.is_memo(c.memo) else None
             return [TransferInitiated(**ids, memo=memo), TransferFailed(**ids, reason=reason)]
         case InitiateTrade():
             terms: dict[str, Any] = {k: shown(v) if isinstance(v, str) else shown_units(v)

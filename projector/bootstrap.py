@@ -6,11 +6,13 @@ Pools, Kafka clients and the metrics registry are made here, at start, and passe
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import asyncpg
 
 from common import runtime
 from common.kafka import uvloop_safe
+from common.keyring import LocalKeyring
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
@@ -30,12 +32,19 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         server = await listen(registry.registry, health, settings.projector_metrics_port,
                               "LEDGERLINE_PROJECTOR_METRICS_PORT")
     try:
-        await Projector(settings.kafka, pool, metrics=registry, health=health).run(stop)
+        await Projector(settings.kafka, pool, metrics=registry, health=health,
+                        keys=_keys(settings)).run(stop)
     finally:
         if server is not None:
             server.close()
         await listener.close()
         await pool.close()
+
+
+def _keys(settings: Settings) -> LocalKeyring | None:
+    """The wallets' data keys, to show sealed memos in clear (read-only use: keys are made by the
+    command API and destroyed by an erasure)."""
+    return LocalKeyring(Path(settings.keyring_path)) if settings.keyring_path else None
 
 
 def main(settings: Settings) -> None:
@@ -81,7 +90,7 @@ async def dlq_redrive(settings: Settings, letters: list[str] | None, *, force: b
 async def run_rebuild(settings: Settings, views: list[str] | None, *, swap: bool) -> None:
     try:
         await rebuild.rebuild(settings.kafka, asyncpg_dsn(settings.database_url), views,
-                              swap=swap)
+                              swap=swap, keys=_keys(settings))
     except rebuild.RebuildError as exc:
         print(f"ledgerline rebuild: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

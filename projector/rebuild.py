@@ -23,6 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from common.kafka import KafkaTarget, client_options
+from common.keyring import KeyStore
 from common.topic_reader import partitions_of
 from events import topics
 from events.readmodel import PROJECTION
@@ -71,12 +72,12 @@ class Replay:
 
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  already_dead: set[tuple[str, int, int]], progress: Progress,
-                 max_records: int = 5000) -> None:
+                 max_records: int = 5000, keys: KeyStore | None = None) -> None:
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap), enable_auto_commit=False, isolation_level="read_committed",
             auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
         self.projection = Projection(pool, producer, name=PROJECTION, swap_lock=False,
-                                     already_dead=already_dead)
+                                     already_dead=already_dead, keys=keys)
         self.progress = progress
         self.max_records = max_records
         self.tps: list[TopicPartition] = []
@@ -126,7 +127,7 @@ class Replay:
 
 async def rebuild(bootstrap: KafkaTarget, database_url: str, views: list[str] | None = None, *,
                   swap: bool = True, progress: Progress | None = None,
-                  close_enough: int = 2000) -> list[str]:
+                  close_enough: int = 2000, keys: KeyStore | None = None) -> list[str]:
     """Rebuild ``views`` (all when None) and swap them in; returns the swapped table names.
 
     With ``swap=False`` the shadow schema is left in place, aligned to the live offsets, for a
@@ -149,7 +150,7 @@ async def rebuild(bootstrap: KafkaTarget, database_url: str, views: list[str] | 
         await producer.start()
         dead = {(x.source.topic, x.source.partition, x.source.offset)
                 for x in await dlq.read_letters(bootstrap)}
-        replay = Replay(bootstrap, shadow_pool, producer, dead, progress)
+        replay = Replay(bootstrap, shadow_pool, producer, dead, progress, keys=keys)
         await replay.start(bootstrap)
 
         async def live() -> dict[int, int]:

@@ -101,6 +101,8 @@ class SecureProfile:
         # The projector rebuilds and swaps the views, so it is their owner; the processor has no
         # business with the database at all.
         env["DATABASE_URL"] = self.database_url(owner_url, role or None) if process != "processor" else ""
+        if process not in ("command-api", "projector"):
+            env["LEDGERLINE_KEYRING"] = ""  # only they seal and open memos
         return env
 
 
