@@ -32,7 +32,7 @@ from ledgerline.stack.kafka_acl import USERS
 from ledgerline.stack.pg_roles import COMMAND_ROLE, QUERY_ROLE
 from ledgerline.stack.ports import free_port
 from tests.conftest import REPO, SECRET, Running, Stack, token
-from tests.e2e.helpers import balances, funded_alice, post
+from tests.e2e.helpers import balances, funded_alice, graphql, post
 
 pytestmark = pytest.mark.e2e
 
@@ -83,12 +83,16 @@ def _as(running: Running, process: str) -> Kafka:
 async def test_a_transfer_goes_through_over_tls_and_sasl(http: httpx.AsyncClient, secure: Running) -> None:
     funded = await funded_alice(http, secure, "100.00")
     sent = await post(http, secure, "/v1/transfers", funded.alice_token,
-                      {"from": funded.alice, "to": funded.bob, "asset": funded.symbol, "amount": "40.00"})
+                      {"from": funded.alice, "to": funded.bob, "asset": funded.symbol, "amount": "40.00",
+                       "memo": "sealed over TLS"})
     assert sent.status_code == 200, sent.text
     assert sent.json()["status"] == "completed", sent.text
     auditor = token("auditor", roles=["auditor"])
     assert await balances(http, secure, auditor, funded.bob) == {funded.symbol: ("40.00", "0.00")}
     assert await balances(http, secure, auditor, funded.alice) == {funded.symbol: ("60.00", "0.00")}
+    memo = await graphql(http, secure, auditor, "query($id: ID!) { transfer(id: $id) { memo } }",
+                         id=sent.json()["transfer_id"])
+    assert memo["transfer"]["memo"] == "sealed over TLS"
     assert all(secure.alive().values()), secure.alive()
 
 
@@ -107,6 +111,8 @@ def test_each_process_is_handed_only_its_own_credentials(secure: Running) -> Non
             assert environ["DATABASE_URL"] == ""
         else:
             assert "sslmode=verify-full" in environ["DATABASE_URL"]
+        # Only the command API (seals memos) and the projector (opens them) hold the data keys.
+        assert bool(environ["LEDGERLINE_KEYRING"]) == (name in ("command-api", "projector"))
 
 
 async def _produce(kafka: Kafka, topic: str, **options: Any) -> None:
@@ -265,7 +271,7 @@ async def test_the_database_refuses_connections_without_tls(secure: Running) -> 
 def test_secrets_and_keys_are_readable_by_their_owner_only(secure: Running) -> None:
     home = secure.stack.home
     private = [*home.glob("*password"), *home.glob("tls/*.key"), home / "tls" / "broker.p12",
-               home / "admin.env", home / "kafka-secure" / "server.properties"]
+               home / "admin.env", home / "kafka-secure" / "server.properties", home / "keyring.json"]
     assert len(private) >= 10
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in private} == \
         {p.name: "0o600" for p in private}
