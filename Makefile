@@ -18,8 +18,9 @@ $(BIN)/ledgerline: pyproject.toml
 install: $(BIN)/ledgerline
 
 ## Run the whole system locally: Kafka, PostgreSQL, migrations, the four processes, demo data.
+## SECURE=1: the secure profile (TLS, SASL/SCRAM and ACLs on Kafka; TLS and a role per process on PostgreSQL).
 up: install
-	$(BIN)/ledgerline up
+	$(BIN)/ledgerline up $(if $(SECURE),--secure)
 
 PACKAGES := events common command processor projector query compliance ledgerline
 

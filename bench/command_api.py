@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import command_floor, stack
 from bench.httpload import Connection, request_bytes
 from common.auth import issue_token
+from common.kafka import client_options
 from common.settings import Settings, asyncpg_dsn
 from events import codec, topics
 from ledgerline.stack.ports import free_port
@@ -92,7 +93,7 @@ class Sampler:
         self.wrong: list[str] = []
 
     async def run(self, seconds: float) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+        consumer = AIOKafkaConsumer(**client_options(self.settings.kafka),
                                     isolation_level="read_committed")
         await consumer.start()
         try:
@@ -300,7 +301,7 @@ def _run(ports: dict[str, int], pids: dict[str, int], settings: Settings, ledger
     bare = [_measured({**_spec(ports["bare"], variants, False, mode="closed", connections=c,
                                 seconds=MAX_SECONDS, warmup=0.5)}, pids["bare"]) for c in CONNECTIONS]
     out["bare_max"] = max(bare, key=lambda m: m["rate"])
-    out["path"] = asyncio.run(command_floor.transfer_path(settings.kafka_bootstrap,
+    out["path"] = asyncio.run(command_floor.transfer_path(settings.kafka,
                                                           asyncpg_dsn(settings.database_url)))
     return out
 

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from command import outcomes, validate
 from command.errors import ApiError, Code
 from common.auth import AuthError, authenticate
+from common.kafka import client_options
 from common.settings import Settings, asyncpg_dsn, load
 from events import codec, topics
 from events.keys import wallet_key
@@ -42,7 +43,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         dsn = asyncpg_dsn(settings.database_url)
         app.state.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
-        app.state.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+        app.state.producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all",
                                               enable_idempotence=True)
         await app.state.producer.start()
         app.state.waiters = outcomes.Waiters(app.state.pool)

@@ -24,6 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from common.kafka import client_options
 from processor.partition import quick_transaction_restarts
 from projector.worker import SESSION
 
@@ -71,7 +72,7 @@ async def kafka_hop(bootstrap: str, *, transactional: bool, samples: int = 400,
     API's are; the scratch topic is removed afterwards."""
     quick_transaction_restarts()
     topic = f"bench.hop.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
@@ -85,10 +86,10 @@ async def kafka_hop(bootstrap: str, *, transactional: bool, samples: int = 400,
 
 async def _kafka_hop(bootstrap: str, topic: str, transactional: bool, samples: int,
                      every: float) -> dict[str, float]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+    producer = AIOKafkaProducer(**client_options(bootstrap), enable_idempotence=True, acks="all",
                                 linger_ms=0, retry_backoff_ms=5,
                                 transactional_id=f"{topic}-tx" if transactional else None)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed")
     arrivals: dict[int, asyncio.Future[float]] = {}
 
     async def watch() -> None:

@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaError
 
 from bench.stack import cpu_seconds
 from common import logs
+from common.kafka import client_options
 from events import codec, topics
 from events.keys import wallet_key
 from events.messages import InitiateTransfer
@@ -55,7 +56,7 @@ from processor.worker import Processor
 
 ASSET = "BNCH"
 async def _producer(bootstrap: str) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True,
                                 max_batch_size=512 * 1024, linger_ms=0)
     await producer.start()
     return producer
@@ -152,9 +153,9 @@ async def timed_run(label: str, bootstrap: str, wallets: list[str], count: int, 
                     partitioner: Partitioner, broker_pid: int, log_dir: Path,
                     profile: Path | None, instances: int = 1) -> Run:
     tps = [TopicPartition(topics.COMMANDS, p) for p in partitioner.partitions]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
+    ends = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed")
+    probe = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed")
     await admin.start()
     await ends.start()
     await probe.start()
@@ -227,7 +228,7 @@ async def recovery(bootstrap: str, wallets: int) -> tuple[float, float, int, int
         await producer.stop()
 
     tp = TopicPartition(topics.STATE, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed",
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:

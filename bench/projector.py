@@ -37,6 +37,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import stack
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from events import codec, topics
 from events.keys import asset_key, wallet_key
@@ -129,7 +130,7 @@ class Ledger:
 
 async def produce(bootstrap: str, events: Iterator[tuple[int, bytes, bytes]]) -> int:
     """Bulk-produce with one record batch per partition at a time; returns the count."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True,
                                 linger_ms=20, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
     await producer.start()
     count = 0
@@ -159,7 +160,7 @@ async def produce(bootstrap: str, events: Iterator[tuple[int, bytes, bytes]]) ->
 
 
 async def end_offsets(bootstrap: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap))
     await consumer.start()
     try:
         tps = [TopicPartition(topics.EVENTS, p) for p in range(partitions)]
@@ -181,7 +182,7 @@ async def naive(bootstrap: str, dsn: str, partitions: int, count: int) -> float:
             await shadow.create_indexes(conn)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2,
                                      server_settings={**SESSION, "search_path": f"{shadow.SHADOW}, public"})
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False,
                                 auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
     try:
@@ -248,7 +249,7 @@ async def read_floor(bootstrap: str, partitions: int, servers: dict[str, int | N
     Returns events/s and CPU µs per event (this process, the broker)."""
     ends = await end_offsets(bootstrap, partitions)
     total = sum(ends.values())
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False,
                                 auto_offset_reset="earliest", isolation_level="read_committed",
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
@@ -334,7 +335,7 @@ async def catch_up_and_live(bootstrap: str, dsn: str, partitions: int, ledger: L
         print(f"catch-up: {_batches(metrics)}", file=sys.stderr)
         # Live: a steady rate for a while, the worker caught up from the start.
         timed.latencies.clear()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True,
                                     linger_ms=2)
         await producer.start()
         source = itertools.chain.from_iterable(ledger.transfer() for _ in itertools.count())

@@ -13,6 +13,7 @@ Every refusal is an :class:`~command.errors.ApiError` with a code of the closed
 :class:`~command.errors.Code` set; every input rule is :mod:`events.grammar`'s.
 """
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from command.ids import name_id, random_id
 from command.openapi import render as render_openapi
 from common.auth import AuthError, Principal
 from common.failures import TRANSIENT
+from common.keyring import Erased, KeyStore, seal
 from common.settings import Settings
 from common.tokens import Verified
 from events import codec, grammar, topics
@@ -44,6 +46,7 @@ from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
 from events.messages import (
     BurnTokens,
+    EraseWalletData,
     FreezeWallet,
     InitiateTrade,
     InitiateTransfer,
@@ -69,6 +72,8 @@ class Wiring:
     waiters: outcomes.Waiters
     decimals: dict[str, int]
     tokens: Verified
+    #: Wallets' data keys, to seal memos (None: memos go to the log in clear).
+    keys: KeyStore | None = None
 
 
 @dataclass(slots=True)
@@ -303,6 +308,12 @@ async def transfer(call: Call) -> Response:
         raise ApiError(422, Code.SAME_WALLET, "'from' and 'to' must be different wallets", "to")
     if not call.principal.may_debit(source):
         raise ApiError(403, Code.FORBIDDEN, f"you may not move funds out of wallet {source!r}", "from")
+    if memo and call.w.keys is not None:
+        try:
+            memo = await asyncio.to_thread(seal, call.w.keys, source, memo)
+        except Erased:
+            raise ApiError(422, Code.INVALID_FIELD, f"wallet {source!r}'s personal data was erased: "
+                           "no memo can be stored for it", "memo") from None
     command_id = _command_id(call)
     transfer_id = _created_id(call, command_id, "")
     message = InitiateTransfer(transfer_id=transfer_id, source=source, target=target,
@@ -373,6 +384,23 @@ async def freeze(call: Call) -> Response:
 
 async def unfreeze(call: Call) -> Response:
     return await _set_frozen(call, frozen=False)
+
+
+async def erase(call: Call) -> Response:
+    """Crypto-shredding: the wallet's data key is destroyed before anything else, so its memos are
+    unreadable everywhere at once; the command then tells the views to forget what they show."""
+    wallet = validate.wallet_id(call.request.path_params["wallet"])
+    body = await _body(call)
+    validate.only(body, _FREEZE_FIELDS)
+    validate.text(body, "reason")
+    if not call.principal.may_freeze():
+        raise ApiError(403, Code.FORBIDDEN, "erasing a wallet's personal data needs the compliance role")
+    if call.w.keys is None:
+        raise ApiError(503, Code.UNAVAILABLE, "no key store is configured (LEDGERLINE_KEYRING)")
+    await asyncio.to_thread(call.w.keys.destroy, wallet)
+    extra = {"command_id": _command_id(call)}
+    return await _submit(call, EraseWalletData(wallet=wallet), wallet_key(wallet), extra,
+                         f"wallets/{wallet}/erase", body)
 
 
 async def command_status(call: Call) -> Response:

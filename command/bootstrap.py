@@ -4,6 +4,7 @@ waiters and the token verifier are made here, at start, and handed to the endpoi
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 from starlette.applications import Starlette
@@ -22,6 +23,7 @@ from command.api import (
     Wiring,
     burn,
     command_status,
+    erase,
     freeze,
     healthz,
     issue,
@@ -38,6 +40,8 @@ from command.cases import case_action, sanction, set_tier, unsanction
 from command.errors import ApiError, Code
 from command.producer import command_producer
 from common.httpserver import serve
+from common.kafka import uvloop_safe
+from common.keyring import LocalKeyring
 from common.runtime import settle_heap
 from common.settings import Settings, asyncpg_dsn
 from common.tokens import Verified
@@ -61,11 +65,12 @@ def create_app(settings: Settings) -> CommandApi:
         bound = settings.unavailable_seconds
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session,
                                          timeout=bound, command_timeout=bound)
-        producer = command_producer(settings.kafka_bootstrap)
+        producer = command_producer(settings.kafka)
         await producer.start()
         waiters = outcomes.Waiters(pool)
         await waiters.start(dsn)
-        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens)
+        keys = LocalKeyring(Path(settings.keyring_path)) if settings.keyring_path else None
+        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens, keys)
         settle_heap()
         log.info("command API ready")
         try:
@@ -83,6 +88,7 @@ def create_app(settings: Settings) -> CommandApi:
         Route("/v1/assets/{symbol}/issue", Endpoint(issue, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/freeze", Endpoint(freeze, box), methods=["POST"]),
         Route("/v1/wallets/{wallet}/unfreeze", Endpoint(unfreeze, box), methods=["POST"]),
+        Route("/v1/wallets/{wallet}/erase", Endpoint(erase, box), methods=["POST"]),
         Route("/v1/commands/{command_id}", Endpoint(command_status, box), methods=["GET"]),
         *(Route(f"/v1/cases/{{case_id}}/{action}", Endpoint(case_action(action), box), methods=["POST"])
           for action in CASE_ACTIONS),
@@ -121,4 +127,5 @@ def main(settings: Settings) -> None:
     """``ledgerline command-api``: serve the HTTP command API until a signal stops it."""
     log.info("command API on http://%s:%d", settings.command_host, settings.command_port)
     serve(create_app(settings), settings.command_host, settings.command_port,
-          max_header_bytes=settings.max_header_bytes)
+          max_header_bytes=settings.max_header_bytes,
+          **({} if uvloop_safe(settings.kafka) else {"loop": "asyncio"}))

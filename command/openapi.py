@@ -190,6 +190,11 @@ def document() -> dict[str, Any]:
                 _body(["report_reference"], report_reference=_text(100),
                       note=_text(grammar.TEXT_LIMIT, empty=True)),
                 "compliance", path_params=(("case_id", _CASE),)),
+            "/v1/wallets/{wallet}/erase": _command(
+                "Erase a wallet's personal data (its memos): its data key is destroyed at once, "
+                "the log keeps only ciphertext, balances are unchanged", _body(
+                    ["reason"], reason=_text(grammar.TEXT_LIMIT)), "compliance",
+                path_params=(("wallet", WALLET),)),
             "/v1/commands/{command_id}": {"get": {
                 "summary": "A command's outcome as the read model shows it",
                 "description": "Who may: the command's sender, operator, compliance, auditor. "

@@ -13,6 +13,8 @@ import random
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from common.kafka import KafkaTarget, client_options
+
 BATCH_BYTES = 256 * 1024
 
 
@@ -37,9 +39,9 @@ class KeyHashPartitioner:
         return all_partitions[hashed % len(all_partitions)]
 
 
-def command_producer(bootstrap: str) -> AIOKafkaProducer:
+def command_producer(bootstrap: KafkaTarget) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         acks="all",
         enable_idempotence=True,
         linger_ms=0,

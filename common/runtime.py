@@ -23,15 +23,18 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_GENERATION, 20, 100)
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], *, uvloop: bool = True) -> T:
     """``asyncio.run`` on uvloop where it is installed (it comes with ``uvicorn[standard]``), as
     the two HTTP servers already run: a round trip to PostgreSQL cost the client about half the
-    CPU there (70 µs against 135 µs on the standard loop, on the 2-core development machine)."""
+    CPU there (70 µs against 135 µs on the standard loop, on the 2-core development machine).
+    ``uvloop=False``: the standard loop (see :func:`common.kafka.uvloop_safe`)."""
+    if not uvloop:
+        return asyncio.run(main)
     try:
-        import uvloop
+        import uvloop as fast_loop
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)
+    return fast_loop.run(main)
 
 
 async def until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -43,6 +46,6 @@ async def until_signalled(work: Callable[[asyncio.Event], Awaitable[None]]) -> N
     await work(stop)
 
 
-def run_worker(work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def run_worker(work: Callable[[asyncio.Event], Awaitable[None]], *, uvloop: bool = True) -> None:
     """A worker process's main loop: ``work(stop)`` on uvloop until a signal stops it."""
-    run(until_signalled(work))
+    run(until_signalled(work), uvloop=uvloop)

@@ -5,8 +5,10 @@ A missing required key or a malformed value fails fast with a message that names
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from common.kafka import Kafka, KafkaSecurity, KafkaSettingsError, security_from_env
 
 if TYPE_CHECKING:
     from common.auth import TokenKeys
@@ -48,6 +50,15 @@ class Settings:
     anchor_file: str | None = None
     anchor_every_seconds: int = 10
     anchor_public_key_file: str | None = None
+    # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_* (common/kafka.py).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # LEDGERLINE_KEYRING: the wallets' data keys (common/keyring.py); unset: memos in clear.
+    keyring_path: str | None = None
+
+    @property
+    def kafka(self) -> Kafka:
+        """The cluster every Kafka client of the process connects to (``common.kafka``)."""
+        return Kafka(self.kafka_bootstrap, self.kafka_security)
 
     def token_keys(self) -> "TokenKeys":
         """How the APIs verify bearer tokens; fails fast when nothing (or too much) is set."""
@@ -97,6 +108,10 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
+    try:
+        kafka_security = security_from_env(env)
+    except KafkaSettingsError as exc:
+        raise SettingsError(str(exc)) from None
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
         database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -130,6 +145,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         anchor_file=env.get("LEDGERLINE_ANCHOR_FILE") or None,
         anchor_every_seconds=_int(env, "LEDGERLINE_ANCHOR_EVERY_SECONDS", 10, 1, 24 * 3600),
         anchor_public_key_file=env.get("LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE") or None,
+        kafka_security=kafka_security,
+        keyring_path=env.get("LEDGERLINE_KEYRING") or None,
     )
 
 

@@ -6,10 +6,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from common.kafka import KafkaTarget, client_options
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+
+async def partitions_of(bootstrap: KafkaTarget, topic: str) -> list[int]:
     """The partition numbers of ``topic`` (empty if it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -19,7 +21,7 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
                   for p in t.get("partitions") or ())
 
 
-async def read_to_end(bootstrap: str, topic: str, *,
+async def read_to_end(bootstrap: KafkaTarget, topic: str, *,
                       isolation: str = "read_committed") -> dict[int, list[Any]]:
     """The records of every partition of ``topic``, each in log order, up to the end offsets read
     first (records appended meanwhile are left out)."""
@@ -27,7 +29,7 @@ async def read_to_end(bootstrap: str, topic: str, *,
     if not tps:
         return {}
     # earliest: with the default (latest) the position could settle at the end before the seek.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False,
                                 isolation_level=isolation, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()

@@ -27,6 +27,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common import runtime
+from common.kafka import KafkaTarget, client_options
 from common.settings import Settings, asyncpg_dsn
 from common.topic_reader import partitions_of
 from compliance import rules as rules_file
@@ -73,13 +74,13 @@ async def make_shadow(conn: asyncpg.Connection, schema: str = SHADOW) -> None:
         await conn.execute(f"CREATE TABLE {schema}.{table} (LIKE {store.SCHEMA}.{table} INCLUDING ALL)")
 
 
-async def replay(bootstrap: str, pool: asyncpg.Pool, rules: rules_file.RuleSet,
+async def replay(bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: rules_file.RuleSet,
                  progress: Callable[[int, int], None] | None = None) -> tuple[int, dict[int, int]]:
     """Replay ``ledger.events`` from 0 to its current end into the shadow schema; returns the
     records read and, per partition, the offset after the last record read (the end offset
     may lie further, past a transaction's commit marker)."""
     tps = [TopicPartition(topics.EVENTS, p) for p in await partitions_of(bootstrap, topics.EVENTS)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     monitor = Monitor(pool, rules, None, schema=SHADOW, notify=False)
@@ -137,7 +138,7 @@ class _Progress:
             print(f"backtest: {done}/{total} records ({rate:,.0f}/s)", file=self.out, flush=True)
 
 
-async def backtest(bootstrap: str, dsn: str, rules: rules_file.RuleSet, *,
+async def backtest(bootstrap: KafkaTarget, dsn: str, rules: rules_file.RuleSet, *,
                    out: TextIO = sys.stderr) -> Report:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2,
                                      server_settings={"application_name": "ledgerline-backtest"})
@@ -164,7 +165,7 @@ def main(settings: Settings, rules_path: str) -> int:
     except rules_file.RulesError as exc:
         print(f"ledgerline compliance backtest: {exc}", file=sys.stderr)
         return 2
-    report = runtime.run(backtest(settings.kafka_bootstrap, asyncpg_dsn(settings.database_url), rules))
+    report = runtime.run(backtest(settings.kafka, asyncpg_dsn(settings.database_url), rules))
     print(report.render())
     return 0
 

@@ -8,6 +8,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from common import runtime
+from common.kafka import client_options
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from compliance import rules as rules_file
@@ -37,14 +38,14 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     if settings.compliance_metrics_port:
         server = await listen(metrics.registry, health, settings.compliance_metrics_port,
                               "LEDGERLINE_COMPLIANCE_METRICS_PORT")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all",
                                 enable_idempotence=True)
     await producer.start()
     try:
         await asyncio.gather(
-            MonitorWorker(settings.kafka_bootstrap, pool, rules, producer, health=health,
+            MonitorWorker(settings.kafka, pool, rules, producer, health=health,
                           metrics=metrics).run(stop),
-            CaseWorker(settings.kafka_bootstrap, pool, producer).run(stop),
+            CaseWorker(settings.kafka, pool, producer).run(stop),
         )
     finally:
         await producer.stop()

@@ -21,6 +21,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from common import failures
+from common.kafka import KafkaTarget, client_options
 from compliance import store
 from events import codec, topics
 from events.codec import Envelope
@@ -131,11 +132,11 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no
 class CaseWorker:
     """Consumes ``compliance.commands`` (its own group), decides, appends ``compliance.events``."""
 
-    def __init__(self, bootstrap: str, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
         self.pool = pool
         self.producer = producer
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=CASES_GROUP, enable_auto_commit=False,
+            **client_options(bootstrap), group_id=CASES_GROUP, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000)
 

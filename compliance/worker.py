@@ -24,6 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from common import failures
+from common.kafka import KafkaTarget, client_options
 from common.ops import Health
 from compliance import store
 from compliance.evaluate import State, evaluate
@@ -156,14 +157,14 @@ class MonitorWorker:
     payers.
     """
 
-    def __init__(self, bootstrap: str, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
                  *, max_records: int = 5_000, health: Health | None = None,
                  metrics: MonitorMetrics | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=topics.COMPLIANCE_GROUP, enable_auto_commit=False,
+            **client_options(bootstrap), group_id=topics.COMPLIANCE_GROUP, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
         )

@@ -118,3 +118,17 @@ def is_text(value: object, limit: int = TEXT_LIMIT, *, empty: bool = False) -> b
     if not empty and not value.strip():
         return False
     return text_problem(value) is None
+
+
+#: A memo sealed with its wallet's data key (``common.keyring``): the prefix, then unpadded
+#: URL-safe base64 of nonce, ciphertext and tag. Long enough for any memo of TEXT_LIMIT
+#: characters (four bytes each at most).
+SEALED_PREFIX = "sealed:v1:"
+_SEALED = re.compile(r"sealed:v1:[A-Za-z0-9_-]{38,1600}")
+
+
+def is_memo(value: object) -> bool:
+    """A memo as the log may carry it: free text (blank allowed), or a sealed memo."""
+    if isinstance(value, str) and value.startswith(SEALED_PREFIX):
+        return _SEALED.fullmatch(value) is not None
+    return is_text(value, empty=True)

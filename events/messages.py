@@ -155,6 +155,13 @@ class UnfreezeWallet(Message, frozen=True, kw_only=True):
     reason: str
 
 
+class EraseWalletData(Message, frozen=True, kw_only=True):
+    """The wallet's personal data was erased (its data key destroyed): record it in the log, so
+    the views forget what they show of it."""
+
+    wallet: str
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
@@ -309,6 +316,12 @@ class WalletUnfrozen(Message, frozen=True, kw_only=True):
     reason: str
 
 
+class WalletDataErased(Message, frozen=True, kw_only=True):
+    """The wallet's data key is destroyed: its sealed memos can never be read again."""
+
+    wallet: str
+
+
 class FreezeRejected(Message, frozen=True, kw_only=True):
     """A freeze (``freeze`` true) or unfreeze of ``wallet`` refused, e.g. for a malformed reason
     text produced straight to Kafka; the wallet's frozen flag is unchanged."""
@@ -334,6 +347,7 @@ Command = (
     | ApplyBurn
     | FreezeWallet
     | UnfreezeWallet
+    | EraseWalletData
 )
 Event = (
     AssetRegistered
@@ -357,6 +371,7 @@ Event = (
     | WalletFrozen
     | WalletUnfrozen
     | FreezeRejected
+    | WalletDataErased
 )
 
 COMMANDS: tuple[type[Message], ...] = (
@@ -375,6 +390,7 @@ COMMANDS: tuple[type[Message], ...] = (
     ApplyBurn,
     FreezeWallet,
     UnfreezeWallet,
+    EraseWalletData,
 )
 EVENTS: tuple[type[Message], ...] = (
     AssetRegistered,
@@ -398,4 +414,5 @@ EVENTS: tuple[type[Message], ...] = (
     WalletFrozen,
     WalletUnfrozen,
     FreezeRejected,
+    WalletDataErased,
 )

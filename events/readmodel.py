@@ -52,3 +52,7 @@ def parse(payload: str) -> dict[str, list[str]]:
         return {}
     return {k: [i for i in v if isinstance(i, str)] for k, v in changes.items()
             if k in KINDS and isinstance(v, list)}
+
+
+#: What the views show for a memo whose wallet's personal data was erased (its key destroyed).
+MEMO_ERASED = "[erased]"

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 
 from common import logs, runtime
+from common.kafka import uvloop_safe
 from common.settings import Settings, SettingsError, asyncpg_dsn, load
 
 log = logging.getLogger("ledgerline")
@@ -51,19 +52,21 @@ def dlq(settings: Settings, args: argparse.Namespace) -> None:
     from projector.bootstrap import dlq_list, dlq_redrive
 
     if args.dlq_command == "list":
-        runtime.run(dlq_list(settings, as_json=args.json))
+        runtime.run(dlq_list(settings, as_json=args.json), uvloop=uvloop_safe(settings.kafka))
     else:
         if not args.all and not args.letter:
             raise SettingsError("name the dead letters to re-drive (PARTITION:OFFSET ...) or pass --all")
         code = runtime.run(dlq_redrive(settings, None if args.all else args.letter,
-                                       force=args.force, dry_run=args.dry_run))
+                                       force=args.force, dry_run=args.dry_run),
+                           uvloop=uvloop_safe(settings.kafka))
         raise SystemExit(code)
 
 
 def rebuild(settings: Settings, args: argparse.Namespace) -> None:
     from projector.bootstrap import run_rebuild
 
-    runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap))
+    runtime.run(run_rebuild(settings, args.projection or None, swap=not args.no_swap),
+                uvloop=uvloop_safe(settings.kafka))
 
 
 def migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -76,7 +79,7 @@ def migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def topics(settings: Settings, _args: argparse.Namespace) -> None:
     from ledgerline.stack.topics import ensure_topics
 
-    runtime.run(ensure_topics(settings.kafka_bootstrap, settings.partitions))
+    runtime.run(ensure_topics(settings.kafka, settings.partitions), uvloop=uvloop_safe(settings.kafka))
     log.info("topics ready with %d partitions", settings.partitions)
 
 
@@ -139,7 +142,8 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
-        code = runtime.run(run_audit(settings.kafka_bootstrap, dsn, wait=args.wait))
+        code = runtime.run(run_audit(settings.kafka, dsn, wait=args.wait),
+                           uvloop=uvloop_safe(settings.kafka))
     except (AuditError, KafkaError, OSError) as exc:
         print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
         code = 2
@@ -149,7 +153,8 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 def up(settings: Settings, args: argparse.Namespace) -> None:
     from ledgerline.local import run_local_stack
 
-    run_local_stack(settings, demo=not args.no_demo)
+    secure = args.secure or os.environ.get("LEDGERLINE_SECURE", "") in ("1", "true", "yes")
+    run_local_stack(settings, demo=not args.no_demo, secure=secure)
 
 
 def _with_local_database(settings: Settings, command: str) -> Settings:
@@ -184,8 +189,11 @@ def health(_settings: Settings, _args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ledgerline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="run the whole local stack: broker, database, all processes, demo data") \
-        .add_argument("--no-demo", action="store_true", help="do not load demo data")
+    u = sub.add_parser("up", help="run the whole local stack: broker, database, all processes, demo data")
+    u.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    u.add_argument("--secure", action="store_true",
+                   help="the secure profile: TLS, SASL/SCRAM and ACLs on Kafka, TLS and a role per "
+                        "process on PostgreSQL (also LEDGERLINE_SECURE=1)")
     sub.add_parser("health", help="each part of the running local stack: up or down, pid, restarts")
     sub.add_parser("command-api", help="the HTTP command API (default 127.0.0.1:8001)")
     sub.add_parser("query-api", help="the GraphQL API (default 127.0.0.1:8000/graphql)")

@@ -22,8 +22,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.auth import issue_token
+from common.kafka import Kafka
 from common.settings import Settings
 from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
@@ -34,6 +36,9 @@ from ledgerline.stack.postgres import APP_PASSWORD_FILE, LocalPostgres
 from ledgerline.stack.secret_files import kept_secret
 from ledgerline.stack.supervisor import Part, Supervisor
 from ledgerline.stack.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from ledgerline.stack.secure import SecureProfile
 
 log = logging.getLogger("ledgerline.local")
 
@@ -61,6 +66,19 @@ class Infra:
     admin_url: str
     broker: KafkaBroker | None = None
     postgres: LocalPostgres | None = None
+    #: The broker as the stack's admin reaches it (its super user in the secure profile).
+    kafka: Kafka | None = None
+    #: The secure profile's certificates and credentials (``ledgerline up --secure``).
+    profile: "SecureProfile | None" = None
+    #: The wallets' data keys (memos are sealed with them): a file in the stack's home.
+    keyring: Path | None = None
+
+    def process_envs(self) -> dict[str, dict[str, str]]:
+        """Per process, what it is handed on top of the common environment: in the secure
+        profile, its own Kafka user and database role."""
+        if self.profile is None:
+            return {}
+        return {name: self.profile.process_env(name, self.database_url) for name in PROCESSES}
 
     def stop(self) -> None:
         if self.broker is not None:
@@ -70,41 +88,83 @@ class Infra:
 
 
 def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, str], *,
-                jvm_opts: Sequence[str] = STARTUP_JVM_OPTS) -> Infra:
+                jvm_opts: Sequence[str] = STARTUP_JVM_OPTS, secure: bool = False) -> Infra:
     """Start what ``env`` does not point at (the broker, the database), create the topics and
     migrate. ``jvm_opts``: the broker's JVM, quick to start by default; benchmarks pass
-    :data:`THROUGHPUT_JVM_OPTS`."""
-    infra = Infra(settings.kafka_bootstrap, settings.database_url, settings.database_url)
+    :data:`THROUGHPUT_JVM_OPTS`. ``secure``: the secure profile (docs/security.md): TLS and
+    SASL/SCRAM with ACLs on the broker, TLS and a role per process on the database, each in a
+    folder of its own (``kafka-secure``, ``postgres-secure``)."""
+    infra = Infra(settings.kafka_bootstrap, settings.database_url, settings.database_url,
+                  kafka=settings.kafka, keyring=home / "keyring.json")
+    suffix = "-secure" if secure else ""
     try:
+        if secure:
+            from ledgerline.stack.pg_roles import PROCESS_ROLES
+            from ledgerline.stack.secure import SecureProfile
+
+            infra.profile = SecureProfile.prepare(home)
         if env.get("KAFKA_BOOTSTRAP"):
             log.info("using the Kafka broker at %s", settings.kafka_bootstrap)
         else:
             host, _, port = settings.kafka_bootstrap.rpartition(":")
             jars = ensure_kafka_jars(cache)
-            infra.broker = KafkaBroker(jars, home / "kafka", host=host or "127.0.0.1", port=int(port),
-                                       jvm_opts=jvm_opts)
+            infra.broker = KafkaBroker(jars, home / f"kafka{suffix}", host=host or "127.0.0.1",
+                                       port=int(port), jvm_opts=jvm_opts,
+                                       security=infra.profile.broker() if infra.profile else None)
             started = time.monotonic()
             infra.broker.start()
+            infra.kafka = infra.broker.kafka
             log.info("Kafka broker up at %s in %.1fs", infra.broker.bootstrap,
                      time.monotonic() - started)
         if env.get("DATABASE_URL"):
             log.info("using the PostgreSQL server named by DATABASE_URL")
         else:
-            infra.postgres = LocalPostgres(home / "postgres", port=_pg_port(env), secrets_dir=home)
+            profile = infra.profile
+            infra.postgres = LocalPostgres(
+                home / f"postgres{suffix}", port=_pg_port(env), secrets_dir=home,
+                tls=profile.postgres_tls() if profile else None,
+                ca_file=profile.ca_file if profile else None,
+                process_roles={r: profile.role_password(r) for r in PROCESS_ROLES.values()} if profile else None)
             started = time.monotonic()
             infra.postgres.start()
             infra.database_url, infra.admin_url = infra.postgres.url, infra.postgres.admin_url
             log.info("PostgreSQL up at 127.0.0.1:%d in %.1fs", infra.postgres.port,
                      time.monotonic() - started)
-        run_sync(lambda: ensure_topics(infra.bootstrap, settings.partitions))
+        kafka = infra.kafka or infra.bootstrap
+        run_sync(lambda: ensure_topics(kafka, settings.partitions))
         from ledgerline.migrate import upgrade
 
         upgrade(infra.database_url)
+        if infra.profile is not None:
+            _secure_grants(infra)
+            infra.profile.write_admin_env(infra.bootstrap, infra.database_url)
         log.info("topics created and schema migrated")
     except BaseException:
         infra.stop()
         raise
     return infra
+
+
+def _secure_grants(infra: Infra) -> None:
+    """The secure profile's ACLs on the broker and privileges in the database."""
+    import asyncpg
+
+    from ledgerline.stack.kafka_acl import apply_acls
+    from ledgerline.stack.pg_roles import grant
+
+    if infra.broker is not None and infra.kafka is not None:
+        kafka = infra.kafka
+        run_sync(lambda: apply_acls(kafka))
+
+    async def grants() -> None:
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            await grant(conn, await conn.fetchval("SELECT current_user"))
+        finally:
+            await conn.close()
+
+    if infra.postgres is not None:
+        run_sync(grants)
 
 
 def _pg_port(env: Mapping[str, str]) -> int:
@@ -164,6 +224,8 @@ class Services:
     env: dict[str, str]
     log_dir: Path
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: name -> what that process alone is handed on top of ``env`` (its own credentials).
+    overlays: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def start(self, names: tuple[str, ...] = PROCESSES) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +235,7 @@ class Services:
     def start_one(self, name: str) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ledgerline", name], env=self.env,
+                [sys.executable, "-m", "ledgerline", name], env={**self.env, **self.overlays.get(name, {})},
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.children[name] = proc
@@ -243,6 +305,8 @@ def process_env(settings: Settings, infra: Infra, secret: str, base: Mapping[str
         LEDGERLINE_PROCESSOR_METRICS_PORT=str(settings.processor_metrics_port),
         LEDGERLINE_COMPLIANCE_METRICS_PORT=str(settings.compliance_metrics_port),
     )
+    if infra.keyring is not None and not base.get("LEDGERLINE_KEYRING"):
+        env["LEDGERLINE_KEYRING"] = str(infra.keyring)
     return env
 
 
@@ -302,6 +366,13 @@ def _shown_database(infra: Infra, home: Path) -> str:
     return f"{infra.postgres.display_url}   (password in {home / APP_PASSWORD_FILE})"
 
 
+def _secure_note(infra: Infra, home: Path) -> str:
+    if infra.profile is None:
+        return ""
+    return (f"   (TLS + SASL/SCRAM-SHA-512, ACLs; CA {infra.profile.ca_file})\n"
+            f"  Operator env  set -a; . {home / 'admin.env'}; set +a   (the stack admin, for audit, dlq, rebuild)")
+
+
 def _banner(settings: Settings, infra: Infra, tokens: dict[str, str], home: Path) -> str:
     q = f"http://{settings.query_host}:{settings.query_port}/graphql"
     c = f"http://{settings.command_host}:{settings.command_port}"
@@ -312,7 +383,7 @@ Ledgerline is running.
   GraphQL API   {q}   (GraphiQL in the browser; send a token as 'Authorization: Bearer ...')
   Console       {q.removesuffix("/graphql")}/console   (compliance: paste the compliance token below)
   Command API   {c}
-  Kafka         {infra.bootstrap}
+  Kafka         {infra.bootstrap}{_secure_note(infra, home)}
   PostgreSQL    {_shown_database(infra, home)}
   Metrics       {_metrics(settings)}
   Logs          {home / "logs"}
@@ -347,19 +418,21 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_local_stack(settings: Settings, *, demo: bool = True) -> None:
+def run_local_stack(settings: Settings, *, demo: bool = True, secure: bool = False) -> None:
     env = dict(os.environ)
     home = home_dir(env)
     started = time.monotonic()
     _stop_on_signals()
     try:
-        infra = start_infra(settings, home, cache_dir(env), env)  # stops what it started if stopped
+        # stops what it started if stopped
+        infra = start_infra(settings, home, cache_dir(env), env, secure=secure)
     except KeyboardInterrupt:
         log.info("stopped while starting")
         return
     secret = jwt_secret(home, env)
     settings = replace(settings, jwt_secret=secret, database_url=infra.database_url)
-    services = Services(process_env(settings, infra, secret, env, home), home / "logs")
+    services = Services(process_env(settings, infra, secret, env, home), home / "logs",
+                        overlays=infra.process_envs())
     watch: Supervisor | None = None
     try:
         services.start()

@@ -2,10 +2,11 @@
 
 import asyncio
 
+import asyncpg
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from common.settings import load, sqlalchemy_url
+from common.settings import asyncpg_dsn, load
 
 
 def _do_run(connection) -> None:  # type: ignore[no-untyped-def]
@@ -18,7 +19,10 @@ def _do_run(connection) -> None:  # type: ignore[no-untyped-def]
 
 async def _run() -> None:
     url = context.config.get_main_option("sqlalchemy.url") or load().database_url
-    engine = create_async_engine(sqlalchemy_url(url))
+    # asyncpg reads the whole URL, TLS parameters included (sslmode=verify-full&sslrootcert=…),
+    # which SQLAlchemy would hand it as keyword arguments it does not take.
+    dsn = asyncpg_dsn(url)
+    engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(dsn))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_do_run)

@@ -26,6 +26,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from common.kafka import KafkaTarget, client_options
 from events import codec, topics
 from events.amounts import format_amount
 from events.codec import DecodeError
@@ -43,10 +44,10 @@ class AuditError(RuntimeError):
 class EventReader:
     """Folds ``ledger.events`` into :class:`Books`, partition by partition, up to given offsets."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: KafkaTarget) -> None:
         self.bootstrap = bootstrap
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False,
+            **client_options(bootstrap), enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest",
         )
         self.books = Books()
@@ -56,7 +57,7 @@ class EventReader:
         self._tps: list[TopicPartition] = []
 
     async def start(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.bootstrap))
         await admin.start()
         try:
             [described] = await admin.describe_topics([topics.EVENTS])
@@ -237,7 +238,7 @@ def compare(books: Books, views: Views, report: Report) -> None:
             report.mismatch(f"{symbol}: and {len(shown) - 20} more differing rows")
 
 
-async def audit(bootstrap: str, dsn: str | None, *, wait: float,
+async def audit(bootstrap: KafkaTarget, dsn: str | None, *, wait: float,
                 print_line: Callable[[str], None] = print) -> int:
     """Run the audit; the exit code: 0 if everything adds up, 1 on any mismatch."""
     report = Report(print_line)

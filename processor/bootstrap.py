@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from common import runtime
+from common.kafka import uvloop_safe
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError
 from processor.chain import Chain, Signer
@@ -43,11 +44,11 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
     if settings.processor_metrics_port:
         server = await listen(metrics.registry, health, settings.processor_metrics_port,
                               "LEDGERLINE_PROCESSOR_METRICS_PORT")
-    sanctions = Sanctions(settings.kafka_bootstrap)
+    sanctions = Sanctions(settings.kafka)
     try:
         await sanctions.start()
         await Processor(
-            settings.kafka_bootstrap, max_records=settings.processor_max_records,
+            settings.kafka, max_records=settings.processor_max_records,
             session_timeout_ms=settings.processor_session_timeout_ms,
             fault=Fault.from_env(os.environ), metrics=metrics, health=health, sanctions=sanctions,
             chains=chains(settings),
@@ -60,4 +61,4 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
 
 def main(settings: Settings) -> None:
     """``ledgerline processor``: decide commands until SIGINT or SIGTERM."""
-    runtime.run_worker(lambda stop: run_processor(settings, stop))
+    runtime.run_worker(lambda stop: run_processor(settings, stop), uvloop=uvloop_safe(settings.kafka))

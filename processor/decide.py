@@ -38,6 +38,7 @@ from events.messages import (
     Command,
     CreditKind,
     CreditWallet,
+    EraseWalletData,
     Event,
     FreezeRejected,
     FreezeWallet,
@@ -65,6 +66,7 @@ from events.messages import (
     TransferInitiated,
     UnfreezeWallet,
     WalletCredited,
+    WalletDataErased,
     WalletFrozen,
     WalletUnfrozen,
 )
@@ -155,6 +157,8 @@ def decide(state: State | None, command: Command, key: str | None = None) -> lis
             return [WalletFrozen(wallet=command.wallet, reason=command.reason)]
         case UnfreezeWallet():
             return [WalletUnfrozen(wallet=command.wallet, reason=command.reason)]
+        case EraseWalletData():
+            return [WalletDataErased(wallet=command.wallet)]
     raise TypeError(f"no decider for {type(command).__name__}")
 
 
@@ -171,7 +175,7 @@ def _refused(c: Command, refused: Refusal) -> list[Event]:
             ids: dict[str, Any] = dict(
                 transfer_id=shown(c.transfer_id), source=shown(c.source), target=shown(c.target),
                 asset=shown(c.asset), amount=shown_units(c.amount))
-            memo = c.memo if grammar.is_text(c.memo, empty=True) else None
+            memo = c.memo if grammar.is_memo(c.memo) else None
             return [TransferInitiated(**ids, memo=memo), TransferFailed(**ids, reason=reason)]
         case InitiateTrade():
             terms: dict[str, Any] = {k: shown(v) if isinstance(v, str) else shown_units(v)

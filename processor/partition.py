@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
 
 from common.failures import transient_in_transaction
+from common.kafka import KafkaTarget, client_options
 from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
@@ -73,7 +74,7 @@ class Ids:
 
 
 class PartitionWorker:
-    def __init__(self, bootstrap: str, tp: TopicPartition, prefix: str, *,
+    def __init__(self, bootstrap: KafkaTarget, tp: TopicPartition, prefix: str, *,
                  max_records: int, fault: Fault | None = None,
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
                  metrics: ProcessorMetrics | None = None, chain: Chain | None = None) -> None:
@@ -93,7 +94,7 @@ class PartitionWorker:
         # a reader (read_committed) sees a batch only once the one before it is complete.
         self.producers = [
             AIOKafkaProducer(
-                bootstrap_servers=bootstrap,
+                **client_options(bootstrap),
                 transactional_id=transactional_id,
                 enable_idempotence=True,
                 acks="all",

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common import failures
 from common.failures import Backoff
+from common.kafka import KafkaTarget, client_options
 from common.topic_reader import partitions_of
 from events import topics
 from events.codec import DecodeError
@@ -33,7 +34,7 @@ log = logging.getLogger("ledgerline.processor.sanctions")
 class Sanctions:
     """The sanctions list and the KYC tiers' limits (wallet -> asset -> base units)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: KafkaTarget) -> None:
         self.bootstrap = bootstrap
         self.listed: set[str] = set()
         self.limits: dict[str, dict[str, int]] = {}
@@ -77,7 +78,7 @@ class Sanctions:
     async def _read(self) -> None:
         tps = [TopicPartition(topic, p) for topic in (topics.SANCTIONS, topics.KYC)
                for p in await partitions_of(self.bootstrap, topic)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(**client_options(self.bootstrap), enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
         try:

@@ -4,6 +4,7 @@ and :func:`restore`, which reads one partition of them back into memory."""
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import KafkaTarget, client_options
 from events import topics
 from processor.decide import State
 from processor.limits import Debit
@@ -60,7 +61,7 @@ class Restored(dict[str, Snapshot]):
         self.reserved: dict[bytes, bytes] = {}
 
 
-async def restore(bootstrap: str, partition: int) -> Restored:
+async def restore(bootstrap: KafkaTarget, partition: int) -> Restored:
     """Read one partition of the snapshot topic, start to end, into memory.
 
     The checkpoint it carries is the input offset the snapshots cover. It, not the consumer
@@ -73,7 +74,7 @@ async def restore(bootstrap: str, partition: int) -> Restored:
     """
     tp = TopicPartition(topics.STATE, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         enable_auto_commit=False,
         isolation_level="read_committed",
         auto_offset_reset="earliest",

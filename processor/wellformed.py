@@ -22,6 +22,7 @@ from events.messages import (
     BurnTokens,
     Command,
     CreditWallet,
+    EraseWalletData,
     FreezeWallet,
     InitiateTrade,
     InitiateTransfer,
@@ -98,8 +99,7 @@ CHECKS: dict[type, tuple[Check, ...]] = {
     InitiateTransfer: (("transfer_id", _REFERENCE, "invalid_command", "is not a valid id"),
                        _wallet("source"), _wallet("target"), _symbol("asset"), _amount("amount"),
                        # A blank memo is as good as none, and harmless to store.
-                       ("memo", _text(grammar.TEXT_LIMIT, empty=True, optional=True),
-                        "invalid_text", "")),
+                       ("memo", lambda v: v is None or grammar.is_memo(v), "invalid_text", "")),
     CreditWallet: (_wallet("wallet"), _symbol("asset"), _amount("amount"),
                    ("reference", _REFERENCE, "invalid_command", "is not a valid id")),
     ApplyCredit: (_wallet("wallet"), _symbol("asset"), _amount("amount"),
@@ -110,6 +110,7 @@ CHECKS: dict[type, tuple[Check, ...]] = {
     ReduceSupply: (_symbol("symbol"), _wallet("wallet"), _amount("amount")),
     FreezeWallet: (_wallet("wallet"), _REASON),
     UnfreezeWallet: (_wallet("wallet"), _REASON),
+    EraseWalletData: (_wallet("wallet"),),
     InitiateTrade: _TERMS,
     PayForTrade: _TERMS,
     SettleTrade: _TERMS,
@@ -129,6 +130,7 @@ _DECIDED_BY: dict[type, Callable[[Any], str]] = {
     BurnTokens: lambda c: wallet_key(c.wallet),
     FreezeWallet: lambda c: wallet_key(c.wallet),
     UnfreezeWallet: lambda c: wallet_key(c.wallet),
+    EraseWalletData: lambda c: wallet_key(c.wallet),
     InitiateTrade: lambda c: wallet_key(c.seller),  # the seller locks the asset
     PayForTrade: lambda c: wallet_key(c.buyer),
     SettleTrade: lambda c: wallet_key(c.seller),

@@ -26,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from common.kafka import KafkaTarget, client_options
 from common.ops import Health
 from events import topics
 from processor.chain import Chain
@@ -62,7 +63,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka h
 
 
 class Processor:
-    def __init__(self, bootstrap: str, *, group: str = topics.PROCESSOR_GROUP,
+    def __init__(self, bootstrap: KafkaTarget, *, group: str = topics.PROCESSOR_GROUP,
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
                  health: Health | None = None, sanctions: Sanctions | None = None,
@@ -83,7 +84,7 @@ class Processor:
         self.decided: dict[TopicPartition, int] = {}  # committed by a worker, not yet by the group
         self.decided_more = asyncio.Event()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=group,
             enable_auto_commit=False,
             isolation_level="read_committed",

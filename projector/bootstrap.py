@@ -6,10 +6,13 @@ Pools, Kafka clients and the metrics registry are made here, at start, and passe
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import asyncpg
 
 from common import runtime
+from common.kafka import uvloop_safe
+from common.keyring import LocalKeyring
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from projector import dlq, metrics, rebuild, shadow
@@ -29,7 +32,8 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         server = await listen(registry.registry, health, settings.projector_metrics_port,
                               "LEDGERLINE_PROJECTOR_METRICS_PORT")
     try:
-        await Projector(settings.kafka_bootstrap, pool, metrics=registry, health=health).run(stop)
+        await Projector(settings.kafka, pool, metrics=registry, health=health,
+                        keys=_keys(settings)).run(stop)
     finally:
         if server is not None:
             server.close()
@@ -37,15 +41,21 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         await pool.close()
 
 
+def _keys(settings: Settings) -> LocalKeyring | None:
+    """The wallets' data keys, to show sealed memos in clear (read-only use: keys are made by the
+    command API and destroyed by an erasure)."""
+    return LocalKeyring(Path(settings.keyring_path)) if settings.keyring_path else None
+
+
 def main(settings: Settings) -> None:
     """``ledgerline projector``: project events into the views until SIGINT or SIGTERM."""
-    runtime.run_worker(lambda stop: run_projector(settings, stop))
+    runtime.run_worker(lambda stop: run_projector(settings, stop), uvloop=uvloop_safe(settings.kafka))
 
 
 async def dlq_list(settings: Settings, *, as_json: bool) -> None:
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=1)
     try:
-        letters = await dlq.read_letters(settings.kafka_bootstrap)
+        letters = await dlq.read_letters(settings.kafka)
         print(dlq.render(letters, await dlq.redriven(pool), as_json=as_json))
     finally:
         await pool.close()
@@ -65,7 +75,7 @@ async def dlq_redrive(settings: Settings, letters: list[str] | None, *, force: b
     selected = None if letters is None else {_letter_position(t) for t in letters}
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=1)
     try:
-        outcomes = await dlq.redrive(settings.kafka_bootstrap, pool, selected, force=force,
+        outcomes = await dlq.redrive(settings.kafka, pool, selected, force=force,
                                      dry_run=dry_run)
     finally:
         await pool.close()
@@ -79,8 +89,8 @@ async def dlq_redrive(settings: Settings, letters: list[str] | None, *, force: b
 
 async def run_rebuild(settings: Settings, views: list[str] | None, *, swap: bool) -> None:
     try:
-        await rebuild.rebuild(settings.kafka_bootstrap, asyncpg_dsn(settings.database_url), views,
-                              swap=swap)
+        await rebuild.rebuild(settings.kafka, asyncpg_dsn(settings.database_url), views,
+                              swap=swap, keys=_keys(settings))
     except rebuild.RebuildError as exc:
         print(f"ledgerline rebuild: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from common.kafka import KafkaTarget, client_options
 from common.topic_reader import read_to_end
 from events import chain, codec, topics
 from projector.fold import Position
@@ -116,7 +117,7 @@ def chain_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[str
     return [(k, v) for k, v in headers or () if k in chain.NAMES]
 
 
-async def read_letters(bootstrap: str) -> list[Letter]:
+async def read_letters(bootstrap: KafkaTarget) -> list[Letter]:
     """Every dead letter in ``ledger.dlq``, oldest first per partition."""
     read = await read_to_end(bootstrap, topics.DLQ)
     return [_letter(r) for p in sorted(read) for r in read[p]]
@@ -168,14 +169,14 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING dlq_offset
 """
 
 
-async def redrive(bootstrap: str, pool: asyncpg.Pool, selected: set[tuple[int, int]] | None, *,
+async def redrive(bootstrap: KafkaTarget, pool: asyncpg.Pool, selected: set[tuple[int, int]] | None, *,
                   force: bool = False, dry_run: bool = False) -> list[Outcome]:
     """Send the selected dead letters (all when ``selected`` is None) back to their topic."""
     letters = [x for x in await read_letters(bootstrap)
                if selected is None or (x.partition, x.offset) in selected]
     done = await redriven(pool)
     outcomes: list[Outcome] = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for letter in letters:

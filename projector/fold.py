@@ -44,6 +44,7 @@ from events.messages import (
     TransferFailed,
     TransferInitiated,
     WalletCredited,
+    WalletDataErased,
     WalletFrozen,
     WalletUnfrozen,
 )
@@ -85,6 +86,8 @@ class RowChanges:
     # whose re-driven record is now applied (written by the worker, not folded from events).
     dead_letters: list[Row] = field(default_factory=list)
     resolved: list[Position] = field(default_factory=list)
+    # Wallets whose personal data was erased: their memos in the views are blanked.
+    erased: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events)
@@ -260,8 +263,10 @@ def _entry(changes: RowChanges, env: Envelope, wallet: str, asset: str, availabl
     )
 
 
-def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
-    """Fold one event into ``changes``. Raises ``ValueError`` if the event cannot apply."""
+def apply(changes: RowChanges, env: Envelope, position: Position, *, memo: str | None = None) -> None:
+    """Fold one event into ``changes``. Raises ``ValueError`` if the event cannot apply.
+    ``memo``: a transfer's memo in clear, when the event carries it sealed (the audit trail keeps
+    what the log holds)."""
     e = env.payload
     at = env.occurred_at
     # Most frequent first: each case is an isinstance check (through ABCMeta for msgspec Structs).
@@ -269,7 +274,7 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case TransferInitiated():
             _transfer(changes, e.transfer_id, "initiated", command_id=env.command_id,
                       source=e.source, target=e.target, asset=e.asset, amount=e.amount,
-                      memo=e.memo, initiated_at=at)
+                      memo=e.memo if memo is None else memo, initiated_at=at)
             _command(changes, env, "pending", command_type="InitiateTransfer")
         case TransferConfirmed():
             status = _transfer(changes, e.transfer_id, "confirmed", confirmed_at=at)
@@ -322,6 +327,9 @@ def apply(changes: RowChanges, env: Envelope, position: Position) -> None:
         case WalletUnfrozen():
             _freeze(changes, e.wallet, False, e.reason, at)
             _command(changes, env, "completed", command_type="UnfreezeWallet")
+        case WalletDataErased():
+            changes.erased.append(e.wallet)
+            _command(changes, env, "completed", command_type="EraseWalletData")
         case FreezeRejected():
             _command(changes, env, "rejected", e.reason,
                      command_type="FreezeWallet" if e.freeze else "UnfreezeWallet")

@@ -22,6 +22,8 @@ from typing import Any, TextIO
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from common.kafka import KafkaTarget, client_options
+from common.keyring import KeyStore
 from common.topic_reader import partitions_of
 from events import topics
 from events.readmodel import PROJECTION
@@ -68,19 +70,19 @@ class Progress:
 class Replay:
     """A consumer outside any group that replays ``ledger.events`` into the shadow schema."""
 
-    def __init__(self, bootstrap: str, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  already_dead: set[tuple[str, int, int]], progress: Progress,
-                 max_records: int = 5000) -> None:
+                 max_records: int = 5000, keys: KeyStore | None = None) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
+            **client_options(bootstrap), enable_auto_commit=False, isolation_level="read_committed",
             auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
         self.projection = Projection(pool, producer, name=PROJECTION, swap_lock=False,
-                                     already_dead=already_dead)
+                                     already_dead=already_dead, keys=keys)
         self.progress = progress
         self.max_records = max_records
         self.tps: list[TopicPartition] = []
 
-    async def start(self, bootstrap: str) -> None:
+    async def start(self, bootstrap: KafkaTarget) -> None:
         partitions = await partitions_of(bootstrap, topics.EVENTS)
         await self.consumer.start()
         if not partitions:
@@ -123,9 +125,9 @@ class Replay:
             await inflight
 
 
-async def rebuild(bootstrap: str, database_url: str, views: list[str] | None = None, *,
+async def rebuild(bootstrap: KafkaTarget, database_url: str, views: list[str] | None = None, *,
                   swap: bool = True, progress: Progress | None = None,
-                  close_enough: int = 2000) -> list[str]:
+                  close_enough: int = 2000, keys: KeyStore | None = None) -> list[str]:
     """Rebuild ``views`` (all when None) and swap them in; returns the swapped table names.
 
     With ``swap=False`` the shadow schema is left in place, aligned to the live offsets, for a
@@ -136,7 +138,7 @@ async def rebuild(bootstrap: str, database_url: str, views: list[str] | None = N
     shadow_pool = await asyncpg.create_pool(
         database_url, min_size=1, max_size=2,
         server_settings={**SESSION, "search_path": f"{shadow.SHADOW}, public"})
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     replay: Replay | None = None
     try:
         live_tables = [t for t in await shadow.tables(conn) if t != shadow.OFFSETS]
@@ -148,7 +150,7 @@ async def rebuild(bootstrap: str, database_url: str, views: list[str] | None = N
         await producer.start()
         dead = {(x.source.topic, x.source.partition, x.source.offset)
                 for x in await dlq.read_letters(bootstrap)}
-        replay = Replay(bootstrap, shadow_pool, producer, dead, progress)
+        replay = Replay(bootstrap, shadow_pool, producer, dead, progress, keys=keys)
         await replay.start(bootstrap)
 
         async def live() -> dict[int, int]:

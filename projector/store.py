@@ -178,6 +178,13 @@ cause = EXCLUDED.cause, type = EXCLUDED.type, key = EXCLUDED.key, error = EXCLUD
 appended_at = EXCLUDED.appended_at, updated_at = now()
 """
 
+# A wallet's personal data erased: what the views show of its memos goes too (after this batch's
+# upserts, so a memo written in the same batch goes as well).
+_ERASE_MEMOS = """
+UPDATE transfers SET memo = $2
+WHERE source = ANY($1::text::text[]) AND memo IS NOT NULL AND memo <> '' AND memo <> $2
+"""
+
 _RESOLVED = f"""
 DELETE FROM dead_letters d USING {_unnest("text", "int", "bigint")} AS u(topic, partition, o)
 WHERE d.topic = u.topic AND d.partition = u.partition AND d."offset" = u.o
@@ -316,6 +323,8 @@ async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:
             _col(rows, "reason"), _times(rows, "initiated_at"), _times(rows, "confirmed_at"),
             _times(rows, "completed_at"), _times(rows, "failed_at"),
         ), "completed"))
+    if c.erased:
+        await conn.execute(_ERASE_MEMOS, wire.array(c.erased), readmodel.MEMO_ERASED)
     if c.trades:
         rows = list(c.trades.values())
         finished.update(await _final_commands(conn, (

@@ -27,11 +27,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from common import failures
 from common.failures import Backoff
+from common.kafka import KafkaTarget, client_options
+from common.keyring import Erased, KeyStore, is_sealed, unseal
 from common.ops import Health
 from events import codec, topics
 from events.codec import Envelope
 from events.deadletter import dead_letter_headers
-from events.readmodel import PROJECTION
+from events.messages import TransferInitiated
+from events.readmodel import MEMO_ERASED, PROJECTION
 from projector import chain, dlq, store
 from projector.fold import Position, Row, RowChanges, apply
 from projector.lag import Lag
@@ -64,6 +67,7 @@ class Item:
     cause: str | None = None  # set with error
     redriven: bool = False
     skip: bool = False  # a re-driven event the views already hold
+    memo: str | None = None  # a sealed memo in clear (or MEMO_ERASED)
 
     def fail(self, cause: str, error: str) -> None:
         self.cause, self.error = cause, error
@@ -104,7 +108,7 @@ def _dead_letters(changes: RowChanges, items: Sequence[Item]) -> RowChanges:
     return changes
 
 
-def _item(record: Any) -> Item:
+def _item(record: Any, keys: KeyStore | None = None) -> Item:
     original = dlq.original_position(record.headers) if record.headers else None
     item = Item(record, original or Position(record.topic, record.partition, record.offset),
                 redriven=original is not None)
@@ -112,6 +116,15 @@ def _item(record: Any) -> Item:
         item.env = codec.decode(record.value)
     except Exception as exc:  # poison, whatever the reason: it must not stop the worker
         item.fail(UNDECODABLE, str(exc))
+        return item
+    e = item.env.payload
+    if keys is not None and isinstance(e, TransferInitiated) and e.memo and is_sealed(e.memo):
+        try:
+            item.memo = unseal(keys, e.source, e.memo)
+        except Erased:
+            item.memo = MEMO_ERASED
+        except Exception as exc:  # a memo its key cannot open: poison, not a reason to stop
+            item.fail(UNAPPLIABLE, f"cannot open the memo of {item.env.type}: {exc!r}")
     return item
 
 
@@ -124,7 +137,7 @@ def _fold(items: Sequence[Item]) -> RowChanges:
             if item.error is not None or item.skip or item.env is None:
                 continue
             try:
-                apply(changes, item.env, item.position)
+                apply(changes, item.env, item.position, memo=item.memo)
                 changes.events[-1].update(chain.columns(item.record.headers))
             except Exception as exc:
                 item.fail(UNAPPLIABLE, f"cannot apply {item.env.type}: {exc}")
@@ -152,8 +165,10 @@ class Projection:
                  name: str = PROJECTION, swap_lock: bool = True,
                  already_dead: set[tuple[str, int, int]] | None = None,
                  metrics: ProjectorMetrics | None = None,
-                 on_dead_letters: Callable[[int], None] | None = None) -> None:
+                 on_dead_letters: Callable[[int], None] | None = None,
+                 keys: KeyStore | None = None) -> None:
         self.pool = pool
+        self.keys = keys
         self.dead_letters = dead_letters
         self.name = name
         self.swap_lock = swap_lock
@@ -194,7 +209,7 @@ class Projection:
         fresh = self._fresh(batches)
         if not fresh:
             return None
-        items = [_item(r) for p in sorted(fresh) for r in fresh[p]]
+        items = [_item(r, self.keys) for p in sorted(fresh) for r in fresh[p]]
         return Prepared(items, _fold(items))
 
     async def commit(self, prepared: "Prepared | None") -> None:
@@ -348,14 +363,15 @@ class Projector:
     batch is committed only after the one before it.
     """
 
-    def __init__(self, bootstrap: str, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
                  projection: str = PROJECTION, max_records: int = 20_000,
-                 metrics: ProjectorMetrics | None = None, health: Health | None = None) -> None:
+                 metrics: ProjectorMetrics | None = None, health: Health | None = None,
+                 keys: KeyStore | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             group_id=group,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -365,9 +381,9 @@ class Projector:
             session_timeout_ms=6_000,
             heartbeat_interval_ms=1_000,
         )
-        self.dlq = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self.dlq = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
         self.metrics = metrics
-        self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics,
+        self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics, keys=keys,
                                      on_dead_letters=self._dead_letters_stored)
         self.projection_name = projection
         self.lag = Lag(projection, topics.EVENTS, metrics)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from common.auth import issue_token
+from common.keyring import LocalKeyring
 from common.settings import Settings, load
 from ledgerline import local
 from ledgerline.stack.ports import free_port
@@ -33,6 +34,11 @@ class Stack:
         env = local.process_env(self.settings, self.infra, SECRET, os.environ, self.home)
         env.setdefault("LEDGERLINE_COMPLIANCE_RULES", str(COMPLIANCE_RULES))
         return env
+
+    @property
+    def keys(self) -> LocalKeyring | None:
+        """The wallets' data keys the stack's processes seal and open memos with."""
+        return LocalKeyring(self.infra.keyring) if self.infra.keyring else None
 
 
 @pytest.fixture(scope="session")

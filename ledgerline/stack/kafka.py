@@ -17,10 +17,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from common.kafka import Kafka, KafkaSecurity, KafkaTarget, client_options
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file, tail_text
@@ -202,12 +204,12 @@ def _prop(value: str | Path) -> str:
     return str(value).replace("\\", "\\\\")
 
 
-async def _probe(bootstrap: str, limit: float) -> bool:
+async def _probe(bootstrap: KafkaTarget, limit: float) -> bool:
     """True when the broker answers a metadata request listing itself and a controller."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         client_id="ledgerline-stack-probe",
         request_timeout_ms=max(1000, int(limit * 1000)),
     )
@@ -224,6 +226,33 @@ async def _probe(bootstrap: str, limit: float) -> bool:
     brokers = cluster.get("brokers") or []
     controller = cluster.get("controller_id", -1)
     return len(brokers) > 0 and controller is not None and controller >= 0
+
+
+SCRAM = "SCRAM-SHA-512"
+#: The broker's own principal on the controller listener (mutual TLS, the certificate's subject).
+BROKER_PRINCIPAL = "CN=ledgerline-broker"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """The secure profile of the broker: TLS and SASL/SCRAM-SHA-512 on the client listener,
+    mutual TLS on the controller listener, ACLs enforced by KRaft's StandardAuthorizer.
+
+    ``keystore``: PKCS#12 with the broker's key and certificate (subject :data:`BROKER_PRINCIPAL`);
+    ``truststore``: the CA's certificate (PEM); ``users``: SCRAM user -> password, created when
+    the storage is formatted; ``admin_user`` (among them) is the super user.
+    """
+
+    keystore: Path
+    keystore_password: str
+    truststore: Path
+    admin_user: str
+    users: Mapping[str, str]
+
+    def client(self, user: str) -> KafkaSecurity:
+        """How ``user`` reaches this broker."""
+        return KafkaSecurity(protocol="SASL_SSL", sasl_mechanism=SCRAM, sasl_username=user,
+                             sasl_password=self.users[user], ssl_cafile=str(self.truststore))
 
 
 class KafkaBroker(ChildServer):
@@ -244,7 +273,9 @@ class KafkaBroker(ChildServer):
         port: int = 9092,
         controller_port: int | None = None,
         jvm_opts: Sequence[str] = STARTUP_JVM_OPTS,
+        security: BrokerSecurity | None = None,
     ) -> None:
+        self.security = security
         self.jars = Path(jars).absolute()
         self.jvm_opts = tuple(jvm_opts)
         self.data_dir = Path(data_dir).absolute()
@@ -259,6 +290,13 @@ class KafkaBroker(ChildServer):
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def kafka(self) -> Kafka:
+        """The broker as its admin (the super user, in the secure profile) reaches it."""
+        if self.security is None:
+            return Kafka(self.bootstrap)
+        return Kafka(self.bootstrap, self.security.client(self.security.admin_user))
 
     @property
     def log_path(self) -> Path:
@@ -290,6 +328,7 @@ class KafkaBroker(ChildServer):
         properties = self.data_dir / "server.properties"
         log4j = self.data_dir / "log4j.properties"
         properties.write_text(self._server_properties(), encoding="utf-8")
+        properties.chmod(0o600)  # the secure profile's keystore and inter-broker passwords
         log4j.write_text(_LOG4J_PROPERTIES, encoding="utf-8")
         base = [java, *self.jvm_opts, f"-Dlog4j.configuration={log4j.as_uri()}", "-cp"]
         classpath = str(self.jars / "*")
@@ -410,9 +449,46 @@ class KafkaBroker(ChildServer):
             "broker.heartbeat.interval.ms": "500",
             "broker.session.timeout.ms": "3000",
         }
+        if self.security is not None:
+            settings.update(self._secure_properties())
         lines = ["# Written by ledgerline.stack.kafka on every start; edits are overwritten."]
         lines += [f"{key}={value}" for key, value in settings.items()]
         return "\n".join(lines) + "\n"
+
+    def _secure_properties(self) -> dict[str, str]:
+        sec = self.security
+        assert sec is not None
+        host, port, cport = self.host, self.port, self.controller_port
+        admin_password = sec.users[sec.admin_user].replace("\\", "\\\\").replace('"', '\\"')
+        return {
+            "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{cport}",
+            "advertised.listeners": f"SASL_SSL://{host}:{port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{sec.admin_user}" password="{admin_password}";',
+            # The controller listener admits only the holder of the broker's certificate.
+            "listener.name.controller.ssl.client.auth": "required",
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": _prop(sec.keystore),
+            "ssl.keystore.password": sec.keystore_password,
+            "ssl.key.password": sec.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": _prop(sec.truststore),
+            "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{sec.admin_user};User:{BROKER_PRINCIPAL}",
+        }
+
+    def _scram_arguments(self) -> list[str]:
+        if self.security is None:
+            return []
+        return [arg for user, password in sorted(self.security.users.items())
+                for arg in ("--add-scram", f"{SCRAM}=[name={user},password={password}]")]
 
     def _format(self, base: list[str], classpath: str, properties: Path) -> None:
         cluster_id = self._cluster_id()
@@ -427,6 +503,7 @@ class KafkaBroker(ChildServer):
             "--cluster-id",
             cluster_id,
             "--ignore-formatted",
+            *self._scram_arguments(),
         ]
         with self.log_path.open("ab") as out:
             out.write(b"\n==== ledgerline.stack: formatting storage ====\n")
@@ -468,7 +545,7 @@ class KafkaBroker(ChildServer):
                 )
             if accepts_connections(self.host, self.port):
                 limit = min(5.0, max(1.0, remaining))
-                if run_sync(functools.partial(_probe, self.bootstrap, limit)):
+                if run_sync(functools.partial(_probe, self.kafka, limit)):
                     if self._proc.poll() is None:
                         return
                     continue  # exited meanwhile: reported above

@@ -29,6 +29,18 @@ host    replication  all   127.0.0.1/32   scram-sha-256
 host    replication  all   ::1/128        scram-sha-256
 """
 
+# The secure profile: TCP connections only over TLS; the socket (local only) keeps passwords.
+HBA_TLS = """\
+# Written by ledgerline's local stack (secure profile) on every start; edits are overwritten.
+# TCP connections only over TLS, and every connection authenticates with a password.
+# TYPE     DATABASE     USER  ADDRESS        METHOD
+local      all          all                  scram-sha-256
+hostssl    all          all   127.0.0.1/32   scram-sha-256
+hostssl    all          all   ::1/128        scram-sha-256
+hostnossl  all          all   all            reject
+local      replication  all                  scram-sha-256
+"""
+
 # Made by the reporting migration when the migrating role may create roles; the application role
 # may not, so the stack makes it first (migrations/versions/0002_reporting.py).
 REPORTING_ROLE = "ledgerline_reporting"

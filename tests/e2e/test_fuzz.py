@@ -47,6 +47,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from common.kafka import client_options
 from common.topic_reader import partitions_of, read_to_end
 from ledgerline.stack.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC
 from tests.conftest import REPO, Running, token
@@ -315,7 +316,7 @@ def test_the_query_api_answers_every_query_as_documented(
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed")
     await consumer.start()
     try:
         return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}

@@ -5,6 +5,7 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.kafka import client_options
 from common.topic_reader import partitions_of
 from events import topics
 from tests.conftest import Running
@@ -13,7 +14,7 @@ from tests.conftest import Running
 async def end_offsets(bootstrap: str) -> dict[int, int]:
     """Where the next committed record of each partition of ledger.events will stand."""
     tps = [TopicPartition(topics.EVENTS, p) for p in await partitions_of(bootstrap, topics.EVENTS)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed")
     await consumer.start()
     try:
         return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}

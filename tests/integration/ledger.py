@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from common.topic_reader import read_to_end
 from events import codec, topics
@@ -120,7 +121,7 @@ class Workload:
 
 
 async def produce(bootstrap: str, envelopes: list[Envelope]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         sent = [await producer.send(topics.COMMANDS, codec.encode(env), key=env.key.encode())

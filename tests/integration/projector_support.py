@@ -144,7 +144,8 @@ async def replay_matches_live(running: Running, pool: asyncpg.Pool) -> dict[str,
     the live tables, table by table; returns the live checksums."""
     s = running.stack.settings
     dsn = asyncpg_dsn(s.database_url)
-    await rebuild.rebuild(s.kafka_bootstrap, dsn, swap=False, progress=rebuild.Progress(out=None))
+    await rebuild.rebuild(s.kafka_bootstrap, dsn, swap=False, progress=rebuild.Progress(out=None),
+                          keys=running.stack.keys)
     try:
         async with pool.acquire() as conn:
             live = await shadow.checksums(conn, shadow.LIVE)

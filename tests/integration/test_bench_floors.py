@@ -8,6 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import command_floor
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from tests.conftest import Stack
 
@@ -20,7 +21,7 @@ def _plausible(figures: dict[str, float]) -> None:
 
 
 async def _hop_topics(bootstrap: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         return [t for t in await admin.list_topics() if t.startswith("bench.hop.")]

@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from common.kafka import client_options
 from events import chain, codec, topics
 from events.messages import WalletFrozen
 from ledgerline.stack.anchor_key import PUBLIC_FILE
@@ -196,7 +197,7 @@ async def test_a_forged_record_in_ledger_events_is_named(chained: Segment) -> No
     partition = Partitioner(sorted(start)).partition(f"wallet:{chained.alice}".encode())
     # The forger reads the head of the chain alice's events are in, and extends it correctly:
     # the right writer, the next seq, the right prev. Only the signature is beyond reach.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), isolation_level="read_committed",
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -220,7 +221,7 @@ async def test_a_forged_record_in_ledger_events_is_named(chained: Segment) -> No
     forged = codec.encode(codec.envelope(WalletFrozen(wallet=victim, reason="forged"),
                                          key=f"wallet:{victim}", command_id=str(uuid.uuid4()),
                                          principal="ops"))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all")
     await producer.start()
     try:
         sent = await producer.send_and_wait(topics.EVENTS, forged, key=f"wallet:{victim}".encode(),

@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from common.topic_reader import read_to_end
 from compliance import backtest, rules
@@ -175,7 +176,7 @@ async def test_a_poison_record_is_dead_lettered_and_the_monitor_goes_on(
     async with pool.acquire() as conn:
         await backtest.make_shadow(conn, schema)
     before = {p: len(rs) for p, rs in (await read_to_end(bootstrap, topics.DLQ)).items()}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         monitor = Monitor(pool, rules.load(COMPLIANCE_RULES), producer, schema=schema, notify=False)

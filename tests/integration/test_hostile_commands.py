@@ -14,6 +14,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from events import codec, topics
 from events.keys import asset_key, wallet_key
@@ -39,7 +40,7 @@ async def _produce(running: Running, key: str, message: Message) -> str:
     command_id = str(uuid.uuid4())
     env = codec.envelope(message, key=key, command_id=command_id, principal="mallory",
                          correlation_id=getattr(message, "transfer_id", None))
-    producer = AIOKafkaProducer(bootstrap_servers=running.stack.settings.kafka_bootstrap,
+    producer = AIOKafkaProducer(**client_options(running.stack.settings.kafka),
                                 acks="all", enable_idempotence=True)
     await producer.start()
     try:

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from events import topics
 from events.codec import Envelope
@@ -90,7 +91,7 @@ async def test_a_log_from_before_the_live_path_is_still_decided_and_projected(
           "occurred_at": "2026-01-01T00:00:00Z", "principal": "old",
           "payload": {"wallet": wallets[2], "asset": workload.cash, "amount": 9, "kind": "issue",
                       "reference": workload.cash, "available_after": 9, "held_after": 0}}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(topics.EVENTS, json.dumps(v1).encode(),

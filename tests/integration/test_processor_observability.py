@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
+from common.kafka import client_options
 from events import codec, topics
 from events.keys import wallet_key
 from events.messages import InitiateTransfer
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 async def _refused_commands(bootstrap: str, count: int) -> list[tuple[str, RecordMetadata]]:
     """Commands of one new wallet, each refused (no such asset): a decision all the same."""
     wallet = unique("observed")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         sent = []
@@ -54,7 +55,7 @@ async def test_group_offsets_follow_what_the_processor_decided(running: Running)
         offsets = await admin.list_consumer_group_offsets(topics.PROCESSOR_GROUP, partitions=[tp])
         return offsets[tp].offset if tp in offsets else -1
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         for _ in range(300):

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from events import codec, topics
 from events.keys import asset_key, wallet_key
@@ -47,7 +48,7 @@ def _credit(wallet: str, asset: str, amount: int) -> bytes:
 
 async def _send(bootstrap: str, records: list[tuple[str, bytes, list[tuple[str, bytes]] | None]],
                 topic: str = topics.EVENTS) -> list[int]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True,
                                 linger_ms=20)
     await producer.start()
     try:

@@ -89,7 +89,8 @@ async def test_rebuild_while_events_arrive_swaps_readers_and_projector_onto_new_
     more = asyncio.create_task(work.run(250))
     try:
         swapped = await rebuild.rebuild(s.kafka_bootstrap, asyncpg_dsn(s.database_url),
-                                        progress=rebuild.Progress(out=None), close_enough=200)
+                                        progress=rebuild.Progress(out=None), close_enough=200,
+                                        keys=running.stack.keys)
         assert "events" in swapped and "wallet_balances" in swapped
         await more
         await settled(pool, work.command_ids)
@@ -118,7 +119,7 @@ async def test_rebuilding_one_view_swaps_that_table_only(running: Running, pool:
                                  "AND relkind = 'r'"))
     before = await _checksums(pool)
     swapped = await rebuild.rebuild(s.kafka_bootstrap, asyncpg_dsn(s.database_url), ["transfers"],
-                                    progress=rebuild.Progress(out=None))
+                                    progress=rebuild.Progress(out=None), keys=running.stack.keys)
     assert swapped == ["transfers"]
     after = dict(await pool.fetch("SELECT relname, oid FROM pg_class WHERE relnamespace = 'ledger'::regnamespace "
                                   "AND relkind = 'r'"))

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from common.kafka import client_options
 from ledgerline.stack import StackError
 from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.ports import free_port, port_in_use
@@ -30,7 +31,7 @@ GROUP = "stack-test"
 async def _read_committed(bootstrap: str, tp: TopicPartition, offset: int) -> tuple[bytes, int]:
     """The value at ``offset`` (read_committed) and the group's committed offset, then commit."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=GROUP,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -50,7 +51,7 @@ async def _read_committed(bootstrap: str, tp: TopicPartition, offset: int) -> tu
 
 async def _committed_after_restart(bootstrap: str, tp: TopicPartition) -> int | None:
     """The group's committed offset once the restarted coordinator has loaded it (bounded wait)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=GROUP, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -83,7 +84,7 @@ async def test_stack_round_trip_survives_restart(tmp_path: Path) -> None:
 
         await ensure_topics(broker.bootstrap, partitions=2)
         await ensure_topics(broker.bootstrap, partitions=2)  # idempotent
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(broker.bootstrap))
         await admin.start()
         try:
             described = {t["topic"]: t for t in await admin.describe_topics(list(TOPICS))}
@@ -94,7 +95,7 @@ async def test_stack_round_trip_survives_restart(tmp_path: Path) -> None:
                    for name, t in described.items())
 
         producer = AIOKafkaProducer(
-            bootstrap_servers=broker.bootstrap,
+            **client_options(broker.bootstrap),
             transactional_id=f"stack-test-{uuid.uuid4()}",
             acks="all",
             enable_idempotence=True,
