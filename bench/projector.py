@@ -97,14 +97,19 @@ class Ledger:
         yield self._env(WalletCredited(wallet=wallet, asset=SYMBOL, amount=amount, kind="issue",
                                        reference=command), wallet_key(wallet), command)
 
-    def transfer(self) -> Iterator[tuple[int, bytes, bytes]]:
+    def transfer(self, amount: int | None = None) -> Iterator[tuple[int, bytes, bytes]]:
+        """A transfer between two skewed wallets: of ``amount`` (the payer first issued what it
+        lacks), else of a small random amount."""
         source, target = self._pick(), self._pick()
         while target == source:
             target = self._pick()
-        if self.balance[source] < 100:
+        if amount is not None and self.balance[source] < amount:
+            yield from self.issue(source, amount - self.balance[source])
+        elif amount is None and self.balance[source] < 100:
             yield from self.issue(source, 1_000_000)
             return
-        amount = self.rng.randint(1, min(self.balance[source], 5_000))
+        if amount is None:
+            amount = self.rng.randint(1, min(self.balance[source], 5_000))
         command, transfer = next(self.ids), next(self.ids)
         src, dst = wallet_key(source), wallet_key(target)
         yield self._env(TransferInitiated(transfer_id=transfer, source=source, target=target,

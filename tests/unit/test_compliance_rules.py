@@ -1,6 +1,8 @@
 """The compliance rules, pure: each fires on a movement pattern built to trip it and stays silent
 on a near miss; replays give the same alerts; the rules file is checked."""
 
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from compliance import rules as rules_file
 from compliance.evaluate import State, decode_slot, encode_slot, evaluate
 from compliance.rules import RulesError, RuleSet
 from events.codec import Envelope, envelope
-from events.compliance import AlertRaised
+from events.compliance import AlertRaised, notify_payload
 from events.messages import Message, TokensBurned, TokensIssued, TransferConfirmed
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -228,3 +230,10 @@ def test_a_rule_marked_freeze_sends_one_deterministic_freeze_command() -> None:
     assert first.id == again.id == first.command_id
     assert first.payload == FreezeWallet(wallet="m", reason=f"compliance alert watch_list {alert.id}")
     assert (first.key, first.principal) == ("wallet:m", "compliance-monitor")
+
+
+def test_a_notification_of_a_large_batch_stays_under_postgresqls_payload_limit() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(1_000)]
+    payload = notify_payload(ids, ids)
+    assert len(payload.encode()) < 8_000
+    assert json.loads(payload)["alerts"] == ids[:len(json.loads(payload)["alerts"])]
