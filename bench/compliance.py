@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import command_floor, stack
 from bench.projector import SYMBOL, Ledger, end_offsets, produce
+from common.kafka import client_options
 from common.settings import asyncpg_dsn
 from compliance import rules as rules_file
 from compliance import store
@@ -153,7 +154,7 @@ class Live:
             self.heard.setdefault(alert, now)
 
     async def run(self, bootstrap: str, rate: int, seconds: float) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True,
                                     linger_ms=2)
         await producer.start()
         source = self.events()

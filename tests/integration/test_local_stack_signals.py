@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ledgerline import local
 from ledgerline.stack.ports import free_port
 from tests.conftest import COMPLIANCE_RULES, Running
 
@@ -32,7 +33,10 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_the_whole_local_stack(running: Running, tmp_path: Path, sig: int) -> None:
     s = running.stack.settings
-    env = {**os.environ, "KAFKA_BOOTSTRAP": running.stack.infra.bootstrap,
+    # The session's chain key: a stack with a key of its own would sign checkpoints on the shared
+    # ledger.anchors that no other test's `audit --verify-chain` trusts.
+    env = {**os.environ, **local.anchor_env(running.stack.home, os.environ),
+           "KAFKA_BOOTSTRAP": running.stack.infra.bootstrap,
            "DATABASE_URL": running.stack.infra.database_url, "LEDGERLINE_HOME": str(tmp_path),
            "LEDGERLINE_JWT_SECRET": s.jwt_secret or "", "LEDGERLINE_QUERY_PORT": str(free_port()),
            "LEDGERLINE_COMMAND_PORT": str(free_port()),
