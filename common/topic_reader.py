@@ -5,20 +5,36 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
+from common.failures import Backoff
 from common.kafka import KafkaTarget, client_options
 
 
-async def partitions_of(bootstrap: KafkaTarget, topic: str) -> list[int]:
-    """The partition numbers of ``topic`` (empty if it does not exist)."""
+async def partitions_of(bootstrap: KafkaTarget, topic: str, *, attempts: int = 8) -> list[int]:
+    """The partition numbers of ``topic`` (empty if it does not exist). A broker that is not
+    ready yet (just restarted or resumed, its metadata stale) is asked again, with backoff."""
+    backoff = Backoff(first=0.2, cap=2.0)
+    while True:
+        try:
+            described = await _describe(bootstrap, topic)
+            break
+        except KafkaError:
+            if backoff.failures + 1 >= attempts:
+                raise
+            await backoff.sleep()
+    return sorted(p["partition"] for t in described if t.get("error_code", 0) == 0
+                  for p in t.get("partitions") or ())
+
+
+async def _describe(bootstrap: KafkaTarget, topic: str) -> list[Any]:
     admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
-        described = await admin.describe_topics([topic])
+        described: list[Any] = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return sorted(p["partition"] for t in described if t.get("error_code", 0) == 0
-                  for p in t.get("partitions") or ())
+    return described
 
 
 async def read_to_end(bootstrap: KafkaTarget, topic: str, *,
