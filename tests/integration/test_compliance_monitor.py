@@ -58,7 +58,9 @@ async def _kill_mid_batch(running: Running, pool: asyncpg.Pool, seconds: float =
 async def _workload(ledger: Ledger, payers: list[str], leaves: list[str], seed: int) -> None:
     rnd = random.Random(seed)
     for payer in payers:
-        await ledger.fund(payer, 6_000_000)
+        # Enough for any 8 payments whatever the draws: the payers run concurrently, so which
+        # payer draws which amount depends on how their requests interleave.
+        await ledger.fund(payer, 8 * 1_000_000)
 
     async def pay(payer: str) -> None:
         for i in range(8):
