@@ -79,9 +79,19 @@ async def _kill(stack: Stack, part: str) -> None:
     await asyncio.sleep(0.5)
 
 
+async def _hang_then_kill(stack: Stack, part: str) -> None:
+    """Stop the part past the answer bound, then kill it: a restart as quick as the supervisor's
+    can otherwise bring the broker back before any request waited the whole bound."""
+    pid = stack.pid(part)
+    os.kill(pid, signal.SIGSTOP)
+    await asyncio.sleep(stack.settings.unavailable_seconds + 2.0)
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.5)
+
+
 async def test_broker_sigkill(chaos: Stack) -> None:
     restarts = chaos.supervisor.parts["kafka"].restarts
-    population, ready = await _under(chaos, lambda s: _kill(s, "kafka"))
+    population, ready = await _under(chaos, lambda s: _hang_then_kill(s, "kafka"))
     assert chaos.supervisor.parts["kafka"].restarts == restarts + 1
     assert ready[("command", 503)] > 0, ready
     assert population.tally.unavailable > 0
