@@ -142,7 +142,8 @@ def audit(settings: Settings, args: argparse.Namespace) -> None:
 
     dsn = None if args.events_only else asyncpg_dsn(settings.database_url)
     try:
-        code = runtime.run(run_audit(settings.kafka, dsn, wait=args.wait),
+        scope = frozenset(args.asset) if args.asset else None
+        code = runtime.run(run_audit(settings.kafka, dsn, wait=args.wait, assets=scope),
                            uvloop=uvloop_safe(settings.kafka))
     except (AuditError, KafkaError, OSError) as exc:
         print(f"ledgerline audit: cannot run: {exc!r}", file=sys.stderr)
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--wait", type=float, default=30.0,
                    help="seconds to wait for the projector to reach the events read (default 30)")
     a.add_argument("--events-only", action="store_true", help="do not compare with the views")
+    a.add_argument("--asset", action="append", default=[], metavar="SYMBOL",
+                   help="check only this asset (repeatable; default every asset)")
     a.add_argument("--verify-chain", action="store_true",
                    help="instead: verify the hash chain and its signatures in ledger.events, "
                         "ledger.anchors and the events table; name the first broken record")

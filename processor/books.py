@@ -59,6 +59,7 @@ class Books:
     assets: dict[str, AssetBooks] = field(default_factory=dict)
     balances: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    problem_assets: list[str] = field(default_factory=list)  # the asset of each problem, in order
     events: int = 0
 
     def asset(self, symbol: str) -> AssetBooks:
@@ -81,7 +82,7 @@ class Books:
                 # Decided on the asset's supply, which counts only the burns its processor has
                 # taken: never less than the history's (the cap check is on the safe side).
                 if e.supply_after < a.supply:
-                    self._problem(env, f"the event says supply {e.supply_after}, the history "
+                    self._problem(env, e.symbol, f"the event says supply {e.supply_after}, the history "
                                        f"gives {a.supply}")
             case SupplyReduced():
                 a = self.asset(e.symbol)
@@ -116,14 +117,15 @@ class Books:
         after = (before[0] + d_available, before[1] + d_held)
         if available is not None and held is not None and (
                 available > after[0] or held < after[1] or min(available, held) < 0):
-            self._problem(env, f"wallet {wallet} {asset}: the event says available {available} "
+            self._problem(env, asset, f"wallet {wallet} {asset}: the event says available {available} "
                                f"held {held}, the history gives {after[0]} {after[1]}")
         if min(after) < 0:
-            self._problem(env, f"wallet {wallet} {asset}: negative balance {after[0]} {after[1]}")
+            self._problem(env, asset, f"wallet {wallet} {asset}: negative balance {after[0]} {after[1]}")
         self.balances[(wallet, asset)] = after
 
-    def _problem(self, env: Envelope, text: str) -> None:
+    def _problem(self, env: Envelope, asset: str, text: str) -> None:
         self.problems.append(f"{env.type} {env.id} ({env.key}): {text}")
+        self.problem_assets.append(asset)
 
     def credits_ahead(self) -> bool:
         """Whether some credit (or a supply's burn) is here without the debit that sends it: a

@@ -114,3 +114,30 @@ async def test_audit_of_the_events_alone_ignores_the_views(
     assert code == 0, out
     assert "views at the projector" not in out
 
+
+
+async def test_audit_of_one_asset_judges_that_asset_alone(
+    traded: tuple[Running, str, str, str]
+) -> None:
+    running, cash, bond, alice = traded
+    conn = await asyncpg.connect(running.stack.infra.database_url)
+    try:
+        assert await conn.execute(TAMPER["wallet_balances"], cash, alice, 1) == "UPDATE 1"
+        try:
+            other = await _audit(running, "--asset", bond)
+            tampered = await _audit(running, "--asset", bond, "--asset", cash)
+            unknown = await _audit(running, "--asset", "NOSUCH")
+        finally:
+            await conn.execute(TAMPER["wallet_balances"], cash, alice, -1)
+    finally:
+        await conn.close()
+    code, out = other
+    assert code == 0, out
+    assert cash not in out and any(line.split()[:1] == [bond] for line in out.splitlines()), out
+    assert out.splitlines()[-1].startswith("audit: 1 assets, 0 mismatches")
+    code, out = tampered
+    assert code == 1, out
+    mismatches = [line for line in out.splitlines() if line.startswith("MISMATCH")]
+    assert mismatches and all(cash in line for line in mismatches), out
+    code, out = unknown
+    assert code == 1 and "MISMATCH NOSUCH: no event names this asset" in out, out
