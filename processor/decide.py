@@ -474,23 +474,9 @@ def react(event: Event) -> list[tuple[str, Command]]:
     along to the target's events partition, in the same transaction."""
     match event:
         case TokensIssued():
-            credit = ApplyCredit(
-                wallet=event.to,
-                asset=event.symbol,
-                amount=event.amount,
-                kind="issue",
-                reference=event.symbol,
-            )
-            return [(wallet_key(event.to), credit)]
+            return [_follow_credit(event.to, event.symbol, event.amount, "issue", event.symbol)]
         case TransferConfirmed():
-            credit = ApplyCredit(
-                wallet=event.target,
-                asset=event.asset,
-                amount=event.amount,
-                kind="transfer",
-                reference=event.transfer_id,
-            )
-            return [(wallet_key(event.target), credit)]
+            return [_follow_credit(event.target, event.asset, event.amount, "transfer", event.transfer_id)]
         case TradeAssetLocked():
             return [(wallet_key(event.buyer), PayForTrade(**_terms(event)))]
         case PaymentReceived():
@@ -501,18 +487,19 @@ def react(event: Event) -> list[tuple[str, Command]]:
         case TradeSettled():
             # Decided only from a SettleTrade of an older log: the buyer's asset follows as on
             # the live path.
-            credit = ApplyCredit(
-                wallet=event.buyer,
-                asset=event.asset,
-                amount=event.quantity,
-                kind="trade_delivery",
-                reference=event.trade_id,
-            )
-            return [(wallet_key(event.buyer), credit)]
+            return [_follow_credit(event.buyer, event.asset, event.quantity, "trade_delivery",
+                            event.trade_id)]
         case TokensBurned():
             reduce = ApplyBurn(symbol=event.asset, wallet=event.wallet, amount=event.amount)
             return [(asset_key(event.asset), reduce)]
     return []
+
+
+def _follow_credit(wallet: str, asset: str, amount: int, kind: CreditKind,
+                   reference: str) -> tuple[str, Command]:
+    """The payee's follow-up: apply a credit already written, decide nothing."""
+    return wallet_key(wallet), ApplyCredit(wallet=wallet, asset=asset, amount=amount,
+                                           kind=kind, reference=reference)
 
 
 def screened(command: Command, listed: Container[str]) -> list[Event] | None:
