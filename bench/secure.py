@@ -10,8 +10,9 @@ as ``ledgerline up`` starts them:
   ACLs, PostgreSQL over TLS with a role per process, memos sealed with their wallet's key
   (AES-GCM), the hash chain signed (Ed25519) with checkpoints on ``ledger.anchors``.
 
-Every measurement is taken on one stack and then at once on the other, so both see the same
-neighbours on a shared machine: compare the ratio, not the figures across runs. Every transfer
+Each latency and rate is measured in rounds, taken on the two stacks in turn (ABBA), and the
+median round is shown, so both see the same neighbours on a shared machine: compare the ratio,
+not the figures across runs. Every transfer
 carries a memo (sealed and opened again in the secure profile). Measured:
 
 1. append latency: ``POST /v1/transfers`` answered ``202`` (the command in Kafka, ``acks=all``),
@@ -30,6 +31,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,9 +61,12 @@ WALLETS = 100
 MEMO = "invoice 2026-0042, rent for December"
 WARMUP_SECONDS = 20.0
 APPEND_RATE, E2E_RATE = 200.0, 100.0
-RUN_SECONDS = 5.0
+RUN_SECONDS = 3.0
+ROUNDS = 3  # of each step on each profile, alternating; the table shows each figure's median
 CONNECTIONS = 64
-BACKLOG_SECONDS = 6.0
+BACKLOG_SECONDS = 8.0
+#: The processor's session while the bench holds it stopped (SIGSTOP) to build a backlog.
+PROCESSOR_SESSION_MS = "60000"
 
 #: The brief's table ("default" -> "secure audit-ready"), cited beside the figures measured here.
 BRIEF = {"append_p50": (14.2, 18.5), "encrypt": (None, 0.8), "writes": (1200.0, 1150.0)}
@@ -91,6 +96,7 @@ def _profile(name: str, secure: bool) -> Iterator[stack.Bench]:
         else:
             env = local.process_env(settings, infra, SECRET, base)  # chain unsigned
             env.pop("LEDGERLINE_KEYRING", None)  # memos in clear
+        env["LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS"] = PROCESSOR_SESSION_MS
         bench = stack.Bench(settings, infra, home, env)
         bench.services = local.Services(env, home / "logs", overlays=infra.process_envs())
         try:
@@ -155,32 +161,33 @@ def _fund(bench: stack.Bench, ledger: Ledger) -> None:
 
 
 def _counter(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+    # A worker deciding a large batch answers its metrics endpoint only between batches.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
         text = answer.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith((f"{name}{{", f"{name} ")))
 
 
-def _catch_up(port: int, name: str, quiet: float = 3.0, limit: float = 180.0) -> dict[str, Any]:
-    """Count ``name`` on a metrics endpoint until it has stood still for ``quiet`` seconds after
-    moving: how many it did, from the last sample before it moved to the first at its end."""
-    samples = [(time.monotonic(), _counter(port, name))]
-    give_up = samples[0][0] + limit
+def _catch_up(bench: stack.Bench, process: str, port: int, name: str, start: float, target: int,
+              limit: float = 180.0) -> dict[str, Any]:
+    """Let ``process`` go (SIGCONT) and count ``name`` on its metrics endpoint (``start`` when it
+    was stopped) until it has done ``target`` more: in how long from the SIGCONT, and its CPU
+    time per record meanwhile."""
+    pid = bench.pid(process)
+    cpu = stack.cpu_seconds(pid)
+    began = time.monotonic()
+    os.kill(pid, signal.SIGCONT)
     while True:
-        time.sleep(0.05)
-        now, value = time.monotonic(), _counter(port, name)
-        samples.append((now, value))
-        moved = value > samples[0][1]
-        first_at_end = next(t for t, v in samples if v == value)
-        if moved and now - first_at_end >= quiet:
+        time.sleep(0.02)
+        value, now, cpu_end = _counter(port, name), time.monotonic(), stack.cpu_seconds(pid)
+        if value - start >= target:
             break
-        if now > give_up:
-            raise RuntimeError(f"{name} did not settle in {limit:.0f} s")
-    start = samples[0][1]
-    began = max(t for t, v in samples if v == start)
-    ended = next(t for t, v in samples if v == value)
-    return {"count": round(value - start), "seconds": round(ended - began, 2),
-            "rate": round((value - start) / max(ended - began, 1e-3))}
+        if now > began + limit:
+            raise RuntimeError(f"{process} did {value - start:.0f} of {target} in {limit:.0f} s")
+    count = value - start
+    return {"count": round(count), "seconds": round(now - began, 2),
+            "rate": round(count / max(now - began, 1e-3)),
+            "cpu_us": round((cpu_end - cpu) / count * 1e6, 1)}
 
 
 def _signal(bench: stack.Bench, names: tuple[str, ...], sig: signal.Signals) -> None:
@@ -189,17 +196,25 @@ def _signal(bench: stack.Bench, names: tuple[str, ...], sig: signal.Signals) -> 
 
 
 def _throughput(bench: stack.Bench, ledger: Ledger) -> dict[str, Any]:
-    """A backlog built while the processor, the projector and the monitor are stopped; then the
-    processor's catch-up, then the projector's."""
+    """A backlog of commands built while the processor is stopped (its session outlasts the
+    stop: no rebalance); then, the projector and the monitor stopped in turn (briefly: the
+    projector's session is 6 s), the processor's catch-up, then the projector's."""
     workers = ("processor", "projector", "compliance")
-    _signal(bench, workers, signal.SIGSTOP)
+    decided = ("processor", bench.settings.processor_metrics_port, "ledgerline_processor_commands_total")
+    written = ("projector", bench.settings.projector_metrics_port, "ledgerline_projector_events_total")
+    # A stopped process's metrics endpoint does not answer: its counters are read before.
+    decided_before = _counter(*decided[1:])
+    _signal(bench, ("processor",), signal.SIGSTOP)
     try:
         backlog = _load(bench, ledger, _spec(bench, False, mode="closed", connections=CONNECTIONS,
                                              seconds=BACKLOG_SECONDS))
-        os.kill(bench.pid("processor"), signal.SIGCONT)
-        processor = _catch_up(bench.settings.processor_metrics_port, "ledgerline_processor_commands_total")
-        os.kill(bench.pid("projector"), signal.SIGCONT)
-        projector = _catch_up(bench.settings.projector_metrics_port, "ledgerline_projector_events_total")
+        written_before = _counter(*written[1:])
+        _signal(bench, ("projector", "compliance"), signal.SIGSTOP)
+        transfers = backlog["ok"] + backlog["warmup_ok"]
+        # A transfer is two records decided (InitiateTransfer, the payee's ApplyCredit) and
+        # three events written (TransferInitiated, TransferConfirmed, WalletCredited).
+        processor = _catch_up(bench, *decided, decided_before, 2 * transfers)
+        projector = _catch_up(bench, *written, written_before, 3 * transfers)
     finally:
         _signal(bench, workers, signal.SIGCONT)
     return {"backlog": backlog["ok"] + backlog["warmup_ok"], "processor": processor, "projector": projector}
@@ -229,6 +244,9 @@ def _crypto(home: Path) -> dict[str, float]:
     return {"seal_us": round(seal_us, 1), "unseal_us": round(unseal_us, 1), "sign_us": round(sign_us, 1)}
 
 
+_SHOWN = ("rate", "p50_ms", "p99_ms", "failed", "server_cpu_us", "client_cpu_us")
+
+
 def _measure(benches: dict[str, stack.Bench]) -> dict[str, dict[str, Any]]:
     ledgers = {n: Ledger(asyncpg_dsn(b.settings.database_url)) for n, b in benches.items()}
     out: dict[str, dict[str, Any]] = {n: {} for n in benches}
@@ -239,15 +257,25 @@ def _measure(benches: dict[str, stack.Bench]) -> dict[str, dict[str, Any]]:
     steps = [("append", False, {"mode": "open", "rate": APPEND_RATE, "seconds": RUN_SECONDS}),
              ("writes", False, {"mode": "closed", "connections": CONNECTIONS, "seconds": RUN_SECONDS}),
              ("e2e", True, {"mode": "open", "rate": E2E_RATE, "seconds": RUN_SECONDS})]
+    order = list(benches)
     for step, wait, mode in steps:
-        for name, bench in benches.items():
-            ledgers[name].drained(120)
-            print(f"  {name}: {step} …", flush=True)
-            out[name][step] = _load(bench, ledgers[name], _spec(bench, wait, **mode))
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in benches}
+        for round_ in range(ROUNDS):
+            for name in order if round_ % 2 == 0 else order[::-1]:  # ABBA: neither always first
+                bench = benches[name]
+                ledgers[name].drained(120)
+                runs[name].append(_load(bench, ledgers[name], _spec(bench, wait, **mode)))
+                print(f"  {name}: {step}, round {round_ + 1}: "
+                      f"{json.dumps({k: runs[name][-1].get(k) for k in _SHOWN})}", flush=True)
+        for name in benches:
+            out[name][step] = {k: statistics.median(r[k] for r in runs[name]) for k in _SHOWN}
+            out[name][step]["failed"] = sum(r["failed"] for r in runs[name])
+            out[name][step]["rounds"] = runs[name]
     for name, bench in benches.items():
         ledgers[name].drained(120)
         print(f"  {name}: a backlog of {BACKLOG_SECONDS:.0f} s of transfers, then the catch-up …", flush=True)
         out[name]["throughput"] = _throughput(bench, ledgers[name])
+        print(f"    {json.dumps(out[name]['throughput'])}", flush=True)
         out[name]["load"] = f"{os.getloadavg()[0]:.1f}"
     return out
 
@@ -289,23 +317,29 @@ def _report(r: dict[str, dict[str, Any]], crypto: dict[str, float]) -> None:
             None, 0),
         row("projector catch-up, events/s", tp_d["projector"]["rate"], tp_s["projector"]["rate"], "/s",
             None, 0),
+        row("processor CPU per command decided", tp_d["processor"]["cpu_us"], tp_s["processor"]["cpu_us"],
+            "µs", None, 1),
+        row("projector CPU per event written", tp_d["projector"]["cpu_us"], tp_s["projector"]["cpu_us"],
+            "µs", None, 1),
     ]
     failed = {n: {k: v["failed"] for k, v in p.items() if isinstance(v, dict) and "failed" in v}
               for n, p in r.items()}
+    ranges = {n: {k: [x["p50_ms"] for x in p[k]["rounds"]] for k in ("append", "e2e")} for n, p in r.items()}
     print(f"""
 Default profile beside secure profile, one run, {os.cpu_count()} cores shared by both stacks (each a
 broker, a PostgreSQL and five processes) and the load generator; each step ran on one stack and
-then at once on the other. Transfers between {WALLETS} funded wallets, each with a memo.
+then on the other, in rounds. Transfers between {WALLETS} funded wallets, each with a memo.
 
 {chr(10).join(lines)}
 
-  append: open loop at {APPEND_RATE:,.0f}/s for {RUN_SECONDS:.0f} s; writes: closed loop,
-  {CONNECTIONS} connections, {RUN_SECONDS:.0f} s; end to end: open loop at {E2E_RATE:,.0f}/s
+  append: open loop at {APPEND_RATE:,.0f}/s, {RUN_SECONDS:.0f} s a round; writes: closed loop,
+  {CONNECTIONS} connections, {RUN_SECONDS:.0f} s a round; end to end: open loop at {E2E_RATE:,.0f}/s
   with Prefer: wait=5 (answered once the views show the transfer completed).
   Load generator CPU: its own process's, per answered request.
   Catch-up: a backlog of {tp_d['backlog']:,} / {tp_s['backlog']:,} transfers (default / secure)
-  accepted while the processor, projector and monitor were stopped; the processor's figure
-  counts every record it decided (the transfers and their ApplyCredit follow-ups:
+  accepted while the processor was stopped, then caught up by it and by the projector in turn
+  (each timed from its SIGCONT); the processor's figure counts every record it decided
+  (the transfers and their ApplyCredit follow-ups:
   {tp_d['processor']['count']:,} / {tp_s['processor']['count']:,} in
   {tp_d['processor']['seconds']} / {tp_s['processor']['seconds']} s), the projector's every
   event it wrote ({tp_d['projector']['count']:,} / {tp_s['projector']['count']:,} in
@@ -313,6 +347,8 @@ then at once on the other. Transfers between {WALLETS} funded wallets, each with
   Memo, in process: sealed {crypto['seal_us']} µs (the command API: the wallet's key from the
   keyring file, AES-GCM), opened {crypto['unseal_us']} µs (the projector); one Ed25519
   signature {crypto['sign_us']} µs (the processor signs once per partition per transaction).
+  Medians of {ROUNDS} rounds per step and profile, taken in turn (ABBA); p50 ms of each round:
+  {ranges}.
   Answers not as expected, per step: {failed}.
   Load average after: default {d['load']}, secure {s['load']}.""")
 
