@@ -39,7 +39,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,45 @@ def _profile(name: str, secure: bool) -> Iterator[stack.Bench]:
             bench.services.stop()
     finally:
         infra.stop()
+
+
+@dataclass
+class _AsyncioApi(stack.Bench):
+    """The default stack reached through a second command API of its own, run on asyncio's
+    event loop as the secure profile's is (``common.kafka.uvloop_safe``), not uvloop."""
+
+    api: subprocess.Popen[bytes] | None = None
+
+    def pid(self, process: str) -> int:
+        if process == "command-api":
+            assert self.api is not None
+            return self.api.pid
+        return super().pid(process)
+
+
+@contextlib.contextmanager
+def _asyncio_api(default: stack.Bench) -> Iterator[_AsyncioApi]:
+    port = free_port()
+    settings = replace(default.settings, command_port=port)
+    api = subprocess.Popen([sys.executable, "-m", "bench.secure", "--asyncio-command-api"],
+                           env={**default.env, "LEDGERLINE_COMMAND_PORT": str(port)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        stack.wait_up(f"http://127.0.0.1:{port}/readyz", 60)
+        yield _AsyncioApi(settings, default.infra, default.home, default.env, default.services, api)
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
+def _serve_on_asyncio() -> None:
+    from command import bootstrap
+    from common import logs
+
+    settings = load()
+    logs.setup("command-api", settings.log_level)
+    bootstrap.uvloop_safe = lambda kafka: False  # type: ignore[attr-defined]
+    bootstrap.main(settings)
 
 
 def _variants() -> list[dict[str, Any]]:
@@ -251,15 +290,19 @@ def _measure(benches: dict[str, stack.Bench]) -> dict[str, dict[str, Any]]:
     ledgers = {n: Ledger(asyncpg_dsn(b.settings.database_url)) for n, b in benches.items()}
     out: dict[str, dict[str, Any]] = {n: {} for n in benches}
     for name, bench in benches.items():
+        if isinstance(bench, _AsyncioApi):  # the default stack's, through its second API
+            ledgers[name] = ledgers["default"]
+            _load(bench, ledgers[name], _spec(bench, False, mode="open", rate=E2E_RATE, seconds=5.0))
+            continue
         print(f"  {name}: funding {WALLETS} wallets, then {WARMUP_SECONDS:.0f} s of warm-up …", flush=True)
         _fund(bench, ledgers[name])
         _load(bench, ledgers[name], _spec(bench, True, mode="open", rate=E2E_RATE, seconds=WARMUP_SECONDS))
     steps = [("append", False, {"mode": "open", "rate": APPEND_RATE, "seconds": RUN_SECONDS}),
              ("writes", False, {"mode": "closed", "connections": CONNECTIONS, "seconds": RUN_SECONDS}),
              ("e2e", True, {"mode": "open", "rate": E2E_RATE, "seconds": RUN_SECONDS})]
-    order = list(benches)
     for step, wait, mode in steps:
-        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in benches}
+        order = [n for n in benches if step != "e2e" or not isinstance(benches[n], _AsyncioApi)]
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in order}
         for round_ in range(ROUNDS):
             for name in order if round_ % 2 == 0 else order[::-1]:  # ABBA: neither always first
                 bench = benches[name]
@@ -267,11 +310,13 @@ def _measure(benches: dict[str, stack.Bench]) -> dict[str, dict[str, Any]]:
                 runs[name].append(_load(bench, ledgers[name], _spec(bench, wait, **mode)))
                 print(f"  {name}: {step}, round {round_ + 1}: "
                       f"{json.dumps({k: runs[name][-1].get(k) for k in _SHOWN})}", flush=True)
-        for name in benches:
+        for name in order:
             out[name][step] = {k: statistics.median(r[k] for r in runs[name]) for k in _SHOWN}
             out[name][step]["failed"] = sum(r["failed"] for r in runs[name])
             out[name][step]["rounds"] = runs[name]
     for name, bench in benches.items():
+        if isinstance(bench, _AsyncioApi):
+            continue
         ledgers[name].drained(120)
         print(f"  {name}: a backlog of {BACKLOG_SECONDS:.0f} s of transfers, then the catch-up …", flush=True)
         out[name]["throughput"] = _throughput(bench, ledgers[name])
@@ -281,7 +326,7 @@ def _measure(benches: dict[str, stack.Bench]) -> dict[str, dict[str, Any]]:
 
 
 def _report(r: dict[str, dict[str, Any]], crypto: dict[str, float]) -> None:
-    d, s = r["default"], r["secure"]
+    d, s, a = r["default"], r["secure"], r["default_asyncio"]
 
     def row(label: str, a: float | None, b: float | None, unit: str, brief: tuple[Any, Any] | None = None,
             digits: int = 1) -> str:
@@ -324,7 +369,8 @@ def _report(r: dict[str, dict[str, Any]], crypto: dict[str, float]) -> None:
     ]
     failed = {n: {k: v["failed"] for k, v in p.items() if isinstance(v, dict) and "failed" in v}
               for n, p in r.items()}
-    ranges = {n: {k: [x["p50_ms"] for x in p[k]["rounds"]] for k in ("append", "e2e")} for n, p in r.items()}
+    ranges = {n: {k: [x["p50_ms"] for x in p[k]["rounds"]] for k in ("append", "e2e") if k in p}
+              for n, p in r.items()}
     print(f"""
 Default profile beside secure profile, one run, {os.cpu_count()} cores shared by both stacks (each a
 broker, a PostgreSQL and five processes) and the load generator; each step ran on one stack and
@@ -347,6 +393,10 @@ then on the other, in rounds. Transfers between {WALLETS} funded wallets, each w
   Memo, in process: sealed {crypto['seal_us']} µs (the command API: the wallet's key from the
   keyring file, AES-GCM), opened {crypto['unseal_us']} µs (the projector); one Ed25519
   signature {crypto['sign_us']} µs (the processor signs once per partition per transaction).
+  The default profile's command API on asyncio's event loop, as the secure profile runs it (a
+  second API process on the default stack): append p50/p99 {a['append']['p50_ms']}/{a['append']['p99_ms']} ms,
+  {a['writes']['rate']:,.0f} writes/s at {a['writes']['server_cpu_us']} µs of CPU each (uvloop:
+  {d['writes']['server_cpu_us']} µs, the secure profile: {s['writes']['server_cpu_us']} µs).
   Medians of {ROUNDS} rounds per step and profile, taken in turn (ABBA); p50 ms of each round:
   {ranges}.
   Answers not as expected, per step: {failed}.
@@ -355,8 +405,9 @@ then on the other, in rounds. Transfers between {WALLETS} funded wallets, each w
 
 def main() -> None:
     with contextlib.ExitStack() as stacks:
-        benches = {"default": stacks.enter_context(_profile("default", secure=False)),
-                   "secure": stacks.enter_context(_profile("secure", secure=True))}
+        default = stacks.enter_context(_profile("default", secure=False))
+        benches = {"default": default, "secure": stacks.enter_context(_profile("secure", secure=True)),
+                   "default_asyncio": stacks.enter_context(_asyncio_api(default))}
         results = _measure(benches)
         crypto = _crypto(benches["secure"].home)
         _report(results, crypto)
@@ -366,4 +417,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--asyncio-command-api"]:
+        _serve_on_asyncio()
+    else:
+        main()
