@@ -224,6 +224,11 @@ class Batch:
                 kind=SpanKind.CONSUMER, links=self._link, attributes=attributes)
         return _headers(span)
 
+    def current(self) -> Any:
+        """A context in which the batch span is the current one (its log lines carry its id)."""
+        return trace.use_span(self.span, end_on_exit=False, record_exception=False,
+                              set_status_on_exception=False)  # end() records the outcome
+
     def end(self, error: BaseException | None = None) -> None:
         for span in (*self.children.values(), self.span):
             if error is not None:

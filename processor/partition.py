@@ -201,7 +201,8 @@ class PartitionWorker:
             return
         batch = self.traced.batch("process", fresh)
         try:
-            await self.process(fresh, batch)
+            with batch.current():
+                await self.process(fresh, batch)
         except BaseException as exc:
             batch.end(exc)
             raise

@@ -229,7 +229,8 @@ class Projection:
         for item in prepared.items:
             batch.child(item.record, f"project {topics.EVENTS}")
         try:
-            await self._commit(prepared)
+            with batch.current():
+                await self._commit(prepared)
         except BaseException as exc:
             batch.end(exc)
             raise
