@@ -12,6 +12,10 @@ COPY projector projector
 COPY query query
 COPY compliance compliance
 COPY migrations migrations
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 ledgerline
+# The keys' folders (docker-compose.yml mounts volumes there): a new volume takes this owner
+# and mode, so only the processes' user can read the keys.
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 ledgerline \
+    && install -d -o ledgerline -g ledgerline -m 0700 /var/lib/ledgerline/chain \
+       /var/lib/ledgerline/anchors /var/lib/ledgerline/keyring
 USER ledgerline
 ENTRYPOINT ["ledgerline"]

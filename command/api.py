@@ -41,6 +41,7 @@ from common.failures import TRANSIENT
 from common.keyring import Erased, KeyStore, seal
 from common.settings import Settings
 from common.tokens import Verified
+from common.tracing import Tracing
 from events import codec, grammar, topics
 from events.amounts import AmountError
 from events.keys import asset_key, wallet_key
@@ -74,6 +75,8 @@ class Wiring:
     tokens: Verified
     #: Wallets' data keys, to seal memos (None: memos go to the log in clear).
     keys: KeyStore | None = None
+    #: Spans of requests, sends and waits (None: tracing is off; see common.tracing).
+    tracing: Tracing | None = None
 
 
 @dataclass(slots=True)
@@ -197,7 +200,12 @@ async def _submit(call: Call, message: Message, key: str, extra: dict[str, str],
     # read first; a fresh id cannot be in the read model before a notification names it.
     with w.waiters.watch(command_id) as watch:
         await _append(call, key, record, command_id, replayable)
-        return _outcome(accepted, await watch.final(wait, read_first=replayable))
+        if w.tracing is None:
+            return _outcome(accepted, await watch.final(wait, read_first=replayable))
+        with w.tracing.span("wait for outcome", **{"ledgerline.command_id": command_id}) as span:
+            response = _outcome(accepted, await watch.final(wait, read_first=replayable))
+            span.set_attribute("ledgerline.answer_status", response.status_code)
+            return response
 
 
 async def _quietly(step: Awaitable[None]) -> None:
@@ -213,10 +221,16 @@ async def _append(call: Call, key: str, record: bytes, command_id: str, replayab
     """The command into Kafka (acknowledged by all in-sync replicas), then, for a request with
     an Idempotency-Key, its key marked sent (or, when the send failed, free again or "unknown":
     see :mod:`command.idempotency`). Bounded: see :mod:`command.availability`."""
-    pool = call.w.pool
+    pool, tracing = call.w.pool, call.w.tracing
     try:
-        await availability.append(call.w.producer, topics.COMMANDS, record, key.encode(), command_id,
-                                  call.w.settings.unavailable_seconds)
+        if tracing is None:
+            await availability.append(call.w.producer, topics.COMMANDS, record, key.encode(), command_id,
+                                      call.w.settings.unavailable_seconds)
+        else:
+            with tracing.sending(topics.COMMANDS, key.encode()) as sending:
+                sending.delivered(await availability.append(
+                    call.w.producer, topics.COMMANDS, record, key.encode(), command_id,
+                    call.w.settings.unavailable_seconds, sending.headers))
     except BaseException:
         if replayable:
             if availability.handed() is None:
@@ -444,8 +458,18 @@ class Endpoint:
         await response(scope, receive, send)
 
     async def answer(self, request: Request) -> Response:
-        w = self.box.wiring
+        tracing = self.box.wiring.tracing
+        if tracing is None:
+            return await self._answer(request, _headers(request))
         headers = _headers(request)
+        route = request.scope.get("route")
+        with tracing.serving(request.method, getattr(route, "path", request.url.path), headers) as span:
+            response = await self._answer(request, headers)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _answer(self, request: Request, headers: dict[str, str]) -> Response:
+        w = self.box.wiring
         availability.begin()
         try:
             principal = w.tokens.authenticate(headers.get("authorization"))

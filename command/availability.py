@@ -101,15 +101,16 @@ def unavailable(exc: BaseException) -> Unavailable:
 
 
 async def append(producer: AIOKafkaProducer, topic: str, record: bytes, key: bytes,
-                 command_id: str, bound: float) -> None:
-    """``send_and_wait`` within ``bound`` seconds, or :class:`Unavailable` saying how far it got."""
+                 command_id: str, bound: float, headers: list[tuple[str, bytes]] | None = None) -> Any:
+    """``send_and_wait`` within ``bound`` seconds, or :class:`Unavailable` saying how far it
+    got; returns the record's metadata (partition, offset)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
     try:
         async with asyncio.timeout_at(deadline):
             # Until send() returns the record is not in the producer's buffer: a timeout or an
             # error here means it was not sent and never will be.
-            delivered = await producer.send(topic, record, key=key)
+            delivered = await producer.send(topic, record, key=key, headers=headers)
     except (TimeoutError, KafkaError) as exc:
         raise Unavailable(f"the broker is unavailable ({type(exc).__name__}); the command was "
                           "not sent: retry later", NOT_SENT) from None
@@ -117,7 +118,7 @@ async def append(producer: AIOKafkaProducer, topic: str, record: bytes, key: byt
     delivered.add_done_callback(_retrieved)
     try:
         async with asyncio.timeout_at(deadline):
-            await asyncio.shield(delivered)
+            return await asyncio.shield(delivered)
     except (TimeoutError, KafkaError) as exc:
         raise Unavailable(f"the broker did not acknowledge the command in time "
                           f"({type(exc).__name__}); it may still be appended: retry with the same "

@@ -3,6 +3,7 @@ waiters and the token verifier are made here, at start, and handed to the endpoi
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +46,8 @@ from common.keyring import LocalKeyring
 from common.runtime import settle_heap
 from common.settings import Settings, asyncpg_dsn
 from common.tokens import Verified
+from common.tracing import Tracing
+from common.tracing import setup as setup_tracing
 
 log = logging.getLogger("ledgerline.command_api")
 
@@ -54,7 +57,7 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     session's settings, holds no advisory locks or cursors, and listens on its own connection."""
 
 
-def create_app(settings: Settings) -> CommandApi:
+def create_app(settings: Settings, tracing: Tracing | None = None) -> CommandApi:
     tokens = Verified(settings.token_keys())
     box = Box()
 
@@ -70,7 +73,8 @@ def create_app(settings: Settings) -> CommandApi:
         waiters = outcomes.Waiters(pool)
         await waiters.start(dsn)
         keys = LocalKeyring(Path(settings.keyring_path)) if settings.keyring_path else None
-        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens, keys)
+        app.state.wiring = box.wiring = Wiring(settings, pool, producer, waiters, {}, tokens, keys,
+                                               tracing)
         settle_heap()
         log.info("command API ready")
         try:
@@ -79,6 +83,8 @@ def create_app(settings: Settings) -> CommandApi:
             await waiters.stop()
             await producer.stop()
             await pool.close()
+            if tracing is not None:
+                tracing.shutdown()
 
     direct = {path: Endpoint(handler, box) for path, handler in (
         ("/v1/transfers", transfer), ("/v1/trades", trade), ("/v1/burns", burn),
@@ -126,6 +132,7 @@ def create_app(settings: Settings) -> CommandApi:
 def main(settings: Settings) -> None:
     """``ledgerline command-api``: serve the HTTP command API until a signal stops it."""
     log.info("command API on http://%s:%d", settings.command_host, settings.command_port)
-    serve(create_app(settings), settings.command_host, settings.command_port,
+    app = create_app(settings, setup_tracing(os.environ, "command-api"))
+    serve(app, settings.command_host, settings.command_port,
           max_header_bytes=settings.max_header_bytes,
           **({} if uvloop_safe(settings.kafka) else {"loop": "asyncio"}))

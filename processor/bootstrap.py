@@ -11,6 +11,7 @@ from common import runtime
 from common.kafka import uvloop_safe
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError
+from common.tracing import setup as setup_tracing
 from processor.chain import Chain, Signer
 from processor.faults import Fault
 from processor.metrics import ProcessorMetrics
@@ -45,16 +46,19 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
         server = await listen(metrics.registry, health, settings.processor_metrics_port,
                               "LEDGERLINE_PROCESSOR_METRICS_PORT")
     sanctions = Sanctions(settings.kafka)
+    tracing = setup_tracing(os.environ, "processor")
     try:
         await sanctions.start()
         await Processor(
             settings.kafka, max_records=settings.processor_max_records,
             session_timeout_ms=settings.processor_session_timeout_ms,
             fault=Fault.from_env(os.environ), metrics=metrics, health=health, sanctions=sanctions,
-            chains=chains(settings),
+            chains=chains(settings), tracing=tracing,
         ).run(stop)
     finally:
         await sanctions.stop()
+        if tracing is not None:
+            tracing.shutdown()
         if server is not None:
             server.close()
 

@@ -24,6 +24,7 @@ from aiokafka.producer import sender as aiokafka_sender
 
 from common.failures import transient_in_transaction
 from common.kafka import KafkaTarget, client_options
+from common.tracing import Batch, Consumer
 from events import codec, topics
 from events.codec import DecodeError, Envelope
 from events.deadletter import dead_letter_headers
@@ -77,8 +78,10 @@ class PartitionWorker:
     def __init__(self, bootstrap: KafkaTarget, tp: TopicPartition, prefix: str, *,
                  max_records: int, fault: Fault | None = None,
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
-                 metrics: ProcessorMetrics | None = None, chain: Chain | None = None) -> None:
+                 metrics: ProcessorMetrics | None = None, chain: Chain | None = None,
+                 traced: Consumer | None = None) -> None:
         self.tp = tp
+        self.traced = traced  # spans of its batches and commands (None: tracing is off)
         self.sanctions: Sanctions | None = None  # the sanctions list and KYC limits, if screened
         self.chain = chain  # the hash chain of the events this worker writes (processor.chain)
         self.bootstrap = bootstrap
@@ -173,7 +176,10 @@ class PartitionWorker:
         delay, deadline = 0.1, time.monotonic() + _RETRY_FOR_SECONDS
         while True:
             try:
-                await self.process(records)
+                if self.traced is None:
+                    await self.process(records)
+                else:
+                    await self._process_traced(records)
                 return
             except KafkaError as exc:
                 # The transaction was aborted and the in-memory state did not take the batch:
@@ -187,14 +193,29 @@ class PartitionWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def process(self, records: list[Any]) -> None:
+    async def _process_traced(self, records: list[Any]) -> None:
+        """:meth:`process` inside the batch's span (common.tracing), ended with its outcome."""
+        assert self.traced is not None
+        fresh = [r for r in records if r.offset >= self.next_offset]
+        if not fresh:
+            return
+        batch = self.traced.batch("process", fresh)
+        try:
+            with batch.current():
+                await self.process(fresh, batch)
+        except BaseException as exc:
+            batch.end(exc)
+            raise
+        batch.end()
+
+    async def process(self, records: list[Any], batch: Batch | None = None) -> None:
         records = [r for r in records if r.offset >= self.next_offset]
         if not records:
             return
         producer = self.producers[self.turn]
         out = Outbox(producer, hold=topics.EVENTS if self.chain is not None else None)
         pending: dict[str, Snapshot] = {}
-        outcomes = [self._one(record, pending, out) for record in records]
+        outcomes = [self._one(record, pending, out, batch) for record in records]
         partition = self.tp.partition
         for key, snap in pending.items():
             out.add(topics.STATE, partition, key.encode(), snapshots.encode(snap))
@@ -234,8 +255,10 @@ class PartitionWorker:
         for record in records:
             m.decide_latency.observe(max(0.0, now - record.timestamp / 1000))
 
-    def _one(self, record: Any, pending: dict[str, Snapshot], out: Outbox) -> str:
-        """Decide one record into ``pending`` and ``out``; returns what became of it."""
+    def _one(self, record: Any, pending: dict[str, Snapshot], out: Outbox,
+             batch: Batch | None = None) -> str:
+        """Decide one record into ``pending`` and ``out``; returns what became of it. With
+        ``batch`` (tracing on), what the decision writes carries its span's context."""
         try:
             env = codec.decode(record.value)
         except DecodeError as exc:
@@ -252,6 +275,7 @@ class PartitionWorker:
         if snap.seen(env.id):
             log.info("duplicate command %s on %s ignored", env.id, env.key)
             return "duplicate"
+        traced = None if batch is None else batch.child(record, f"decide {env.type}")
         try:
             decided = (None if self.sanctions is None
                        else self.sanctions.screen(env.payload, snap.debits, env.occurred_at)) \
@@ -268,7 +292,7 @@ class PartitionWorker:
             return self._dead_letter(record, f"cannot decide {env.type}: {exc!r}", out)
         pending[env.key] = snap.after(state, env.id, track(snap.debits, decided, env.occurred_at))
         for topic, partition, key, value in written:
-            out.add(topic, partition, key, value)
+            out.add(topic, partition, key, value, traced)
         return "decided"
 
     def _encode(self, cmd: Envelope, decided: list[Any]) -> list[tuple[str, int, bytes, bytes]]:

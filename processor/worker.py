@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 
 from common.kafka import KafkaTarget, client_options
 from common.ops import Health
+from common.tracing import Tracing
 from events import topics
 from processor.chain import Chain
 from processor.faults import Fault
@@ -67,8 +68,9 @@ class Processor:
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
                  health: Health | None = None, sanctions: Sanctions | None = None,
-                 chains: Callable[[str], Chain] = Chain) -> None:
+                 chains: Callable[[str], Chain] = Chain, tracing: Tracing | None = None) -> None:
         quick_transaction_restarts()
+        self.traced = None if tracing is None else tracing.consumer(topics.COMMANDS, group)
         self.sanctions = sanctions
         self.chains = chains  # a writer's name -> its hash chain (processor.chain)
         self.bootstrap = bootstrap
@@ -106,7 +108,8 @@ class Processor:
             worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
                                      max_records=self.max_records, fault=self.fault,
                                      on_commit=self._decided, metrics=self.metrics,
-                                     chain=self.chains(f"{self.group}-tx-{tp.partition}"))
+                                     chain=self.chains(f"{self.group}-tx-{tp.partition}"),
+                                     traced=self.traced)
             worker.sanctions = self.sanctions
             await worker.start(self._committed)
             self.consumer.seek(tp, worker.next_offset)

@@ -5,6 +5,7 @@ Pools, Kafka clients and the metrics registry are made here, at start, and passe
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from common.kafka import uvloop_safe
 from common.keyring import LocalKeyring
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
+from common.tracing import setup as setup_tracing
 from projector import dlq, metrics, rebuild, shadow
 from projector.worker import SESSION, Projector
 
@@ -31,10 +33,13 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     if settings.projector_metrics_port:
         server = await listen(registry.registry, health, settings.projector_metrics_port,
                               "LEDGERLINE_PROJECTOR_METRICS_PORT")
+    tracing = setup_tracing(os.environ, "projector")
     try:
         await Projector(settings.kafka, pool, metrics=registry, health=health,
-                        keys=_keys(settings)).run(stop)
+                        keys=_keys(settings), tracing=tracing).run(stop)
     finally:
+        if tracing is not None:
+            tracing.shutdown()
         if server is not None:
             server.close()
         await listener.close()

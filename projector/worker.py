@@ -30,6 +30,7 @@ from common.failures import Backoff
 from common.kafka import KafkaTarget, client_options
 from common.keyring import Erased, KeyStore, is_sealed, unseal
 from common.ops import Health
+from common.tracing import Consumer, Tracing
 from events import codec, topics
 from events.codec import Envelope
 from events.deadletter import dead_letter_headers
@@ -166,8 +167,9 @@ class Projection:
                  already_dead: set[tuple[str, int, int]] | None = None,
                  metrics: ProjectorMetrics | None = None,
                  on_dead_letters: Callable[[int], None] | None = None,
-                 keys: KeyStore | None = None) -> None:
+                 keys: KeyStore | None = None, traced: Consumer | None = None) -> None:
         self.pool = pool
+        self.traced = traced  # spans of its commits (None: tracing is off)
         self.keys = keys
         self.dead_letters = dead_letters
         self.name = name
@@ -219,6 +221,22 @@ class Projection:
         """
         if prepared is None:
             return
+        if self.traced is None:
+            await self._commit(prepared)
+            return
+        # The commit's span, and in each trace its events carry a span of their part in it.
+        batch = self.traced.batch("commit", [i.record for i in prepared.items])
+        for item in prepared.items:
+            batch.child(item.record, f"project {topics.EVENTS}")
+        try:
+            with batch.current():
+                await self._commit(prepared)
+        except BaseException as exc:
+            batch.end(exc)
+            raise
+        batch.end()
+
+    async def _commit(self, prepared: "Prepared") -> None:
         delay = 0.1
         changes: RowChanges | None = prepared.changes
         while True:
@@ -366,7 +384,7 @@ class Projector:
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
                  projection: str = PROJECTION, max_records: int = 20_000,
                  metrics: ProjectorMetrics | None = None, health: Health | None = None,
-                 keys: KeyStore | None = None) -> None:
+                 keys: KeyStore | None = None, tracing: Tracing | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
@@ -383,8 +401,9 @@ class Projector:
         )
         self.dlq = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
         self.metrics = metrics
+        traced = None if tracing is None else tracing.consumer(topics.EVENTS, group)
         self.projection = Projection(pool, self.dlq, name=projection, metrics=metrics, keys=keys,
-                                     on_dead_letters=self._dead_letters_stored)
+                                     on_dead_letters=self._dead_letters_stored, traced=traced)
         self.projection_name = projection
         self.lag = Lag(projection, topics.EVENTS, metrics)
         self.inflight: asyncio.Task[None] | None = None

@@ -27,6 +27,7 @@ from ledgerline.stack._aio import run_sync
 from ledgerline.stack.child import ChildServer
 from ledgerline.stack.errors import StackError, tail_file, tail_text
 from ledgerline.stack.ports import accepts_connections, free_port, port_in_use
+from ledgerline.stack.tls import write_private
 
 KAFKA_VERSION = "3.9.1"
 SCALA_VERSION = "2.13"
@@ -229,6 +230,13 @@ async def _probe(bootstrap: KafkaTarget, limit: float) -> bool:
 
 
 SCRAM = "SCRAM-SHA-512"
+
+
+def _argfile_quoted(argument: str) -> str:
+    """One argument of a Java launcher argument file (``java @file``), quoted whole."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 #: The broker's own principal on the controller listener (mutual TLS, the certificate's subject).
 BROKER_PRINCIPAL = "CN=ledgerline-broker"
 
@@ -493,9 +501,7 @@ class KafkaBroker(ChildServer):
     def _format(self, base: list[str], classpath: str, properties: Path) -> None:
         cluster_id = self._cluster_id()
         log.info("formatting Kafka storage in %s (cluster id %s)", self.log_dir, cluster_id)
-        command = [
-            *base,
-            classpath,
+        arguments = [
             "kafka.tools.StorageTool",
             "format",
             "--config",
@@ -505,6 +511,18 @@ class KafkaBroker(ChildServer):
             "--ignore-formatted",
             *self._scram_arguments(),
         ]
+        # The storage tool takes the SCRAM users' passwords only as arguments, and a command line
+        # is anybody's to read (ps, /proc/PID/cmdline): the arguments go in a Java argument file
+        # only the owner can read, which the launcher expands, and which is gone afterwards.
+        argfile = self.data_dir / "format.args"
+        write_private(argfile, "\n".join(_argfile_quoted(a) for a in arguments).encode())
+        command = [*base, classpath, f"@{argfile}"]
+        try:
+            self._run_format(command)
+        finally:
+            argfile.unlink(missing_ok=True)
+
+    def _run_format(self, command: list[str]) -> None:
         with self.log_path.open("ab") as out:
             out.write(b"\n==== ledgerline.stack: formatting storage ====\n")
             out.flush()

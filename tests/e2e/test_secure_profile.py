@@ -275,3 +275,26 @@ def test_secrets_and_keys_are_readable_by_their_owner_only(secure: Running) -> N
     assert len(private) >= 10
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in private} == \
         {p.name: "0o600" for p in private}
+
+
+def test_no_password_is_on_any_command_line(secure: Running) -> None:
+    """Command lines are anybody's to read (ps): none on this machine, the broker's, the
+    database's and the five processes' included, holds a password of the profile. (Formatting
+    the broker's storage, over before this runs: tests/unit/test_stack_secrets.py.)"""
+    home = secure.stack.home
+    secrets = [p.read_text().strip() for p in home.glob("*password")]
+    assert len(secrets) >= 5
+    infra = secure.stack.infra
+    started = [infra.broker.pid if infra.broker else None,
+               *(p.pid for p in secure.services.children.values())]
+    assert all(started)
+    seen = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        seen += 1
+        leaked = [s[:4] + "…" for s in secrets if s and s in line]
+        assert not leaked, f"{cmdline}: {line[:200]!r} holds a password ({leaked})"
+    assert seen >= len(started)

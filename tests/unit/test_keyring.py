@@ -69,3 +69,20 @@ def test_an_erasure_is_decided_without_touching_the_wallet_and_blanks_its_memos(
     apply(changes, env, Position("ledger.events", 0, 7))
     assert changes.erased == ["alice"]
     assert changes.commands["c1"]["status"] == "completed"
+
+
+def test_a_keyring_that_read_the_key_before_sees_its_destruction_by_another(tmp_path: Path) -> None:
+    """Keys are held in memory between changes of the file: a destruction by another process
+    (another command API, the compliance officer's) must still be seen at once."""
+    api, projector = LocalKeyring(tmp_path / "keyring.json"), LocalKeyring(tmp_path / "keyring.json")
+    sealed = seal(api, "alice", "rent")
+    assert unseal(projector, "alice", sealed) == "rent"  # read, and held, by the projector
+    assert seal(api, "alice", "again")  # held by the API
+    assert LocalKeyring(tmp_path / "keyring.json").destroy("alice") is True
+    with pytest.raises(Erased):
+        unseal(projector, "alice", sealed)
+    with pytest.raises(Erased):
+        seal(api, "alice", "after")
+    # A wallet another process made a key for is found, not made twice.
+    other = seal(LocalKeyring(tmp_path / "keyring.json"), "bob", "hi")
+    assert unseal(api, "bob", other) == "hi"
