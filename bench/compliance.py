@@ -150,7 +150,7 @@ class Live:
 
     def on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         now = time.time()
-        for alert in json.loads(payload)["alerts"]:
+        for alert in json.loads(payload).get("alerts", []):
             self.heard.setdefault(alert, now)
 
     async def run(self, bootstrap: str, rate: int, seconds: float) -> None:

@@ -36,7 +36,7 @@ from compliance.worker import Monitor
 from events import topics
 
 SHADOW = "compliance_backtest"
-TABLES = ("offsets", "state", "cases", "alerts", "case_notes")
+TABLES = ("offsets", "state", "state_entries", "cases", "alerts", "case_notes")
 
 
 @dataclass

@@ -77,7 +77,7 @@ class Monitor:
     async def load(self, partitions: list[int]) -> dict[int, int | None]:
         async with self.pool.acquire() as conn:
             offsets = await store.load_offsets(conn, topics.EVENTS, self.schema)
-            self.state = State(await store.load_state(conn, self.schema))
+            self.state = await store.load_state(conn, self.schema)
         self.stored = {p: offsets.get(p) for p in partitions}
         return dict(self.stored)
 
@@ -106,7 +106,7 @@ class Monitor:
         await self._dead_letter(poison)
         started = time.monotonic()
         async with self.pool.acquire() as conn:
-            written = await store.write_batch(conn, topics.EVENTS, offsets, self.state.take_touched(),
+            written = await store.write_batch(conn, topics.EVENTS, offsets, self.state.take_changes(),
                                               alerts, self.schema, self.notify)
         for p, (_, nxt) in offsets.items():
             self.stored[p] = nxt
