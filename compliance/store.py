@@ -78,16 +78,18 @@ async def write_batch(conn: asyncpg.Connection, topic: str,
 def merge_alerts(alerts: Sequence[AlertRaised]) -> list[AlertRaised]:
     """One alert per id, in order of first appearance: a fan-in window's alert raised again in
     the batch with new evidence is one alert with the evidence of all."""
-    merged: dict[str, AlertRaised] = {}
+    first: dict[str, AlertRaised] = {}
+    evidence: dict[str, set[str]] = {}
     for a in alerts:
-        was = merged.get(a.id)
+        was = first.get(a.id)
         if was is None:
-            merged[a.id] = a
-        elif not set(a.evidence) <= set(was.evidence) or a.window_end > was.window_end:
-            merged[a.id] = msgspec.structs.replace(
-                was, evidence=tuple(sorted(set(was.evidence) | set(a.evidence))),
-                window_end=max(was.window_end, a.window_end))
-    return list(merged.values())
+            first[a.id] = a
+        else:
+            evidence.setdefault(a.id, set(was.evidence)).update(a.evidence)
+            if a.window_end > was.window_end:
+                first[a.id] = msgspec.structs.replace(was, window_end=a.window_end)
+    return [a if a.id not in evidence
+            else msgspec.structs.replace(a, evidence=tuple(sorted(evidence[a.id]))) for a in first.values()]
 
 
 async def _move_offsets(conn: asyncpg.Connection, topic: str,
