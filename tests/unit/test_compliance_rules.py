@@ -195,10 +195,10 @@ parties = st.sampled_from(["a", "a", "b", "c", "d", "e", "f", "mallory", ""])
 moves_in_time = st.lists(st.tuples(parties, parties,
                                    st.one_of(st.integers(1, 1500), st.integers(900, 999)),
                                    st.one_of(st.integers(0, 90), st.integers(0, 900), st.integers(-300, 0)),
-                                   st.sampled_from(["USDX", "USDX", "BIG"])), min_size=40, max_size=150)
+                                   st.sampled_from(["USDX", "USDX", "BIG"])), min_size=40, max_size=120)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(moves_in_time, st.sets(st.integers(0, 119), max_size=4))
 def test_incremental_evaluation_raises_what_a_rescan_of_every_movement_raises(
         spec: list[tuple[str, str, int, int, str]], crashes: set[int]) -> None:
