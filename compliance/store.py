@@ -12,7 +12,6 @@ The state is rows, not documents: each movement a window holds is a row of ``sta
 statement over arrays (``unnest``), so its cost follows the batch, not the size of the windows.
 """
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,7 +133,8 @@ async def _write_state(conn: asyncpg.Connection, changes: Changes, schema: str) 
 
 async def _write_alerts(conn: asyncpg.Connection, alerts: Sequence[AlertRaised], schema: str) -> Written:
     """New alerts join their wallet's active case (opening one if there is none); an alert
-    raised again (a fan-in window that grew) only gains evidence, all such in one statement.
+    raised again (a fan-in window that grew) only gains evidence: rows of ``alert_evidence``,
+    all of a batch in one statement, never a rewrite of the row's growing array.
     New alerts are rare next to events, so a statement or two per new alert costs little."""
     written = Written()
     if not alerts:
@@ -143,14 +143,16 @@ async def _write_alerts(conn: asyncpg.Connection, alerts: Sequence[AlertRaised],
         f"SELECT alert_id FROM {schema}.alerts WHERE alert_id = ANY($1::text[])", [a.id for a in alerts])}
     grown = [a for a in alerts if a.id in known]
     if grown:
+        pairs = [(a.id, e) for a in grown for e in a.evidence]
         await conn.execute(
-            f"UPDATE {schema}.alerts a SET evidence = (SELECT array_agg(DISTINCT e ORDER BY e) "
-            "FROM unnest(a.evidence || ARRAY(SELECT jsonb_array_elements_text(g.evidence::jsonb))) e), "
-            "window_end = greatest(a.window_end, g.window_end) "
-            "FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS g(alert_id, evidence, window_end) "
-            "WHERE a.alert_id = g.alert_id",
-            [a.id for a in grown], [json.dumps(list(a.evidence)) for a in grown],
-            [a.window_end for a in grown])
+            f"INSERT INTO {schema}.alert_evidence (alert_id, event_id) "
+            "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            [p[0] for p in pairs], [p[1] for p in pairs])
+        await conn.execute(
+            f"UPDATE {schema}.alerts a SET window_end = g.window_end "
+            "FROM unnest($1::text[], $2::timestamptz[]) AS g(alert_id, window_end) "
+            "WHERE a.alert_id = g.alert_id AND a.window_end < g.window_end",
+            [a.id for a in grown], [a.window_end for a in grown])
     for a in alerts:
         if a.id in known:
             continue

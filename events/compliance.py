@@ -55,6 +55,14 @@ def decode_alert(data: bytes) -> AlertRaised:
     return _decoder.decode(data)
 
 
+def evidence_sql(alias: str = "a", schema: str = "compliance") -> str:
+    """SQL for an alert row's whole evidence (``alias`` names the ``alerts`` row), sorted: the ids
+    it was raised with (``alerts.evidence``) and those a fan-in window's alert gained later, one
+    row each in ``alert_evidence`` (so a growing window is not an array rewritten at each batch)."""
+    return (f"ARRAY(SELECT e FROM unnest({alias}.evidence) e UNION SELECT x.event_id FROM "
+            f"{schema}.alert_evidence x WHERE x.alert_id = {alias}.alert_id ORDER BY 1)")
+
+
 def notify_payloads(alerts: Iterable[str], cases: Iterable[str]) -> Iterator[str]:
     """The notifications naming what changed: every id, in payloads each under PostgreSQL's
     8000-byte limit (the read model's chunking)."""

@@ -1,4 +1,5 @@
-"""The compliance monitor's rule state as rows: ``compliance.state_entries``.
+"""The compliance monitor's rule state as rows (``compliance.state_entries``), and the evidence a
+fan-in alert gains after it is raised as rows (``compliance.alert_evidence``).
 
 Each movement a rule window holds is one row (``key`` the slot, ``out|wallet|asset`` or
 ``in|wallet|asset``; the event id, its event time, amount in base units as decimal digits, and
@@ -10,6 +11,11 @@ The slots of the previous layout are converted in place: a payer's moves become 
 payee's payers per fan-in window become rows timed at the window's start (which places them in
 the same window). A downgrade restores the payers' slots exactly and places a payee's payments in
 fixed windows of the shipped rules' length (3600 s).
+
+``compliance.alert_evidence`` (alert id, event id): the ids a fan-in window's alert gained after
+it was raised, so a batch appends a row per new payment instead of rewriting the alert's whole
+array (a busy payee's window holds tens of thousands of ids). An alert's evidence is the union
+of its array and its rows (``events.compliance.evidence_sql``); ``reporting.alerts`` shows it.
 
 Revision ID: 0008
 Revises: 0007
@@ -23,7 +29,23 @@ branch_labels = None
 depends_on = None
 
 
+_VIEW = """
+    CREATE OR REPLACE VIEW reporting.alerts AS
+    SELECT a.alert_id, a.rule, a.rule_version, a.wallet, a.asset, a.severity, {evidence} AS evidence,
+           a.window_start, a.window_end, a.raised_at, a.case_id, c.status AS case_status
+    FROM compliance.alerts a LEFT JOIN compliance.cases c USING (case_id)"""
+_EVIDENCE = ("ARRAY(SELECT e FROM unnest(a.evidence) e UNION SELECT x.event_id FROM "
+             "compliance.alert_evidence x WHERE x.alert_id = a.alert_id ORDER BY 1)")
+
+
 def upgrade() -> None:
+    op.execute("""
+        CREATE TABLE compliance.alert_evidence (
+            alert_id text NOT NULL,
+            event_id text NOT NULL,
+            PRIMARY KEY (alert_id, event_id)
+        )""")
+    op.execute(_VIEW.format(evidence=_EVIDENCE))
     op.execute("""
         CREATE TABLE compliance.state_entries (
             key text NOT NULL,
@@ -52,6 +74,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(_VIEW.format(evidence="a.evidence"))
+    op.execute(f"UPDATE compliance.alerts a SET evidence = {_EVIDENCE} "
+               "WHERE EXISTS (SELECT 1 FROM compliance.alert_evidence x WHERE x.alert_id = a.alert_id)")
+    op.execute("DROP TABLE compliance.alert_evidence")
     op.execute("""
         UPDATE compliance.state s SET slot = jsonb_build_object(
             'moves', coalesce((SELECT jsonb_agg(jsonb_build_array(e.event_id, e.at, e.amount, e.counterparty)
