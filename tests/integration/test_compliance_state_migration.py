@@ -1,5 +1,7 @@
 """Migration 0008 turns the monitor's JSON state slots into rows the monitor reads back as the
-same state, and its downgrade turns them into the slots again."""
+same state, and its downgrade turns them into the slots again; an alert's later evidence, rows
+of ``alert_evidence``, is part of its evidence in ``reporting.alerts`` and folded back into the
+array by the downgrade."""
 
 import asyncio
 import json
@@ -57,7 +59,17 @@ def test_state_slots_become_rows_and_back(tmp_path: Path) -> None:
             ("e3", "c", datetime.fromtimestamp(WINDOW, UTC)), ("e4", "x", datetime.fromtimestamp(WINDOW, UTC)),
             ("e5", "x", datetime.fromtimestamp(WINDOW, UTC))}
 
+        asyncio.run(_run(pg.url, """INSERT INTO compliance.alerts (alert_id, rule, rule_version, signature,
+            wallet, asset, severity, evidence, window_start, window_end) VALUES ($1, 'fan_in', 'v', 's',
+            'd', 'USDX', 'medium', $2, now(), now())""", [("f1", ["e3", "e4"])]))
+        asyncio.run(_run(pg.url, "INSERT INTO compliance.alert_evidence VALUES ($1, $2)",
+                         [("f1", "e5"), ("f1", "e4")]))
+        [view] = asyncio.run(_fetch(pg.url, "SELECT evidence FROM reporting.alerts"))
+        assert view["evidence"] == ["e3", "e4", "e5"]
+
         _downgrade(pg.url, "0007")
+        [alert] = asyncio.run(_fetch(pg.url, "SELECT evidence FROM compliance.alerts"))
+        assert alert["evidence"] == ["e3", "e4", "e5"]
         rows = asyncio.run(_fetch(pg.url, "SELECT key, slot FROM compliance.state"))
         back = {r["key"]: json.loads(r["slot"]) for r in rows}
         for slot in (back["out|a|USDX"], back["out|c|USDX"]):
@@ -71,7 +83,7 @@ def test_state_slots_become_rows_and_back(tmp_path: Path) -> None:
         pg.stop()
 
 
-async def _run(url: str, sql: str, args: list[tuple[str, str]]) -> None:
+async def _run(url: str, sql: str, args: list[tuple[object, ...]]) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         await conn.executemany(sql, args)
