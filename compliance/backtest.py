@@ -34,9 +34,10 @@ from compliance import rules as rules_file
 from compliance import store
 from compliance.worker import Monitor
 from events import topics
+from events.compliance import evidence_sql
 
 SHADOW = "compliance_backtest"
-TABLES = ("offsets", "state", "cases", "alerts", "case_notes")
+TABLES = ("offsets", "state", "state_entries", "cases", "alerts", "alert_evidence", "case_notes")
 
 
 @dataclass
@@ -110,9 +111,10 @@ async def replay(bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: rules_file.R
 async def compare(conn: asyncpg.Connection) -> Report:
     report = Report()
     live = {r["signature"]: r for r in await conn.fetch(
-        f"SELECT signature, rule, evidence FROM {store.SCHEMA}.alerts")}
+        f"SELECT signature, rule, {evidence_sql('a', store.SCHEMA)} AS evidence "
+        f"FROM {store.SCHEMA}.alerts a")}
     shadow = {r["signature"]: r for r in await conn.fetch(
-        f"SELECT signature, rule, evidence FROM {SHADOW}.alerts")}
+        f"SELECT signature, rule, {evidence_sql('a', SHADOW)} AS evidence FROM {SHADOW}.alerts a")}
     for sig, row in shadow.items():
         if sig not in live:
             report.new.setdefault(row["rule"], []).append(sig)

@@ -38,7 +38,7 @@ from events.compliance import (
     CaseNoteAdded,
     ClearCase,
     EscalateCase,
-    notify_payload,
+    notify_payloads,
 )
 from events.deadletter import dead_letter_headers
 
@@ -187,8 +187,8 @@ class CaseWorker:
                 "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
                 "updated_at = now()", record.topic, record.partition, record.offset + 1)
             if cmd is not None and (event := await apply(conn, cmd)) is not None:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
-                                   notify_payload([], [event.correlation_id or ""]))
+                for payload in notify_payloads([], [event.correlation_id or ""]):
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
     async def publish(self) -> None:
         async with self.pool.acquire() as conn:

@@ -3,8 +3,13 @@ backtest's shadow copy of it).
 
 A batch is one transaction: the partition offsets move first, each only if the stored offset is
 the one this instance expects (otherwise :class:`OffsetConflict` rolls everything back), then
-the state slots, the alerts and their cases, then ``NOTIFY``. So the alerts of a record are
-written exactly once, whatever crashes in between.
+what changed in the rules' state, the alerts and their cases, then ``NOTIFY``. So the alerts of
+a record are written exactly once, whatever crashes in between.
+
+The state is rows, not documents: each movement a window holds is a row of ``state_entries``
+(added when it enters, deleted when it leaves the longest window), and a payer's small
+``fired`` map a row of ``state``. A batch writes only the rows it changed, each kind with one
+statement over arrays (``unnest``), so its cost follows the batch, not the size of the windows.
 """
 
 import uuid
@@ -14,8 +19,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import msgspec
 
-from compliance.evaluate import Slot, decode_slot, encode_slot
-from events.compliance import ACTIVE_CASE_STATUSES, CHANNEL, AlertRaised, notify_payload
+from compliance.evaluate import Changes, Entry, State
+from events.compliance import ACTIVE_CASE_STATUSES, CHANNEL, AlertRaised, notify_payloads
 
 SCHEMA = "compliance"
 _CASES = uuid.UUID("0b0f6d57-92a4-4a5e-8f5e-3f1f5a2c9d01")
@@ -43,25 +48,47 @@ async def load_offsets(conn: asyncpg.Connection, topic: str, schema: str = SCHEM
     return {r["partition"]: r["next_offset"] for r in rows}
 
 
-async def load_state(conn: asyncpg.Connection, schema: str = SCHEMA) -> dict[str, Slot]:
-    rows = await conn.fetch(f"SELECT key, slot FROM {schema}.state")
-    return {r["key"]: decode_slot(r["key"], r["slot"]) for r in rows}
+async def load_state(conn: asyncpg.Connection, schema: str = SCHEMA) -> State:
+    fired = await conn.fetch(f"SELECT key, slot FROM {schema}.state")
+    entries = await conn.fetch(f"SELECT key, event_id, at, amount, counterparty FROM {schema}.state_entries")
+    return State.restored(((r["key"], r["slot"]) for r in fired),
+                          (Entry(r["key"], r["event_id"], r["at"], int(r["amount"]), r["counterparty"])
+                           for r in entries))
 
 
 async def write_batch(conn: asyncpg.Connection, topic: str,
                       offsets: Mapping[int, tuple[int | None, int]],
-                      slots: Mapping[str, Slot | None], alerts: Sequence[AlertRaised],
+                      changes: Changes, alerts: Sequence[AlertRaised],
                       schema: str = SCHEMA, notify: bool = True) -> Written:
-    """Offsets (partition -> (expected, next)), state slots (None: delete), alerts; one
-    transaction. Raises :class:`OffsetConflict` when an offset is not the expected one."""
+    """Offsets (partition -> (expected, next)), the state's changes, alerts; one transaction.
+    Raises :class:`OffsetConflict` when an offset is not the expected one."""
     async with conn.transaction():
         await _move_offsets(conn, topic, offsets, schema)
-        await _write_slots(conn, slots, schema)
-        written = await _write_alerts(conn, alerts, schema)
-        if notify and (written.alerts or alerts):
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
-                               notify_payload(sorted({a.id for a in alerts}), written.cases))
+        await _write_state(conn, changes, schema)
+        merged = merge_alerts(alerts)
+        written = await _write_alerts(conn, merged, schema)
+        if notify and merged:
+            await conn.execute(
+                "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS n(p, i) ORDER BY i",
+                CHANNEL, list(notify_payloads(sorted(a.id for a in merged), written.cases)))
     return written
+
+
+def merge_alerts(alerts: Sequence[AlertRaised]) -> list[AlertRaised]:
+    """One alert per id, in order of first appearance: a fan-in window's alert raised again in
+    the batch with new evidence is one alert with the evidence of all."""
+    first: dict[str, AlertRaised] = {}
+    evidence: dict[str, set[str]] = {}
+    for a in alerts:
+        was = first.get(a.id)
+        if was is None:
+            first[a.id] = a
+        else:
+            evidence.setdefault(a.id, set(was.evidence)).update(a.evidence)
+            if a.window_end > was.window_end:
+                first[a.id] = msgspec.structs.replace(was, window_end=a.window_end)
+    return [a if a.id not in evidence
+            else msgspec.structs.replace(a, evidence=tuple(sorted(evidence[a.id]))) for a in first.values()]
 
 
 async def _move_offsets(conn: asyncpg.Connection, topic: str,
@@ -80,9 +107,22 @@ async def _move_offsets(conn: asyncpg.Connection, topic: str,
             raise OffsetConflict(f"{topic}[{partition}] is not at {expected}")
 
 
-async def _write_slots(conn: asyncpg.Connection, slots: Mapping[str, Slot | None], schema: str) -> None:
-    kept = {k: encode_slot(s).decode() for k, s in slots.items() if s is not None}
-    gone = [k for k, s in slots.items() if s is None]
+async def _write_state(conn: asyncpg.Connection, changes: Changes, schema: str) -> None:
+    if changes.removed:
+        keys, ids = zip(*sorted(changes.removed), strict=True)
+        await conn.execute(
+            f"DELETE FROM {schema}.state_entries e USING unnest($1::text[], $2::text[]) AS g(key, event_id) "
+            "WHERE e.key = g.key AND e.event_id = g.event_id", list(keys), list(ids))
+    if changes.added:
+        added = list(changes.added.values())
+        await conn.execute(
+            f"INSERT INTO {schema}.state_entries (key, event_id, at, amount, counterparty) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) "
+            "ON CONFLICT (key, event_id) DO NOTHING",
+            [e.key for e in added], [e.event_id for e in added], [e.at for e in added],
+            [str(e.amount) for e in added], [e.counterparty for e in added])
+    kept = {k: v.decode() for k, v in changes.slots.items() if v is not None}
+    gone = [k for k, v in changes.slots.items() if v is None]
     if kept:
         await conn.execute(
             f"INSERT INTO {schema}.state (key, slot) SELECT * FROM unnest($1::text[], $2::text[]) "
@@ -93,21 +133,29 @@ async def _write_slots(conn: asyncpg.Connection, slots: Mapping[str, Slot | None
 
 async def _write_alerts(conn: asyncpg.Connection, alerts: Sequence[AlertRaised], schema: str) -> Written:
     """New alerts join their wallet's active case (opening one if there is none); an alert
-    raised again (a fan-in window that grew) only gains evidence. Alerts are rare next to
-    events, so a statement per alert costs little."""
+    raised again (a fan-in window that grew) only gains evidence: rows of ``alert_evidence``,
+    all of a batch in one statement, never a rewrite of the row's growing array.
+    New alerts are rare next to events, so a statement or two per new alert costs little."""
     written = Written()
     if not alerts:
         return written
     known = {r[0] for r in await conn.fetch(
         f"SELECT alert_id FROM {schema}.alerts WHERE alert_id = ANY($1::text[])", [a.id for a in alerts])}
+    grown = [a for a in alerts if a.id in known]
+    if grown:
+        pairs = [(a.id, e) for a in grown for e in a.evidence]
+        await conn.execute(
+            f"INSERT INTO {schema}.alert_evidence (alert_id, event_id) "
+            "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            [p[0] for p in pairs], [p[1] for p in pairs])
+        await conn.execute(
+            f"UPDATE {schema}.alerts a SET window_end = g.window_end "
+            "FROM unnest($1::text[], $2::timestamptz[]) AS g(alert_id, window_end) "
+            "WHERE a.alert_id = g.alert_id AND a.window_end < g.window_end",
+            [a.id for a in grown], [a.window_end for a in grown])
     for a in alerts:
         if a.id in known:
-            await conn.execute(
-                f"UPDATE {schema}.alerts SET evidence = (SELECT array_agg(DISTINCT e ORDER BY e) "
-                f"FROM unnest(evidence || $2::text[]) e), window_end = greatest(window_end, $3) "
-                "WHERE alert_id = $1", a.id, list(a.evidence), a.window_end)
             continue
-        known.add(a.id)
         # FOR SHARE: a case being closed meanwhile is waited for, then seen closed.
         case = await conn.fetchval(
             f"SELECT case_id FROM {schema}.cases WHERE wallet = $1 AND status = ANY($2::text[]) FOR SHARE",

@@ -73,17 +73,30 @@ class Monitor:
         self.state = State()
         self.stored: dict[int, int | None] = {}
         self.already_dead: set[tuple[str, int, int]] = set()
+        # A rebalance runs in the consumer's coordination task, beside the loop: reading the
+        # state back while a batch's transaction is open would read it without that batch, and
+        # the batch's commit would then leave the memory behind the rows. So the two take turns.
+        self._turn = asyncio.Lock()
 
     async def load(self, partitions: list[int]) -> dict[int, int | None]:
-        async with self.pool.acquire() as conn:
+        async with self._turn, self.pool.acquire() as conn:
             offsets = await store.load_offsets(conn, topics.EVENTS, self.schema)
-            self.state = State(await store.load_state(conn, self.schema))
-        self.stored = {p: offsets.get(p) for p in partitions}
-        return dict(self.stored)
+            self.state = await store.load_state(conn, self.schema)
+            self.stored = {p: offsets.get(p) for p in partitions}
+            return dict(self.stored)
+
+    async def forget(self, partitions: list[int]) -> None:
+        async with self._turn:
+            for p in partitions:
+                self.stored.pop(p, None)
 
     async def apply(self, batches: dict[int, list[Any]]) -> store.Written:
         """Evaluate and write one batch (partition -> records in offset order); records before
         a partition's stored offset and of partitions not owned are dropped."""
+        async with self._turn:
+            return await self._apply(batches)
+
+    async def _apply(self, batches: dict[int, list[Any]]) -> store.Written:
         alerts: list[AlertRaised] = []
         poison: list[tuple[Any, str]] = []
         offsets: dict[int, tuple[int | None, int]] = {}
@@ -106,7 +119,7 @@ class Monitor:
         await self._dead_letter(poison)
         started = time.monotonic()
         async with self.pool.acquire() as conn:
-            written = await store.write_batch(conn, topics.EVENTS, offsets, self.state.take_touched(),
+            written = await store.write_batch(conn, topics.EVENTS, offsets, self.state.take_changes(),
                                               alerts, self.schema, self.notify)
         for p, (_, nxt) in offsets.items():
             self.stored[p] = nxt
@@ -142,8 +155,7 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        for tp in revoked:
-            self.worker.monitor.stored.pop(tp.partition, None)
+        await self.worker.monitor.forget([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.worker.seek_to_stored()

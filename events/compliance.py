@@ -6,15 +6,17 @@ triggering event or window), so a replay or a re-sent record carries the same id
 de-duplicate by it. Amounts do not appear: the evidence is event ids in ``ledger.events``.
 """
 
-import json
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import msgspec
 
 from events.codec import Codec
 from events.messages import Message
+from events.readmodel import payloads
 
-#: The monitor's commits ``NOTIFY`` this channel with ``{"alerts": [ids], "cases": [ids]}``.
+#: The monitor's commits ``NOTIFY`` this channel with ``{"alerts": [ids]}`` and
+#: ``{"cases": [ids]}`` payloads, as many of each as the ids take.
 CHANNEL = "compliance_changes"
 
 SEVERITIES = ("low", "medium", "high")
@@ -53,12 +55,19 @@ def decode_alert(data: bytes) -> AlertRaised:
     return _decoder.decode(data)
 
 
-def notify_payload(alerts: list[str], cases: list[str]) -> str:
-    """A notification naming what changed, cut to stay under PostgreSQL's 8000-byte limit (a
-    listener that sees a truncated list re-reads the queue anyway)."""
-    # 80 + 80 quoted uuids are ~6,500 bytes; 100 + 100 went over, and the monitor's batch failed.
-    payload = {"alerts": alerts[:80], "cases": cases[:80]}
-    return json.dumps(payload)
+def evidence_sql(alias: str = "a", schema: str = "compliance") -> str:
+    """SQL for an alert row's whole evidence (``alias`` names the ``alerts`` row), sorted: the ids
+    it was raised with (``alerts.evidence``) and those a fan-in window's alert gained later, one
+    row each in ``alert_evidence`` (so a growing window is not an array rewritten at each batch)."""
+    return (f"ARRAY(SELECT e FROM unnest({alias}.evidence) e UNION SELECT x.event_id FROM "
+            f"{schema}.alert_evidence x WHERE x.alert_id = {alias}.alert_id ORDER BY 1)")
+
+
+def notify_payloads(alerts: Iterable[str], cases: Iterable[str]) -> Iterator[str]:
+    """The notifications naming what changed: every id, in payloads each under PostgreSQL's
+    8000-byte limit (the read model's chunking)."""
+    yield from payloads("alerts", alerts)
+    yield from payloads("cases", cases)
 
 
 # --- case actions: commands on ``compliance.commands`` and events on ``compliance.events`` ---

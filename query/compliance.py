@@ -20,7 +20,7 @@ from strawberry.types import Info
 
 from common.auth import Principal
 from common.listen import Listener
-from events.compliance import CASE_STATUSES, CHANNEL, SEVERITIES
+from events.compliance import CASE_STATUSES, CHANNEL, SEVERITIES, evidence_sql
 from query import pages
 from query.context import Context, ctx
 from query.db import Db, Row, Where
@@ -44,8 +44,8 @@ def _allowed(info: Info) -> bool:
 
 # --- queries --------------------------------------------------------------------------------
 
-ALERT_COLUMNS = """a.alert_id, a.rule, a.rule_version, a.wallet, a.asset, a.severity, a.evidence,
-    a.window_start, a.window_end, a.raised_at, a.case_id, c.status"""
+ALERT_COLUMNS = f"""a.alert_id, a.rule, a.rule_version, a.wallet, a.asset, a.severity,
+    {evidence_sql("a")} AS evidence, a.window_start, a.window_end, a.raised_at, a.case_id, c.status"""
 
 
 async def alerts_by_id(db: Db, ids: Sequence[str]) -> dict[str, Row]:
