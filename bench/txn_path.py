@@ -1,0 +1,196 @@
+"""The processor's cost per Kafka transaction, in Python function calls and CPU: one partition's
+worker (``processor.partition``) committing one transfer per transaction, the low-rate case
+where nothing is amortised over a batch.
+
+A worker is started against its own broker (``make up``'s JVM options), its payers funded in
+memory, and fed transfer commands one at a time, each awaited to its commit: first a warm-up,
+then ``--transactions`` timed by CPU and wall clock, then as many again under ``cProfile``
+(function calls per transaction, in all and inside aiokafka, and where they go). The consumer
+side (a fetch loop waiting for records) is measured too: CPU and calls per second of an idle
+``Processor`` consumer, which every process on the live path pays.
+
+``--against DIR`` measures the code of another checkout (a ``git worktree`` of an earlier
+commit) in the same run, on the same broker: the measurement runs in a child process whose
+``PYTHONPATH`` starts with that checkout.
+
+    python -m bench.txn_path [--transactions 400] [--against DIR]
+"""
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, NamedTuple
+
+HERE = Path(__file__).resolve()
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: int
+
+
+async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[str, Any]:
+    from aiokafka import TopicPartition
+
+    from events import codec, topics
+    from events.keys import wallet_key
+    from events.messages import InitiateTransfer
+    from processor.chain import Chain
+    from processor.decide import Balance, WalletState
+    from processor.outbox import Partitioner
+    from processor.partition import PartitionWorker, quick_transaction_restarts
+    from processor.snapshots import Snapshot
+
+    quick_transaction_restarts()
+    tp = TopicPartition(topics.COMMANDS, 0)
+    prefix = f"txnpath-{uuid.uuid4().hex[:8]}"
+    worker = PartitionWorker(bootstrap, tp, prefix, max_records=10_000,
+                             chain=Chain(f"{prefix}-tx-0"))
+
+    async def committed(_tp: Any) -> int:
+        return 0
+
+    await worker.start(committed)
+    assert worker.partitioner is not None
+    partitioner: Partitioner = worker.partitioner
+    # Payers and payees whose keys belong to partition 0 and to others (a credit elsewhere).
+    payers = [w for w in (f"tp-w{i}" for i in range(2000))
+              if partitioner.partition(wallet_key(w).encode()) == 0][:50]
+    payees = [f"tp-x{i}" for i in range(50)]
+    for w in payers:
+        worker.states[wallet_key(w)] = Snapshot(state=WalletState(balances={"TXP": Balance(10**15, 0)}))
+    offset = worker.next_offset  # past what earlier runs on this broker decided
+
+    def record() -> Record:
+        nonlocal offset
+        i = offset
+        offset += 1
+        transfer_id = str(uuid.uuid4())
+        key = wallet_key(payers[i % len(payers)])
+        message = InitiateTransfer(transfer_id=transfer_id, source=payers[i % len(payers)],
+                                   target=payees[i % len(payees)], asset="TXP", amount=1)
+        env = codec.envelope(message, key=key, command_id=transfer_id, id=transfer_id,
+                             principal="bench", correlation_id=transfer_id)
+        return Record(topics.COMMANDS, 0, i, key.encode(), codec.encode(env), int(time.time() * 1000))
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await worker.process([record()])
+
+    await run(max(100, transactions // 2))  # warm-up: connections, metadata, caches
+    cpu, wall = time.process_time(), time.perf_counter()
+    await run(transactions)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await run(transactions)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = aiokafka = 0
+    rows = []
+    for (file, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        total += nc
+        if "aiokafka" in file:
+            aiokafka += nc
+        rows.append((nc, tt, f"{Path(file).parent.name}/{Path(file).name}:{line}({name})"))
+    rows.sort(reverse=True)
+    await worker.stop()
+    idle = await _idle_consumer(bootstrap)
+    return {"transactions": transactions,
+            "cpu_ms_per_txn": round(cpu / transactions * 1000, 3),
+            "wall_ms_per_txn": round(wall / transactions * 1000, 3),
+            "calls_per_txn": round(total / transactions),
+            "aiokafka_calls_per_txn": round(aiokafka / transactions),
+            "top": [(round(nc / transactions, 1), label) for nc, _tt, label in rows[:profile_top]],
+            **idle}
+
+
+async def _idle_consumer(bootstrap: str, seconds: float = 5.0) -> dict[str, Any]:
+    """CPU and calls per second of the processor's consumer waiting on an empty partition."""
+    from processor.worker import Processor
+
+    proc = Processor(bootstrap, group=f"txnpath-idle-{uuid.uuid4().hex[:8]}")
+    stop = asyncio.Event()
+    task = asyncio.create_task(proc.run(stop))
+    await asyncio.sleep(8.0)  # joined, assigned, partitions started
+    cpu = time.process_time()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await asyncio.sleep(seconds)
+    profiler.disable()
+    cpu = time.process_time() - cpu
+    stop.set()
+    await task
+    calls = sum(nc for (_f, _l, _n), (_cc, nc, *_rest) in pstats.Stats(profiler).stats.items())  # type: ignore[attr-defined]
+    return {"idle_cpu_ms_per_s": round(cpu / seconds * 1000, 1),
+            "idle_calls_per_s": round(calls / seconds)}
+
+
+def _child(bootstrap: str, tree: Path, transactions: int, top: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-P", str(HERE), "--child", bootstrap, str(transactions), str(top)],
+                         env=env, cwd=tree, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        import uvloop
+
+        from common import logs
+        logs.setup("bench", "WARNING")
+        print(json.dumps(uvloop.run(_measure(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transactions", type=int, default=400)
+    parser.add_argument("--against", type=Path, help="another checkout, measured in the same run")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+
+    from ledgerline.local import cache_dir
+    from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
+    from ledgerline.stack.ports import free_port
+    from ledgerline.stack.topics import ensure_topics
+
+    cache = Path(os.environ.get("LEDGERLINE_CACHE") or cache_dir(os.environ))
+    with tempfile.TemporaryDirectory(prefix="ledgerline-txnpath-") as home:
+        broker = KafkaBroker(ensure_kafka_jars(cache), Path(home) / "kafka", port=free_port())
+        broker.start()
+        try:
+            asyncio.run(ensure_topics(broker.bootstrap, 4))
+            trees = [("this checkout", HERE.parent.parent)]
+            if args.against:
+                trees.insert(0, ("against", args.against.resolve()))
+            results = []
+            for rounds in range(2):  # interleaved, twice: the broker warms up under both
+                for label, tree in trees:
+                    result = _child(broker.bootstrap, tree, args.transactions, args.top)
+                    results.append((label, result))
+                    print(f"{label} (round {rounds + 1}): {result['cpu_ms_per_txn']} ms CPU, "
+                          f"{result['calls_per_txn']} calls ({result['aiokafka_calls_per_txn']} in "
+                          f"aiokafka), {result['wall_ms_per_txn']} ms wall per transaction; idle "
+                          f"consumer {result['idle_cpu_ms_per_s']} ms CPU/s, "
+                          f"{result['idle_calls_per_s']} calls/s", flush=True)
+            for label, result in results[-len(trees):]:
+                print(f"\n{label}: where the calls per transaction go")
+                for n, where in result["top"]:
+                    print(f"  {n:8.1f}  {where}")
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
