@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import command_floor, stack
-from bench.command_api import SECRET, Ledger, _fund, _spec, _variants
+from bench.command_api import SECRET, Ledger, Sampler, _fund, _spec, _variants
 from bench.command_api import _measured as measured_api
 from common.settings import asyncpg_dsn
 from ledgerline.stack.kafka import STARTUP_JVM_OPTS, THROUGHPUT_JVM_OPTS
@@ -88,16 +88,21 @@ def cpu_by_process(names: dict[int, str]) -> dict[str, float]:
     return out
 
 
-def batch_records(port: int) -> tuple[float, float]:
-    """The processor's (commands, transactions) so far, from its metrics."""
+def batch_records(port: int) -> tuple[float, float, float]:
+    """The processor's (commands, transactions, seconds in transactions) so far, from its
+    metrics."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             text = answer.read().decode()
     except OSError:
-        return 0.0, 0.0
-    total = re.search(r"^ledgerline_processor_batch_records_sum (\S+)$", text, re.M)
-    count = re.search(r"^ledgerline_processor_batch_records_count (\S+)$", text, re.M)
-    return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
+        return 0.0, 0.0, 0.0
+
+    def value(name: str) -> float:
+        found = re.search(rf"^ledgerline_processor_{name} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    return (value("batch_records_sum"), value("batch_records_count"),
+            value("transaction_seconds_sum"))
 
 
 class Version:
@@ -108,11 +113,13 @@ class Version:
         self.names = {bench.pid(n): n for n in ("command-api", "processor", "projector", "query-api")
                       if n in (bench.services.children if bench.services else {})}
 
-    def run(self, rate: float, seconds: float, wait: bool) -> dict[str, Any]:
+    def run(self, rate: float, seconds: float, wait: bool, sample: bool = False) -> dict[str, Any]:
         self.ledger.drained()
-        cpu, batches = cpu_by_process(self.names), batch_records(self.bench.settings.processor_metrics_port)
+        settings = self.bench.settings
+        sampler = Sampler(self.port, settings.query_port, SECRET, settings) if sample else None
+        cpu, batches = cpu_by_process(self.names), batch_records(settings.processor_metrics_port)
         out = measured_api(_spec(self.port, self.variants, wait, mode="open", rate=rate,
-                                 seconds=seconds, warmup=0.3), self.bench.pid("command-api"))
+                                 seconds=seconds, warmup=0.3), self.bench.pid("command-api"), sampler)
         self.ledger.add(out)
         out["drain_s"] = self.ledger.drained(120.0)  # the pipeline finishes what it was given
         after = cpu_by_process(self.names)
@@ -120,11 +127,12 @@ class Version:
         done = batch_records(self.bench.settings.processor_metrics_port)
         commands, transactions = done[0] - batches[0], done[1] - batches[1]
         out["per_txn"] = round(commands / transactions, 2) if transactions else None
+        out["txn_ms"] = round((done[2] - batches[2]) / transactions * 1000, 1) if transactions else None
         out["transactions"] = transactions
         out["kept_up"] = (out["failed"] == 0 and out["ok"] == out["sent"])
         out["client_cpu_us"] = round(out["client_cpu_s"] / max(out["sent"], 1) * 1e6)
         print(f"    {rate:>6,.0f}/s {'wait' if wait else '202 '}: p50 {out['p50_ms']} p99 {out['p99_ms']} ms, "
-              f"{out['ok']}/{out['sent']} ok, {out['per_txn']} commands per transaction, "
+              f"{out['ok']}/{out['sent']} ok, {out['per_txn']} commands per transaction of {out['txn_ms']} ms, "
               f"drained in {out['drain_s']} s", flush=True)
         return out
 
@@ -152,7 +160,7 @@ def measure(label: str, tree: Path, seconds: float, jvm_opts: Sequence[str]) -> 
             out: dict[str, Any] = {"label": label}
             print(f"  {label}: warming up …", flush=True)
             out["warmup"] = version.warm_up()
-            out["light"] = version.run(LIGHT, 2 * seconds, True)
+            out["light"] = version.run(LIGHT, 2 * seconds, True, sample=True)
             out["light_202"] = version.run(LIGHT, seconds / 2, False)
             out["high_202"] = version.run(HIGH, seconds / 2, False)
             out["ramp"] = {}
@@ -186,16 +194,17 @@ def report(results: list[dict[str, Any]]) -> None:
     for r in results:
         light, high = r["light"], r["ramp"].get(HIGH)
         total, parts = cpu(r)
-        f = r["floors"]
+        f, g = r["floors"], light["graphql"]
         floor = f["append"]["p50_ms"] + f["transaction"]["p50_ms"] + f["commit"]["p50_ms"]
         print(f"""
   {r['label']} (load average after: {r['load']}; warm-up {r['warmup']})
     100/s   e2e p50/p99 {light['p50_ms']}/{light['p99_ms']} ms; 202 p50 {r['light_202']['p50_ms']} ms;
-            {light['per_txn']} commands per transaction
+            {light['per_txn']} commands per processor transaction, {light['txn_ms']} ms each
     1,200/s {'kept up' if high and high['kept_up'] else 'did NOT keep up'}: e2e p99 {high['p99_ms'] if high else '-'} ms,
             {high['ok'] if high else 0}/{high['sent'] if high else 0} completed, {high['per_txn'] if high else '-'} commands per transaction; 202 p50 {r['high_202']['p50_ms']} ms
     highest rate held with e2e p99 <= {HELD_P99_MS:.0f} ms: {_held(r)}
             ({', '.join(f"{rate:,.0f}/s {x['p99_ms']} ms{'' if x['kept_up'] else ' (fell behind)'}" for rate, x in r['ramp'].items())})
+    where a sampled transfer's time goes at 100/s, p50 ms from the request: appended {g['appended_p50_ms']}, debit and credit written {g['debit_p50_ms']}/{g['credit_p50_ms']}, projector's transaction begun {g['projected_p50_ms']}, answered {g['answer_p50_ms']} (n={g['n']})
     CPU per completed transfer at 100/s, all processes: {total:.2f} ms ({parts})
     load generator's own CPU: {light['client_cpu_us']} us per request at 100/s, {r['high_202']['client_cpu_us']} at 1,200/s
     floors p50/p99 ms: append {f['append']['p50_ms']}/{f['append']['p99_ms']}, one transaction {f['transaction']['p50_ms']}/{f['transaction']['p99_ms']}, PostgreSQL commit heard {f['commit']['p50_ms']}/{f['commit']['p99_ms']}; together {floor:.1f} ms p50""")

@@ -33,6 +33,21 @@ from typing import Any, NamedTuple
 HERE = Path(__file__).resolve()
 
 
+def _kind(file: str, name: str) -> str:
+    """Where a profiled function belongs, for the summary."""
+    if "aiokafka/protocol" in file or "aiokafka/record" in file:
+        return "aiokafka: protocol and record codecs"
+    if "aiokafka" in file:
+        return "aiokafka: producer, client, connection"
+    if "asyncio" in file or "uvloop" in file or "_asyncio" in name or "Future" in name:
+        return "asyncio: tasks, futures, streams"
+    if any(part in file for part in ("/processor/", "/events/", "/common/")):
+        return "ledgerline: decide, encode, outbox"
+    if file == "~":
+        return "builtins (len, struct, bytes, dict ...)"
+    return "other (logging, abc, stdlib)"
+
+
 class Record(NamedTuple):
     topic: str
     partition: int
@@ -101,10 +116,14 @@ async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[
     stats = pstats.Stats(profiler)
     total = aiokafka = 0
     rows = []
-    for (file, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+    kinds: dict[str, list[float]] = {}
+    for (file, line, name), (_cc, nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         total += nc
         if "aiokafka" in file:
             aiokafka += nc
+        kind = kinds.setdefault(_kind(file, name), [0, 0.0])
+        kind[0] += nc
+        kind[1] += tt
         rows.append((nc, tt, f"{Path(file).parent.name}/{Path(file).name}:{line}({name})"))
     rows.sort(reverse=True)
     await worker.stop()
@@ -115,6 +134,8 @@ async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[
             "calls_per_txn": round(total / transactions),
             "aiokafka_calls_per_txn": round(aiokafka / transactions),
             "top": [(round(nc / transactions, 1), label) for nc, _tt, label in rows[:profile_top]],
+            "kinds": {k: (round(n / transactions), round(t / transactions * 1e6))
+                      for k, (n, t) in sorted(kinds.items(), key=lambda kv: -kv[1][0])},
             **idle}
 
 
@@ -185,7 +206,10 @@ def main() -> None:
                           f"consumer {result['idle_cpu_ms_per_s']} ms CPU/s, "
                           f"{result['idle_calls_per_s']} calls/s", flush=True)
             for label, result in results[-len(trees):]:
-                print(f"\n{label}: where the calls per transaction go")
+                print(f"\n{label}: calls and profiled us per transaction, by kind")
+                for kind, (n, us) in result["kinds"].items():
+                    print(f"  {n:6}  {us:6} us  {kind}")
+                print(f"{label}: the functions called most per transaction")
                 for n, where in result["top"]:
                     print(f"  {n:8.1f}  {where}")
         finally:
