@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,6 +60,7 @@ class Record(NamedTuple):
 
 async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[str, Any]:
     from aiokafka import TopicPartition
+    from aiokafka.client import AIOKafkaClient
 
     from events import codec, topics
     from events.keys import wallet_key
@@ -106,9 +108,20 @@ async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[
             await worker.process([record()])
 
     await run(max(100, transactions // 2))  # warm-up: connections, metadata, caches
-    cpu, wall = time.process_time(), time.perf_counter()
-    await run(transactions)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    requests: Counter[str] = Counter()
+    send = AIOKafkaClient.send
+
+    async def counted(self: Any, node_id: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        requests[type(request).__name__.removesuffix("Request").rstrip("_v0123456789")] += 1
+        return await send(self, node_id, request, *args, **kwargs)
+
+    AIOKafkaClient.send = counted
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        await run(transactions)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        AIOKafkaClient.send = send
     profiler = cProfile.Profile()
     profiler.enable()
     await run(transactions)
@@ -127,11 +140,12 @@ async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[
         rows.append((nc, tt, f"{Path(file).parent.name}/{Path(file).name}:{line}({name})"))
     rows.sort(reverse=True)
     await worker.stop()
-    idle = await _idle_consumer(bootstrap)
+    idle = await _processor(bootstrap, max(40, transactions // 4), 0.05)
     return {"transactions": transactions,
             "cpu_ms_per_txn": round(cpu / transactions * 1000, 3),
             "wall_ms_per_txn": round(wall / transactions * 1000, 3),
             "calls_per_txn": round(total / transactions),
+            "requests_per_txn": {k: round(n / transactions, 2) for k, n in requests.most_common()},
             "aiokafka_calls_per_txn": round(aiokafka / transactions),
             "top": [(round(nc / transactions, 1), label) for nc, _tt, label in rows[:profile_top]],
             "kinds": {k: (round(n / transactions), round(t / transactions * 1e6))
@@ -139,25 +153,96 @@ async def _measure(bootstrap: str, transactions: int, profile_top: int) -> dict[
             **idle}
 
 
-async def _idle_consumer(bootstrap: str, seconds: float = 5.0) -> dict[str, Any]:
-    """CPU and calls per second of the processor's consumer waiting on an empty partition."""
+async def _processor(bootstrap: str, commands: int, gap: float, seconds_idle: float = 4.0) -> dict[str, Any]:
+    """The whole processor (``processor.worker.Processor``: its consumer, its partition workers)
+    deciding lone transfers ``gap`` seconds apart on partitions 1-3, and then idle: CPU, Python
+    calls and requests to the broker per command, and per second when idle."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.client import AIOKafkaClient
+
+    from events import codec, topics
+    from events.keys import wallet_key
+    from events.messages import InitiateTransfer
+    from processor import snapshots
+    from processor.decide import Balance, WalletState
+    from processor.outbox import Outbox, Partitioner
+    from processor.snapshots import Snapshot
     from processor.worker import Processor
 
-    proc = Processor(bootstrap, group=f"txnpath-idle-{uuid.uuid4().hex[:8]}")
+    group = f"txnpath-proc-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    partitioner = Partitioner(sorted(await producer.partitions_for(topics.COMMANDS)))
+    payers = [w for w in (f"{group}-w{i}" for i in range(400))
+              if partitioner.partition(wallet_key(w).encode()) != 0][:30]
+    out = Outbox(producer)
+    for w in payers:  # funded where the processor restores its state from
+        key = wallet_key(w).encode()
+        out.add(topics.STATE, partitioner.partition(key), key, snapshots.encode(
+            Snapshot(state=WalletState(balances={"TXP": Balance(10**15, 0)}))))
+    await out.flush()
+    partitions = len(partitioner.partitions)
+    proc = Processor(bootstrap, group=group)
     stop = asyncio.Event()
     task = asyncio.create_task(proc.run(stop))
-    await asyncio.sleep(8.0)  # joined, assigned, partitions started
-    cpu = time.process_time()
+    while len(proc.workers) < partitions:  # noqa: ASYNC110 (joined, assigned, workers started)
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+
+    requests: Counter[str] = Counter()
+    send = AIOKafkaClient.send
+
+    async def counted(self: Any, node_id: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        requests[type(request).__name__.removesuffix("Request").rstrip("_v0123456789")] += 1
+        return await send(self, node_id, request, *args, **kwargs)
+
+    async def lone(n: int) -> None:
+        for i in range(n):
+            transfer_id = str(uuid.uuid4())
+            source = payers[i % len(payers)]
+            key = wallet_key(source)
+            env = codec.envelope(InitiateTransfer(transfer_id=transfer_id, source=source,
+                                                  target=payers[(i + 7) % len(payers)], asset="TXP",
+                                                  amount=1),
+                                 key=key, command_id=transfer_id, id=transfer_id, principal="bench",
+                                 correlation_id=transfer_id)
+            await producer.send_and_wait(topics.COMMANDS, codec.encode(env), key=key.encode())
+            await asyncio.sleep(gap)
+
+    await lone(max(20, commands // 4))  # warm-up
+    await asyncio.sleep(1.0)
     profiler = cProfile.Profile()
-    profiler.enable()
-    await asyncio.sleep(seconds)
-    profiler.disable()
-    cpu = time.process_time() - cpu
-    stop.set()
-    await task
-    calls = sum(nc for (_f, _l, _n), (_cc, nc, *_rest) in pstats.Stats(profiler).stats.items())  # type: ignore[attr-defined]
-    return {"idle_cpu_ms_per_s": round(cpu / seconds * 1000, 1),
-            "idle_calls_per_s": round(calls / seconds)}
+    AIOKafkaClient.send = counted
+    try:
+        cpu = time.process_time()
+        await lone(commands)
+        await asyncio.sleep(0.5)  # the last one's follow-up decided too
+        cpu = time.process_time() - cpu
+        busy = dict(requests)
+        requests.clear()
+        profiler.enable()
+        await lone(commands // 2)
+        await asyncio.sleep(0.5)
+        profiler.disable()
+        calls = sum(nc for (_f, _l, _n), (_cc, nc, *_rest) in pstats.Stats(profiler).stats.items())  # type: ignore[attr-defined]
+        requests.clear()
+        idle_cpu = time.process_time()
+        await asyncio.sleep(seconds_idle)
+        idle_cpu = time.process_time() - idle_cpu
+        idle = dict(requests)
+    finally:
+        AIOKafkaClient.send = send
+        stop.set()
+        await task
+        await producer.stop()
+    # The producer's own send_and_wait is in the figures: a Produce a command, and its CPU (small).
+    window = commands * gap + 0.5
+    return {"lone_cpu_ms_per_command": round(cpu / commands * 1000, 3),
+            "lone_calls_per_command": round(calls / (commands // 2)),
+            "lone_requests_per_command": {k: round(v / commands, 2) for k, v in sorted(busy.items())},
+            "lone_window_s": round(window, 1),
+            "idle_cpu_ms_per_s": round(idle_cpu / seconds_idle * 1000, 1),
+            "idle_requests_per_s": {k: round(v / seconds_idle, 1) for k, v in sorted(idle.items())}}
 
 
 def _child(bootstrap: str, tree: Path, transactions: int, top: int) -> dict[str, Any]:
@@ -202,9 +287,14 @@ def main() -> None:
                     results.append((label, result))
                     print(f"{label} (round {rounds + 1}): {result['cpu_ms_per_txn']} ms CPU, "
                           f"{result['calls_per_txn']} calls ({result['aiokafka_calls_per_txn']} in "
-                          f"aiokafka), {result['wall_ms_per_txn']} ms wall per transaction; idle "
-                          f"consumer {result['idle_cpu_ms_per_s']} ms CPU/s, "
-                          f"{result['idle_calls_per_s']} calls/s", flush=True)
+                          f"aiokafka), {result['wall_ms_per_txn']} ms wall per transaction; requests "
+                          f"to the broker per transaction: {result['requests_per_txn']}\n"
+                          f"  the whole processor, lone transfers 50 ms apart: "
+                          f"{result['lone_cpu_ms_per_command']} ms CPU and "
+                          f"{result['lone_calls_per_command']} calls per transfer (its follow-up "
+                          f"included); requests per transfer {result['lone_requests_per_command']}; "
+                          f"idle: {result['idle_cpu_ms_per_s']} ms CPU/s, requests/s "
+                          f"{result['idle_requests_per_s']}", flush=True)
             for label, result in results[-len(trees):]:
                 print(f"\n{label}: calls and profiled us per transaction, by kind")
                 for kind, (n, us) in result["kinds"].items():
