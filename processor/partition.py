@@ -195,7 +195,9 @@ class PartitionWorker:
         them, in the same batch, whatever the hold; and until they are committed the checkpoint
         is before them, so a restart reads them again. At low rates they were half of the
         processor's transactions (a transfer's debit, then its payee's credit follow-up alone);
-        any other command goes at once, as before.
+        any other command goes at once, as before. Measured by ``bench.txn_path`` (the whole
+        processor, lone transfers 50 ms apart, beside the version without the hold on the same
+        broker): 2.0 -> 1.22 transactions per transfer, 5,906-5,939 -> 4,871-4,934 Python calls.
         """
         deadline = None
         while self.inbox and not self.closing and all(map(_decides_nothing, self.inbox)):

@@ -347,8 +347,9 @@ def _notify_statement(payloads: list[str]) -> str:
     """The NOTIFYs of a batch, in order, as one statement without parameters."""
     if not payloads:
         return ""
-    return (f"SELECT pg_notify({_literal(CHANNEL)}, n) FROM unnest(ARRAY[{', '.join(map(_literal, payloads))}]"
-            "::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i")
+    array = ", ".join(map(_literal, payloads))
+    return (f"SELECT pg_notify({_literal(CHANNEL)}, n) FROM unnest(ARRAY[{array}]::text[]) "
+            "WITH ORDINALITY AS t(n, i) ORDER BY i")
 
 
 async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:
