@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
@@ -54,29 +53,6 @@ def quick_transaction_restarts() -> None:
     a worker with commands waiting begins its next transaction right after a commit, so it
     would pay those 20 ms on most transactions under load. Called once, at start-up."""
     aiokafka_sender.BACKOFF_OVERRIDE = _RETRY_BACKOFF_MS / 1000
-
-
-#: How long follow-ups that decide nothing may wait for a command to share a transaction with
-#: (``PartitionWorker._hold_follow_ups``); also how far the checkpoint may trail them.
-FOLLOW_UP_HOLD_SECONDS = 0.25
-_DECIDE_NOTHING = frozenset({"ApplyCredit", "ApplySettlement", "ApplyBurn"})
-
-
-class _Kind(msgspec.Struct):
-    type: str = ""
-
-
-_kind_decoder = msgspec.json.Decoder(_Kind)
-
-
-def _decides_nothing(record: Any) -> bool:
-    """Whether ``record`` is a follow-up whose events are already written (see
-    ``decide.consequences``). Read for timing only: whatever it says, every record is decided
-    in order; one that does not parse is not held."""
-    try:
-        return _kind_decoder.decode(record.value).type in _DECIDE_NOTHING
-    except (msgspec.DecodeError, TypeError):
-        return False
 
 
 class Fenced(RuntimeError):
@@ -179,37 +155,9 @@ class PartitionWorker:
                 self.turn ^= 1
                 continue
             self.wake.clear()
-            await self._hold_follow_ups()
             while self.inbox and not self.closing:
                 records, self.inbox = self.inbox[: self.max_records], self.inbox[self.max_records :]
                 await self._with_retry(records)
-
-    async def _hold_follow_ups(self) -> None:
-        """Group commit for follow-ups that decide nothing: while everything queued is such a
-        follow-up, wait up to ``FOLLOW_UP_HOLD_SECONDS`` for a command that decides something,
-        and commit them with it.
-
-        Nobody waits for these: their events were written, and became visible, with the payer's
-        transaction; they only bring this partition's state up to date. A command of this
-        aggregate's that comes later is behind them in the partition, so it is decided after
-        them, in the same batch, whatever the hold; and until they are committed the checkpoint
-        is before them, so a restart reads them again. At low rates they were half of the
-        processor's transactions (a transfer's debit, then its payee's credit follow-up alone);
-        any other command goes at once, as before. Measured by ``bench.txn_path`` (the whole
-        processor, lone transfers 50 ms apart, beside the version without the hold on the same
-        broker): 2.0 -> 1.22 transactions per transfer, 5,906-5,939 -> 4,871-4,934 Python calls.
-        """
-        deadline = None
-        while self.inbox and not self.closing and all(map(_decides_nothing, self.inbox)):
-            now = time.monotonic()
-            deadline = deadline or now + FOLLOW_UP_HOLD_SECONDS
-            if now >= deadline:
-                return
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), deadline - now)
-            except TimeoutError:
-                return
 
     async def stop(self) -> None:
         """Finish the batch in flight, drop the queued records (the next owner resumes at the
