@@ -233,15 +233,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measured rate")
     parser.add_argument("--jvm", choices=("local", "throughput"), default="local",
                         help="this version's broker JVM: make up's (local) or the steady-state one")
+    parser.add_argument("--this-first", action="store_true",
+                        help="measure this version first (the machine's load drifts: run both orders)")
     args = parser.parse_args()
-    results = []
+    jvm = THROUGHPUT_JVM_OPTS if args.jvm == "throughput" else STARTUP_JVM_OPTS
+    versions = [(f"this version ({args.jvm} JVM)", Path(__file__).resolve().parent.parent, jvm)]
     if args.against:
         # The earlier version's make up started the broker with the quick-start options.
-        results.append(measure(f"before ({args.against.name})", args.against.resolve(), args.seconds,
-                               STARTUP_JVM_OPTS))
-    jvm = THROUGHPUT_JVM_OPTS if args.jvm == "throughput" else STARTUP_JVM_OPTS
-    results.append(measure(f"this version ({args.jvm} JVM)", Path(__file__).resolve().parent.parent,
-                           args.seconds, jvm))
+        before = (f"before ({args.against.name})", args.against.resolve(), STARTUP_JVM_OPTS)
+        versions.insert(len(versions) if args.this_first else 0, before)
+    results = [measure(label, tree, args.seconds, opts) for label, tree, opts in versions]
+    if args.this_first and len(results) == 2:
+        results.reverse()  # the report reads before, then this version
     report(results)
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"ledgerline-live-{int(time.time())}.json"
     out.write_text(json.dumps(results, indent=1, default=str))
