@@ -18,7 +18,7 @@ it measures, with the open-loop generator of ``bench.httpload`` in its own proce
 * floors (``bench.command_floor``) on the same stack once idle: the append, one Kafka
   transaction, a PostgreSQL commit heard by a listener.
 
-    python -m bench.live [--against DIR] [--seconds 8]
+    python -m bench.live [--against DIR] [--this-first] [--seconds 8]
 
 About four minutes per version on a 2-core machine.
 """
