@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,10 @@ class Bench:
 
 @contextlib.contextmanager
 def infra(name: str, secret: str = "bench-secret-" + "x" * 40, *, partitions: int | None = None,
-          keep: bool = True) -> Iterator[Bench]:
-    """The broker and the database, in a scratch folder (removed afterwards unless ``keep``)."""
+          keep: bool = True, jvm_opts: Sequence[str] = THROUGHPUT_JVM_OPTS) -> Iterator[Bench]:
+    """The broker and the database, in a scratch folder (removed afterwards unless ``keep``).
+    ``jvm_opts``: the broker's JVM; steady-state options unless told (``bench.live`` runs
+    ``make up``'s)."""
     cache = Path(os.environ.get("LEDGERLINE_CACHE") or local.cache_dir(os.environ))
     home = Path(tempfile.mkdtemp(prefix=f"ledgerline-bench-{name}-"))
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
@@ -49,7 +51,7 @@ def infra(name: str, secret: str = "bench-secret-" + "x" * 40, *, partitions: in
     if partitions is not None:
         settings = replace(settings, partitions=partitions)
     print(f"starting Kafka and PostgreSQL in {home} …", flush=True)
-    started = local.start_infra(settings, home, cache, env, jvm_opts=THROUGHPUT_JVM_OPTS)
+    started = local.start_infra(settings, home, cache, env, jvm_opts=jvm_opts)
     try:
         settings = replace(settings, database_url=started.database_url, jwt_secret=secret,
                            query_port=free_port(), command_port=free_port(),
@@ -62,9 +64,9 @@ def infra(name: str, secret: str = "bench-secret-" + "x" * 40, *, partitions: in
 
 
 @contextlib.contextmanager
-def full(name: str, secret: str) -> Iterator[Bench]:
+def full(name: str, secret: str, *, jvm_opts: Sequence[str] = THROUGHPUT_JVM_OPTS) -> Iterator[Bench]:
     """:func:`infra` and the four processes, both APIs ready."""
-    with infra(name, secret) as bench:
+    with infra(name, secret, jvm_opts=jvm_opts) as bench:
         bench.services = local.Services(bench.env, bench.home / "logs")
         print("starting the processes …", flush=True)
         try:

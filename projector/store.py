@@ -10,9 +10,11 @@ known before the entries are copied; a balance that would go below zero at any e
 the batch (:class:`NegativeBalance`), which the worker splits until that event is alone.
 """
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from events import readmodel
 from events.readmodel import (
@@ -266,9 +268,7 @@ async def write_batch(
     ``offsets`` maps partition -> (expected stored offset or None for none yet, next offset).
     Raises :class:`OffsetConflict` (and rolls back) when a stored offset is not the expected one.
     """
-    async with conn.transaction():
-        if swap_lock:
-            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK)
+    async with _Transaction(conn, swap_lock) as transaction:
         partitions = sorted(offsets)
         moved = await conn.fetchval(_OFFSETS, projection, topic, partitions,
                                     [offsets[p][0] for p in partitions],
@@ -279,10 +279,77 @@ async def write_batch(
                 f"{topic}[{p}] no longer stored at {offsets[p][0]}" if offsets[p][0] is not None
                 else f"{topic}[{p}] stored since this instance read it" for p in stale))
         finished = await _write_rows(conn, changes)
-        notifications = list(_notifications(changes, finished))
-        if notifications:  # delivered at commit, in this order
-            await conn.execute("SELECT pg_notify($1, n) FROM unnest($2::text[]) WITH ORDINALITY AS t(n, i) "
-                               "ORDER BY i", CHANNEL, notifications)
+        transaction.notifications = list(_notifications(changes, finished))
+
+
+class _Transaction:
+    """A batch's transaction, in two round trips fewer than ``conn.transaction()`` and a
+    statement each for the swap lock and the NOTIFYs: the lock goes with ``BEGIN``, the NOTIFYs
+    (delivered at commit, in order) with ``COMMIT``, each pair as one simple query. A batch is
+    otherwise about a dozen round trips, each of which waits for a core on a busy machine (live
+    batches are small: see docs/projector.md, "What a batch costs"). Inside a transaction the
+    caller holds (tests, a rebuild), a savepoint and separate statements, as before."""
+
+    def __init__(self, conn: asyncpg.Connection, swap_lock: bool) -> None:
+        self.conn = conn
+        self.lock = f"SELECT pg_advisory_xact_lock_shared({SWAP_LOCK:d})" if swap_lock else None
+        self.notifications: list[str] = []
+        self.nested: Transaction | None = None
+
+    async def __aenter__(self) -> "_Transaction":
+        if self.conn.is_in_transaction():
+            self.nested = self.conn.transaction()
+            await self.nested.start()
+            if self.lock:
+                await self.conn.execute(self.lock)
+        else:
+            await self.conn.execute(f"BEGIN; {self.lock}" if self.lock else "BEGIN")
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            await self._rollback()
+            return
+        notify = _notify_statement(self.notifications)
+        try:
+            if self.nested is not None:
+                if notify:
+                    await self.conn.execute(notify)
+                await self.nested.commit()
+            else:
+                await self.conn.execute(f"{notify}; COMMIT" if notify else "COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+
+    async def _rollback(self) -> None:
+        if self.nested is not None:
+            if not self.conn.is_closed():
+                await self.nested.rollback()
+            return
+        # A failed statement leaves the transaction aborted; a failed COMMIT has ended it (then
+        # ROLLBACK only warns). A connection that cannot take ROLLBACK (closed, or a statement
+        # cancelled mid-way) is reset or dropped by the pool it goes back to.
+        if not self.conn.is_closed():
+            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                await self.conn.execute("ROLLBACK")
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal, in the escape syntax (``E'…'``), which reads the same whatever
+    ``standard_conforming_strings`` says."""
+    if "\x00" in text:
+        raise ValueError("a NOTIFY payload cannot hold a NUL character")
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _notify_statement(payloads: list[str]) -> str:
+    """The NOTIFYs of a batch, in order, as one statement without parameters."""
+    if not payloads:
+        return ""
+    array = ", ".join(map(_literal, payloads))
+    return (f"SELECT pg_notify({_literal(CHANNEL)}, n) FROM unnest(ARRAY[{array}]::text[]) "
+            "WITH ORDINALITY AS t(n, i) ORDER BY i")
 
 
 async def _write_rows(conn: asyncpg.Connection, c: RowChanges) -> list[str]:

@@ -135,3 +135,31 @@ async def test_balances_are_running_sums_across_batches_and_refused_below_zero_a
     by_event = {r["event_id"]: (int(r["delta"]), int(r["available_after"])) for r in entries}
     assert [by_event[e.id] for e in later] == [(5, 15), (-4, 11), (7, 18)]
     assert balance == after_refusal == 18
+
+
+async def test_notifications_go_with_the_commit_in_order_and_byte_for_byte(stack: Stack) -> None:
+    # The batch's NOTIFYs travel in the COMMIT's own query, as literals: text that means something
+    # to SQL (quotes, backslashes) must arrive as it was written, in order, and only on commit.
+    dsn = asyncpg_dsn(stack.settings.database_url)
+    heard: list[str] = []
+    listener = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn)
+    payloads = [json.dumps({"wallets": [AWKWARD, "it's"]}), "back\\slash 'and' E'quote'", "3"]
+    try:
+        await listener.add_listener(store.CHANNEL, lambda *args: heard.append(args[3]))
+        with pytest.raises(_RolledBack):
+            async with store._Transaction(conn, swap_lock=True) as transaction:
+                transaction.notifications = ["never sent"]
+                raise _RolledBack
+        assert not conn.is_in_transaction()
+        async with store._Transaction(conn, swap_lock=True) as transaction:
+            transaction.notifications = payloads
+        assert not conn.is_in_transaction()
+        for _ in range(100):
+            if len(heard) >= len(payloads):
+                break
+            await listener.execute("SELECT 1")
+    finally:
+        await listener.close()
+        await conn.close()
+    assert heard == payloads
