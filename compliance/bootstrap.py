@@ -3,6 +3,7 @@ endpoint are made here, at start, and handed in."""
 
 import asyncio
 import logging
+import os
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -11,6 +12,7 @@ from common import runtime
 from common.kafka import client_options
 from common.ops import Health, listen
 from common.settings import Settings, SettingsError, asyncpg_dsn
+from common.tracing import setup as setup_tracing
 from compliance import rules as rules_file
 from compliance.cases import CaseWorker
 from compliance.metrics import MonitorMetrics
@@ -41,13 +43,16 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all",
                                 enable_idempotence=True)
     await producer.start()
+    tracing = setup_tracing(os.environ, "compliance")
     try:
         await asyncio.gather(
             MonitorWorker(settings.kafka, pool, rules, producer, health=health,
-                          metrics=metrics).run(stop),
+                          metrics=metrics, tracing=tracing).run(stop),
             CaseWorker(settings.kafka, pool, producer).run(stop),
         )
     finally:
+        if tracing is not None:
+            tracing.shutdown()
         await producer.stop()
         if server is not None:
             server.close()

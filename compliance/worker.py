@@ -15,6 +15,7 @@ id: consumers de-duplicate by it.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from common import failures
 from common.kafka import KafkaTarget, client_options
 from common.ops import Health
+from common.tracing import Consumer, Tracing
 from compliance import store
 from compliance.evaluate import State, evaluate
 from compliance.metrics import MonitorMetrics
@@ -63,9 +65,10 @@ class Monitor:
 
     def __init__(self, pool: asyncpg.Pool, rules: RuleSet, dead_letters: AIOKafkaProducer | None,
                  *, schema: str = store.SCHEMA, notify: bool = True,
-                 metrics: MonitorMetrics | None = None) -> None:
+                 metrics: MonitorMetrics | None = None, traced: Consumer | None = None) -> None:
         self.pool = pool
         self.metrics = metrics
+        self.traced = traced  # spans of its batches (None: tracing is off)
         self.rules = rules
         self.dead_letters = dead_letters
         self.schema = schema
@@ -100,7 +103,7 @@ class Monitor:
         alerts: list[AlertRaised] = []
         poison: list[tuple[Any, str]] = []
         offsets: dict[int, tuple[int | None, int]] = {}
-        evaluated = 0
+        evaluated: list[Any] = []
         for p in sorted(batches):
             if p not in self.stored:
                 continue
@@ -113,19 +116,33 @@ class Monitor:
                 except Exception as exc:  # poison, whatever the reason: it must not stop the monitor
                     poison.append((record, str(exc)))
                 offsets[p] = (self.stored[p], record.offset + 1)
-                evaluated += 1
+                evaluated.append(record)
         if not offsets:
             return store.Written()
         await self._dead_letter(poison)
         started = time.monotonic()
-        async with self.pool.acquire() as conn:
-            written = await store.write_batch(conn, topics.EVENTS, offsets, self.state.take_changes(),
-                                              alerts, self.schema, self.notify)
+        batch = None
+        if self.traced is not None:  # the batch's span, and a span in each event's trace
+            batch = self.traced.batch("evaluate", evaluated)
+            for record in evaluated:
+                batch.child(record, f"monitor {topics.EVENTS}")
+        try:
+            with batch.current() if batch is not None else contextlib.nullcontext():
+                async with self.pool.acquire() as conn:
+                    written = await store.write_batch(conn, topics.EVENTS, offsets,
+                                                      self.state.take_changes(), alerts,
+                                                      self.schema, self.notify)
+        except BaseException as exc:
+            if batch is not None:
+                batch.end(exc)
+            raise
+        if batch is not None:
+            batch.end()
         for p, (_, nxt) in offsets.items():
             self.stored[p] = nxt
         if self.metrics is not None:
             self.metrics.batch_seconds.observe(time.monotonic() - started)
-            self.metrics.events.inc(evaluated)
+            self.metrics.events.inc(len(evaluated))
             self.metrics.dead_letters.inc(len(poison))
             for a in written.alerts:
                 self.metrics.alerts.labels(a.rule).inc()
@@ -171,7 +188,7 @@ class MonitorWorker:
 
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
                  *, max_records: int = 5_000, health: Health | None = None,
-                 metrics: MonitorMetrics | None = None) -> None:
+                 metrics: MonitorMetrics | None = None, tracing: Tracing | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
@@ -182,7 +199,8 @@ class MonitorWorker:
         )
         self.producer = producer  # started and stopped by the caller
         self.metrics = metrics
-        self.monitor = Monitor(pool, rules, self.producer, metrics=metrics)
+        traced = None if tracing is None else tracing.consumer(topics.EVENTS, topics.COMPLIANCE_GROUP)
+        self.monitor = Monitor(pool, rules, self.producer, metrics=metrics, traced=traced)
 
     async def seek_to_stored(self) -> None:
         assigned = list(self.consumer.assignment())

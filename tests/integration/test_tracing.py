@@ -1,9 +1,10 @@
 """Traces end to end: one transfer through a real broker and a real PostgreSQL is one trace —
 the command API's request and its send, the processor's debit and the payee's credit, the
-projector's commit of their events and the ``Prefer: wait`` answer — with the Kafka attributes
-on each span and every batch span linked to the commands it served.
+projector's commit of their events, the compliance monitor's evaluation of them and the
+``Prefer: wait`` answer — with the Kafka attributes on each span and every batch span linked to
+the commands it served.
 
-The command API, the processor and the projector run in this test's process, on a broker and a
+The command API, the processor, the projector and the monitor run in this test's process, on a broker and a
 database of their own (the session's stack has its own processor, which would decide these
 commands too), all handing their spans to one in-memory exporter."""
 
@@ -20,14 +21,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from command.bootstrap import create_app
+from common.kafka import client_options
 from common.settings import Settings, asyncpg_dsn, load
 from common.tracing import Tracing
+from compliance import rules
+from compliance.worker import MonitorWorker
 from events import topics
 from ledgerline import local
 from ledgerline.stack.ports import free_port
@@ -78,6 +83,10 @@ async def traced(own_stack: Settings) -> AsyncIterator[Traced]:
         asyncio.create_task(Processor(settings.kafka, session_timeout_ms=6_000, tracing=tracing).run(stop)),
         asyncio.create_task(Projector(settings.kafka, pool, tracing=tracing).run(stop)),
     ]
+    alerts = AIOKafkaProducer(**client_options(settings.kafka), acks="all", enable_idempotence=True)
+    await alerts.start()
+    workers.append(asyncio.create_task(
+        MonitorWorker(settings.kafka, pool, rules.load(), alerts, tracing=tracing).run(stop)))
     api = create_app(settings, tracing)
     try:
         async with api.app.router.lifespan_context(api.app), httpx.AsyncClient(
@@ -88,6 +97,7 @@ async def traced(own_stack: Settings) -> AsyncIterator[Traced]:
         for worker in workers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(worker, 30)
+        await alerts.stop()
         await pool.close()
         tracing.shutdown()
 
@@ -126,7 +136,8 @@ async def test_one_transfer_is_one_trace_from_the_request_to_the_projector_commi
     # a moment after the answer: wait for them.
     trace_id = int(CLIENT_TRACE, 16)
     wanted = {"POST /v1/transfers", "send ledger.commands", "decide InitiateTransfer",
-              "decide ApplyCredit", "project ledger.events", "wait for outcome"}
+              "decide ApplyCredit", "project ledger.events", "monitor ledger.events",
+              "wait for outcome"}
     deadline = time.monotonic() + 15
     while not wanted <= {s.name for s in _spans(traced.exporter, trace_id)}:
         assert time.monotonic() < deadline, [s.name for s in _spans(traced.exporter, trace_id)]
@@ -172,6 +183,13 @@ async def test_one_transfer_is_one_trace_from_the_request_to_the_projector_commi
         assert p.attributes["messaging.destination.name"] == topics.EVENTS
         assert p.attributes["messaging.consumer.group.name"] == topics.PROJECTOR_GROUP
 
+    # The compliance monitor's evaluation of the same events, in the same trace.
+    evaluated = [s for s in spans if s.name == "monitor ledger.events"]
+    assert evaluated and all(_parent_of(e, debit) for e in evaluated)
+    for e in evaluated:
+        assert e.attributes is not None
+        assert e.attributes["messaging.consumer.group.name"] == topics.COMPLIANCE_GROUP
+
     waited = _one(spans, "wait for outcome")
     assert _parent_of(waited, request)
     assert waited.end_time is not None and all(
@@ -181,8 +199,9 @@ async def test_one_transfer_is_one_trace_from_the_request_to_the_projector_commi
     # spans of the commands (and events) it served, which link back to it.
     everything = traced.exporter.get_finished_spans()
     batches = {s.context.span_id: s for s in everything if s.context is not None
-               and s.name in ("process ledger.commands", "commit ledger.events")}
-    for served in (debit, credit, *projected):
+               and s.name in ("process ledger.commands", "commit ledger.events",
+                              "evaluate ledger.events")}
+    for served in (debit, credit, *projected, *evaluated):
         (link,) = served.links
         batch = batches[link.context.span_id]
         assert any(b.context.trace_id == trace_id for b in batch.links)
