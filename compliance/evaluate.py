@@ -117,14 +117,7 @@ class _Sliding:
     def add(self, x: Move) -> None:
         if not self.takes(x):
             return
-        moves = self.moves
-        if not moves or moves[-1].at <= x.at:
-            moves.append(x)
-        else:
-            i = len(moves)
-            while i and moves[i - 1].at > x.at:
-                i -= 1
-            moves.insert(i, x)
+        _in_time_order(self.moves, x)
         self.volume += x.amount
         if x.counterparty is not None:
             self.parties[x.counterparty] += 1
@@ -292,6 +285,15 @@ _fired_encoder = msgspec.json.Encoder()
 _fired_decoder = msgspec.json.Decoder(dict[str, datetime])
 
 
+def _in_time_order(moves: deque[Move], x: Move) -> None:
+    """Put ``x`` after every move not later than it: at the end, unless the command's time goes
+    back (the log's order then breaks a tie)."""
+    i = len(moves)
+    while i and moves[i - 1].at > x.at:
+        i -= 1
+    moves.insert(i, x)
+
+
 def decode_fired(data: bytes | str) -> dict[str, datetime]:
     return _fired_decoder.decode(data)
 
@@ -340,13 +342,7 @@ def _outgoing(rules: RuleSet, state: State, payer: str, m: Movement) -> Iterator
     moves = slot.moves
     in_order = not moves or moves[-1].at <= m.at
     newest = m.at if in_order else moves[-1].at
-    if in_order:
-        moves.append(x)
-    else:
-        i = len(moves)
-        while i and moves[i - 1].at > m.at:
-            i -= 1
-        moves.insert(i, x)
+    _in_time_order(moves, x)
     state.added(Entry(key, m.event_id, m.at, m.amount, m.payee))
     horizon = m.at - timedelta(seconds=rules.longest_window)
     while moves[0].at <= horizon:
