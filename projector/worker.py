@@ -242,7 +242,7 @@ class Projection:
         batch.end()
 
     async def _commit(self, prepared: "Prepared") -> None:
-        delay = 0.1
+        backoff = failures.Backoff()
         changes: RowChanges | None = prepared.changes
         while True:
             # Recomputed on every attempt: part of a split batch may have committed already.
@@ -256,11 +256,11 @@ class Projection:
                 await self._write(items, changes)
                 return
             except failures.TRANSIENT as exc:
+                delay = backoff.next()
                 log.warning("transient failure (%r); retrying the batch in %.1fs", exc, delay)
                 if self.metrics is not None:
                     self.metrics.retries.labels(self.name).inc()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 changes = None
 
     async def apply(self, batches: Mapping[int, Sequence[Any]]) -> int:
