@@ -4,6 +4,7 @@ A missing required key or a malformed value fails fast with a message that names
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -54,6 +55,8 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # LEDGERLINE_KEYRING: the wallets' data keys (common/keyring.py); unset: memos in clear.
     keyring_path: str | None = None
+    # LEDGERLINE_GROUP_INSTANCE_ID: static membership of the process's consumer groups (KIP-345).
+    group_instance_id: str | None = None
 
     @property
     def kafka(self) -> Kafka:
@@ -147,7 +150,19 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         anchor_public_key_file=env.get("LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE") or None,
         kafka_security=kafka_security,
         keyring_path=env.get("LEDGERLINE_KEYRING") or None,
+        group_instance_id=_instance_id(env, "LEDGERLINE_GROUP_INSTANCE_ID"),
     )
+
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(env: Mapping[str, str], name: str) -> str | None:
+    """A consumer's ``group.instance.id``: Kafka's legal characters, at most 249 of them."""
+    raw = env.get(name) or None
+    if raw is not None and not _INSTANCE_ID.fullmatch(raw):
+        raise SettingsError(f"{name}={raw!r} must be 1-249 of A-Z a-z 0-9 . _ -")
+    return raw
 
 
 def asyncpg_dsn(url: str) -> str:

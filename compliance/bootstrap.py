@@ -44,8 +44,9 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await asyncio.gather(
             MonitorWorker(settings.kafka, pool, rules, producer, health=health,
-                          metrics=metrics).run(stop),
-            CaseWorker(settings.kafka, pool, producer).run(stop),
+                          metrics=metrics, group_instance_id=settings.group_instance_id).run(stop),
+            CaseWorker(settings.kafka, pool, producer,
+                       group_instance_id=settings.group_instance_id).run(stop),
         )
     finally:
         await producer.stop()

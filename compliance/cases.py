@@ -132,11 +132,13 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no
 class CaseWorker:
     """Consumes ``compliance.commands`` (its own group), decides, appends ``compliance.events``."""
 
-    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                 group_instance_id: str | None = None) -> None:
         self.pool = pool
         self.producer = producer
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap), group_id=CASES_GROUP, enable_auto_commit=False,
+            group_instance_id=group_instance_id,  # static membership (common.settings)
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000)
 

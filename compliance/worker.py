@@ -159,12 +159,13 @@ class MonitorWorker:
 
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
                  *, max_records: int = 5_000, health: Health | None = None,
-                 metrics: MonitorMetrics | None = None) -> None:
+                 metrics: MonitorMetrics | None = None, group_instance_id: str | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap), group_id=topics.COMPLIANCE_GROUP, enable_auto_commit=False,
+            group_instance_id=group_instance_id,  # static membership (common.settings)
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
         )

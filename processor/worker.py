@@ -67,7 +67,8 @@ class Processor:
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
                  health: Health | None = None, sanctions: Sanctions | None = None,
-                 chains: Callable[[str], Chain] = Chain) -> None:
+                 chains: Callable[[str], Chain] = Chain,
+                 group_instance_id: str | None = None) -> None:
         quick_transaction_restarts()
         self.sanctions = sanctions
         self.chains = chains  # a writer's name -> its hash chain (processor.chain)
@@ -86,6 +87,9 @@ class Processor:
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap),
             group_id=group,
+            # Static membership: a restarted instance takes its partitions back at once rather
+            # than after the dead member's session (see common.settings, docs/faults.md).
+            group_instance_id=group_instance_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",

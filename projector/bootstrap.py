@@ -33,7 +33,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
                               "LEDGERLINE_PROJECTOR_METRICS_PORT")
     try:
         await Projector(settings.kafka, pool, metrics=registry, health=health,
-                        keys=_keys(settings)).run(stop)
+                        keys=_keys(settings), group_instance_id=settings.group_instance_id).run(stop)
     finally:
         if server is not None:
             server.close()
