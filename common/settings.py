@@ -38,6 +38,7 @@ class Settings:
     log_level: str
     processor_max_records: int = 10_000
     processor_session_timeout_ms: int = 10_000
+    processor_transaction_timeout_ms: int = 60_000
     projector_metrics_port: int = 9101  # 0: no /metrics endpoint
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
     jwt_max_lifetime_seconds: int = 366 * 24 * 3600
@@ -134,6 +135,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # How long a silent processor keeps its partitions; the broker allows 6 s at least.
         processor_session_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS", 10_000,
                                           6_000, 300_000),
+        # How long the broker lets a processor transaction stay open before it ends it (and
+        # fences the producer): the processor then starts its partitions again from Kafka.
+        processor_transaction_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_TRANSACTION_TIMEOUT_MS",
+                                              60_000, 1_000, 900_000),
         projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
         processor_metrics_port=_int(env, "LEDGERLINE_PROCESSOR_METRICS_PORT", 9102, 0, 65535),
         # The furthest ahead a bearer token's 'exp' may lie (default 366 days, at most 10 years).

@@ -448,6 +448,10 @@ class KafkaBroker(ChildServer):
             # registration backoff made a restart after a crash take ~15 s; this makes it ~6 s.
             "broker.heartbeat.interval.ms": "500",
             "broker.session.timeout.ms": "3000",
+            # A transaction that outlived its timeout (its producer gone, or the broker away
+            # longer than that) is ended within a second of it, not ten: until then it holds
+            # back every read_committed reader of its partitions.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         }
         if self.security is not None:
             settings.update(self._secure_properties())
