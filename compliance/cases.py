@@ -155,9 +155,22 @@ class CaseWorker:
         self.consumer.subscribe([topics.CASE_COMMANDS], listener=_Seek(self))
         await self.consumer.start()
         backoff = failures.Backoff()
+        unpublished = True  # outcomes a crash left unpublished
+        reread = False  # the positions must be read back from the database before going on
         try:
-            await self.publish()
             while not stop.is_set():
+                if reread or unpublished:
+                    # Database work itself: the database may still be away.
+                    try:
+                        if reread:
+                            await self.seek_to_stored()
+                            reread = False
+                        await self.publish()
+                        unpublished = False
+                    except failures.TRANSIENT as exc:
+                        log.warning("transient failure (%r); retrying", exc)
+                        await backoff.sleep()
+                        continue
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 try:
                     for records in batches.values():
@@ -169,7 +182,7 @@ class CaseWorker:
                 except failures.TRANSIENT as exc:
                     log.warning("transient failure (%r); seeking back and retrying", exc)
                     await backoff.sleep()
-                    await self.seek_to_stored()
+                    reread = True
         finally:
             await self.consumer.stop()
 

@@ -189,8 +189,18 @@ class MonitorWorker:
         await self.consumer.start()
         backoff = failures.Backoff()
         unpublished = True  # alerts a crash left unpublished; or a publish that failed: again
+        reread = False  # the positions must be read back from the database before going on
         try:
             while not stop.is_set():
+                if reread:
+                    # Itself a database read: the database may still be away.
+                    try:
+                        await self.seek_to_stored()
+                        reread = False
+                    except failures.TRANSIENT as exc:
+                        log.warning("transient failure (%r) reading back the state; retrying", exc)
+                        await backoff.sleep()
+                        continue
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 try:
                     written = await self.monitor.apply({tp.partition: r for tp, r in batches.items() if r})
@@ -201,13 +211,13 @@ class MonitorWorker:
                     backoff.reset()
                 except store.OffsetConflict as exc:
                     log.warning("%s: another instance moved on; re-reading the stored offsets", exc)
-                    await self.seek_to_stored()
+                    reread = True
                 except failures.TRANSIENT as exc:
                     log.warning("transient failure (%r); reading back the state and retrying", exc)
                     if self.metrics is not None:
                         self.metrics.retries.inc()
                     await backoff.sleep()
-                    await self.seek_to_stored()
+                    reread = True
                 self.health.turned(sorted(self.monitor.stored))
                 if self.metrics is not None:
                     for tp in self.consumer.assignment():
