@@ -2,9 +2,9 @@
 
 A broker of its own (the local stack's JVM options, the topics, some records written), SIGKILLed
 and started again on its data, as the supervisor does, ``--rounds`` times. Each restart is split
-in two: from the start of the JVM to Kafka's ``Kafka Server started`` (the JVM, log recovery,
-KRaft's own log), then to the broker serving metadata with a controller (its registration, which
-waits for the old incarnation's session to end, and the readiness probe). A cold start of a
+by the broker's own log lines (:data:`PHASES`): the JVM up and the logs loaded (recovered after a
+crash), the metadata log caught up, the broker registered and unfenced (the controller first lets
+the old incarnation's session end), and serving metadata to the readiness probe. A cold start of a
 fresh broker is measured the same way, for comparison. Nothing but 127.0.0.1 is contacted.
 
 It is what the soak's "SIGKILL -> part back" for the broker cannot go below; the supervisor adds
@@ -13,6 +13,7 @@ up to one tick (0.5 s) to notice the death. Not part of ``make bench``.
 
 import argparse
 import asyncio
+import itertools
 import os
 import re
 import shutil
@@ -29,23 +30,42 @@ from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.ports import free_port
 from ledgerline.stack.topics import ensure_topics
 
-_STARTED = re.compile(r"^\[(\S+ \S+)\] INFO \[KafkaRaftServer nodeId=\d+\] Kafka Server started",
-                      re.MULTILINE)
+#: Lines of the broker's log that end each phase of a start, in order.
+PHASES = (
+    ("JVM up, logs loaded", r"Loaded \d+ logs in"),
+    ("caught up with the metadata log", r"The broker has caught up"),
+    ("registered and unfenced", r"The broker has been unfenced"),
+)
+_STAMP = r"^\[(\S+ \S+)\] INFO .*"
 
 
-def _last_started(log: Path) -> float:
-    """The wall-clock time of the last ``Kafka Server started`` in the broker's log."""
-    stamps = _STARTED.findall(log.read_text(errors="replace"))
-    return datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+def _stamp(text: str, pattern: str) -> float | None:
+    found = re.findall(_STAMP + pattern, text, re.MULTILINE)
+    if not found:
+        return None
+    return datetime.strptime(found[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _timed_start(broker: KafkaBroker) -> tuple[float, float]:
-    """Start ``broker``; returns (JVM start to Kafka started, Kafka started to ready)."""
+def _timed_start(broker: KafkaBroker) -> list[float]:
+    """Start ``broker``; returns how long each phase took (:data:`PHASES`, then to ready)."""
+    seen = broker.log_path.stat().st_size if broker.log_path.exists() else 0
     began = time.time()
     broker.start()
     ready = time.time()
-    started = _last_started(broker.log_path)
-    return started - began, ready - started
+    with broker.log_path.open(errors="replace") as log:
+        log.seek(seen)
+        text = log.read()
+    ends = [e for _, pattern in PHASES if (e := _stamp(text, pattern)) is not None]
+    if len(ends) < len(PHASES):
+        return [ready - began]  # a line this version does not write: the whole only
+    return [b - a for a, b in itertools.pairwise([began, *ends, ready])]
+
+
+def _show(phases: list[float]) -> str:
+    names = [name for name, _ in PHASES] + ["serving metadata (the probe)"]
+    if len(phases) != len(names):
+        return f"start {sum(phases):.1f}s"
+    return ", ".join(f"{name} {took:.1f}s" for name, took in zip(names, phases, strict=True))
 
 
 async def _fill(bootstrap: str, partitions: int, records: int) -> None:
@@ -71,26 +91,27 @@ def run() -> None:
     home = Path(tempfile.mkdtemp(prefix="ledgerline-broker-restart-"))
     broker = KafkaBroker(jars, home / "kafka", port=free_port())
     try:
-        jvm, ready = _timed_start(broker)
-        print(f"cold start        JVM -> Kafka started {jvm:4.1f}s, -> ready {ready:4.1f}s", flush=True)
+        print(f"cold start:      {_show(_timed_start(broker))}", flush=True)
         asyncio.run(_fill(broker.bootstrap, 4, args.records))
-        ups, readies, totals = [], [], []
+        rounds: list[list[float]] = []
+        totals = []
         for i in range(args.rounds):
             time.sleep(3)
             killed = time.time()
             broker.kill()
             broker.reap()
-            jvm, ready = _timed_start(broker)
-            total = time.time() - killed
-            ups.append(jvm)
-            readies.append(ready)
-            totals.append(total)
-            print(f"restart {i + 1}         JVM -> Kafka started {jvm:4.1f}s, -> ready {ready:4.1f}s, "
-                  f"SIGKILL -> ready {total:4.1f}s", flush=True)
-        print(f"\nafter a SIGKILL (p50 / max of {args.rounds}): JVM, log recovery and KRaft "
-              f"{statistics.median(ups):.1f} / {max(ups):.1f}s; registration and probe "
-              f"{statistics.median(readies):.1f} / {max(readies):.1f}s; SIGKILL to ready "
+            phases = _timed_start(broker)
+            totals.append(time.time() - killed)
+            rounds.append(phases)
+            print(f"restart {i + 1}:       {_show(phases)}; SIGKILL to ready {totals[-1]:.1f}s",
+                  flush=True)
+        print(f"\nafter a SIGKILL, p50 / max of {args.rounds}: SIGKILL to ready "
               f"{statistics.median(totals):.1f} / {max(totals):.1f}s")
+        if all(len(r) == len(PHASES) + 1 for r in rounds):
+            names = [name for name, _ in PHASES] + ["serving metadata (the probe)"]
+            for n, name in enumerate(names):
+                took = [r[n] for r in rounds]
+                print(f"  {name:<32} {statistics.median(took):4.1f} / {max(took):4.1f}s")
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)

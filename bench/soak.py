@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import httpx
@@ -39,6 +40,7 @@ class Recovery:
 
     restart: list[float] = field(default_factory=list)
     first_command: list[float] = field(default_factory=list)
+    ready: list[float] = field(default_factory=list)  # back -> every part up, both APIs ready
 
 
 async def _back_after(stack: Stack, part: str, restarts: int) -> float:
@@ -66,16 +68,23 @@ async def _chaos(stack: Stack, population: Population, stop: asyncio.Event, rng:
         print(f"  {time.strftime('%H:%M:%S')} SIGKILL {part} (pid {pid})", flush=True)
         back = await _back_after(stack, part, before)
         # The probe is sent the moment the part is back, not once the APIs say they are ready:
-        # what is measured is the stack doing its work again, from the part's return.
+        # what is measured is the stack doing its work again, from the part's return. Both
+        # APIs ready is waited for beside it (one fault at a time: all up before the next).
         async with httpx.AsyncClient() as http:
-            await population.probe(http, retry_pause=0.1)
-        done = time.monotonic()
-        recovery[part].restart.append(back - killed)
-        recovery[part].first_command.append(done - back)
+            done, ready = await asyncio.gather(_when(population.probe(http, retry_pause=0.1)),
+                                               _when(stack.back(within=180)))
+        r = recovery[part]
+        r.restart.append(back - killed)
+        r.first_command.append(done - back)
+        r.ready.append(ready - back)
         print(f"  {time.strftime('%H:%M:%S')} {part} back {back - killed:.1f}s after the SIGKILL; "
               f"a command completed end to end {done - back:.1f}s after that "
-              f"(target {TARGETS[part]:g}s)", flush=True)
-        await stack.back(within=180)  # one fault at a time: everything up before the next
+              f"(target {TARGETS[part]:g}s), both APIs ready after {ready - back:.1f}s", flush=True)
+
+
+async def _when(work: Awaitable[object]) -> float:
+    await work
+    return time.monotonic()
 
 
 async def _soak(stack: Stack, minutes: float, seed: int, clients: int,
@@ -117,11 +126,12 @@ async def _soak(stack: Stack, minutes: float, seed: int, clients: int,
     per_part = ", ".join(f"{p} {len(r.restart)}" for p, r in sorted(recovery.items()))
     print(f"  faults injected       {faults}: {per_part}")
     print("  recovery, seconds, p50 / max:  SIGKILL -> part back  |  part back -> first command "
-          "completed end to end (target)")
+          "completed end to end (target)  |  part back -> both APIs ready")
     for part, r in sorted(recovery.items()):
         print(f"    {part:<12} {statistics.median(r.restart):5.1f} / {max(r.restart):5.1f}  |  "
               f"{statistics.median(r.first_command):5.1f} / {max(r.first_command):5.1f}  "
-              f"(target {TARGETS[part]:g})  n={len(r.restart)}")
+              f"(target {TARGETS[part]:g})  |  {statistics.median(r.ready):5.1f} / "
+              f"{max(r.ready):5.1f}  n={len(r.restart)}")
     print(f"  503s answered         {t.unavailable} ({dict(t.outcomes)}); no answer (API restarting) "
           f"{t.no_answer}")
     print(f"  500s / unexpected     {len(t.errors)}" + (f": {t.errors[:3]}" if t.errors else ""))

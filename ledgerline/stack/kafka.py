@@ -64,6 +64,9 @@ log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
 log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
+# A few lines per start that say where a restart's time goes (bench/broker_restart.py).
+log4j.logger.kafka.log.LogManager=INFO
+log4j.logger.kafka.server.BrokerLifecycleManager=INFO
 """
 
 
