@@ -2,8 +2,8 @@
 
 A broker of its own (the local stack's JVM options, the topics, some records written), SIGKILLed
 and started again on its data, as the supervisor does, ``--rounds`` times. Each restart is split
-by the broker's own log lines (:data:`PHASES`): the JVM up and the logs loaded (recovered after a
-crash), the metadata log caught up, the broker registered and unfenced (the controller first lets
+by the broker's own log lines (:data:`PHASES`): the JVM up and the metadata log caught up, the
+logs loaded (recovered after a crash), the broker registered and unfenced (the controller first lets
 the old incarnation's session end), and serving metadata to the readiness probe. A cold start of a
 fresh broker is measured the same way, for comparison. Nothing but 127.0.0.1 is contacted.
 
@@ -30,12 +30,14 @@ from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.ports import free_port
 from ledgerline.stack.topics import ensure_topics
 
-#: Lines of the broker's log that end each phase of a start, in order.
-PHASES = (
-    ("JVM up, logs loaded", r"Loaded \d+ logs in"),
-    ("caught up with the metadata log", r"The broker has caught up"),
-    ("registered and unfenced", r"The broker has been unfenced"),
-)
+#: Lines of the broker's log that end a phase of its start. Their order differs: after a crash
+#: the logs are recovered before the metadata log is caught up, on a first start after it.
+PHASES = {
+    "logs loaded (recovered)": r"Loaded \d+ logs in",
+    "metadata log caught up": r"The broker has caught up",
+    "registered and unfenced": r"The broker has been unfenced",
+}
+READY = "serving metadata (the probe)"
 _STAMP = r"^\[(\S+ \S+)\] INFO .*"
 
 
@@ -46,8 +48,9 @@ def _stamp(text: str, pattern: str) -> float | None:
     return datetime.strptime(found[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def _timed_start(broker: KafkaBroker) -> list[float]:
-    """Start ``broker``; returns how long each phase took (:data:`PHASES`, then to ready)."""
+def _timed_start(broker: KafkaBroker) -> dict[str, float]:
+    """Start ``broker``; returns each phase (in the order they ended) and how long it took,
+    the first counted from the JVM's start."""
     seen = broker.log_path.stat().st_size if broker.log_path.exists() else 0
     began = time.time()
     broker.start()
@@ -55,17 +58,14 @@ def _timed_start(broker: KafkaBroker) -> list[float]:
     with broker.log_path.open(errors="replace") as log:
         log.seek(seen)
         text = log.read()
-    ends = [e for _, pattern in PHASES if (e := _stamp(text, pattern)) is not None]
-    if len(ends) < len(PHASES):
-        return [ready - began]  # a line this version does not write: the whole only
-    return [b - a for a, b in itertools.pairwise([began, *ends, ready])]
+    ends = sorted((stamp, name) for name, pattern in PHASES.items()
+                  if (stamp := _stamp(text, pattern)) is not None)
+    marks = [(began, "JVM started"), *ends, (ready, READY)]
+    return {name: b - a for (a, _), (b, name) in itertools.pairwise(marks)}
 
 
-def _show(phases: list[float]) -> str:
-    names = [name for name, _ in PHASES] + ["serving metadata (the probe)"]
-    if len(phases) != len(names):
-        return f"start {sum(phases):.1f}s"
-    return ", ".join(f"{name} {took:.1f}s" for name, took in zip(names, phases, strict=True))
+def _show(phases: dict[str, float]) -> str:
+    return ", ".join(f"{name} {took:.1f}s" for name, took in phases.items())
 
 
 async def _fill(bootstrap: str, partitions: int, records: int) -> None:
@@ -93,7 +93,7 @@ def run() -> None:
     try:
         print(f"cold start:      {_show(_timed_start(broker))}", flush=True)
         asyncio.run(_fill(broker.bootstrap, 4, args.records))
-        rounds: list[list[float]] = []
+        rounds: list[dict[str, float]] = []
         totals = []
         for i in range(args.rounds):
             time.sleep(3)
@@ -106,12 +106,11 @@ def run() -> None:
             print(f"restart {i + 1}:       {_show(phases)}; SIGKILL to ready {totals[-1]:.1f}s",
                   flush=True)
         print(f"\nafter a SIGKILL, p50 / max of {args.rounds}: SIGKILL to ready "
-              f"{statistics.median(totals):.1f} / {max(totals):.1f}s")
-        if all(len(r) == len(PHASES) + 1 for r in rounds):
-            names = [name for name, _ in PHASES] + ["serving metadata (the probe)"]
-            for n, name in enumerate(names):
-                took = [r[n] for r in rounds]
-                print(f"  {name:<32} {statistics.median(took):4.1f} / {max(took):4.1f}s")
+              f"{statistics.median(totals):.1f} / {max(totals):.1f}s; each phase (from the one "
+              "before it, the first from the JVM's start):")
+        for name in rounds[0]:
+            took = [r[name] for r in rounds if name in r]
+            print(f"  {name:<30} {statistics.median(took):4.1f} / {max(took):4.1f}s")
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)
