@@ -104,7 +104,8 @@ def supervised_stack(name: str, *, keep: bool = True, **env_extra: str) -> Itera
     try:
         settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                            query_port=free_port(), command_port=free_port(),
-                           projector_metrics_port=free_port(), processor_metrics_port=free_port())
+                           projector_metrics_port=free_port(), processor_metrics_port=free_port(),
+                           compliance_metrics_port=free_port())
         penv = local.process_env(settings, infra, SECRET, env)
         services = local.Services(penv, home / "logs")
         services.start()
@@ -143,6 +144,7 @@ class Tally:
     unavailable: int = 0  # 503 answers
     outcomes: Counter[str] = field(default_factory=Counter)  # not_sent / unknown, of the 503s
     no_answer: int = 0  # transport errors: the command API itself away
+    in_progress: int = 0  # 409 idempotency_key_in_progress: the key's first send not settled yet
     errors: list[str] = field(default_factory=list)  # 500s and anything unexpected
     slow: list[float] = field(default_factory=list)  # answers slower than the bound
     max_latency: float = 0.0
@@ -202,6 +204,14 @@ class Population:
                 await asyncio.sleep(retry_pause if retry_pause is not None else
                                     min(float(answer.headers.get("Retry-After", 1)), 1.0)
                                     * self.rng.uniform(0.5, 1.0))
+                continue
+            if answer.status_code == 409 and _code(answer) == "idempotency_key_in_progress":
+                # The first send under this key is unsettled (its request was cut off: a 503,
+                # the command API killed); the API says retry, and the key resolves to that one
+                # command once the send settles or goes stale.
+                t.in_progress += 1
+                await asyncio.sleep(retry_pause if retry_pause is not None else
+                                    float(answer.headers.get("Retry-After", 1)))
                 continue
             if answer.status_code >= 500:
                 t.errors.append(f"{answer.status_code} {cmd.path}: {answer.text[:200]}")
@@ -352,6 +362,13 @@ class Population:
         done = subprocess.run([sys.executable, "-m", "ledgerline", "audit"], env=env,
                               capture_output=True, text=True, timeout=300, check=False)
         return done.returncode, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def _code(answer: httpx.Response) -> str | None:
+    try:
+        return str(answer.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _decimal(units: int, decimals: int) -> str:

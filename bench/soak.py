@@ -133,7 +133,7 @@ async def _soak(stack: Stack, minutes: float, seed: int, clients: int,
               f"(target {TARGETS[part]:g})  |  {statistics.median(r.ready):5.1f} / "
               f"{max(r.ready):5.1f}  n={len(r.restart)}")
     print(f"  503s answered         {t.unavailable} ({dict(t.outcomes)}); no answer (API restarting) "
-          f"{t.no_answer}")
+          f"{t.no_answer}; 409 key in progress, retried {t.in_progress}")
     print(f"  500s / unexpected     {len(t.errors)}" + (f": {t.errors[:3]}" if t.errors else ""))
     print(f"  slowest answer        {t.max_latency:.2f}s (bound {population.bound:g}s); over the bound: "
           f"{len(t.slow)}")
