@@ -104,7 +104,8 @@ def supervised_stack(name: str, *, keep: bool = True, **env_extra: str) -> Itera
     try:
         settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
                            query_port=free_port(), command_port=free_port(),
-                           projector_metrics_port=free_port(), processor_metrics_port=free_port())
+                           projector_metrics_port=free_port(), processor_metrics_port=free_port(),
+                           compliance_metrics_port=free_port())
         penv = local.process_env(settings, infra, SECRET, env)
         services = local.Services(penv, home / "logs")
         services.start()
@@ -143,6 +144,7 @@ class Tally:
     unavailable: int = 0  # 503 answers
     outcomes: Counter[str] = field(default_factory=Counter)  # not_sent / unknown, of the 503s
     no_answer: int = 0  # transport errors: the command API itself away
+    in_progress: int = 0  # 409 idempotency_key_in_progress: the key's first send not settled yet
     errors: list[str] = field(default_factory=list)  # 500s and anything unexpected
     slow: list[float] = field(default_factory=list)  # answers slower than the bound
     max_latency: float = 0.0
@@ -167,8 +169,9 @@ class Population:
         self.funding = {"cash": 1_000_00, "bond": 100}
 
     async def send(self, http: httpx.AsyncClient, cmd: Command, *, wait: float = 0.0,
-                   give_up: float = 300.0) -> Command:
-        """Send until accepted (or refused for a reason of its own), retrying 503 and silence."""
+                   give_up: float = 300.0, retry_pause: float | None = None) -> Command:
+        """Send until accepted (or refused for a reason of its own), retrying 503 and silence
+        (after ``retry_pause`` seconds if given, else as ``Retry-After`` says, up to 1 s)."""
         t = self.tally
         t.commands += 1
         headers = {"Authorization": f"Bearer {cmd.token}", "Idempotency-Key": cmd.key}
@@ -183,7 +186,7 @@ class Population:
                                          timeout=self.bound + wait + 10)
             except httpx.TransportError:
                 t.no_answer += 1
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5 if retry_pause is None else retry_pause)
                 continue
             took = time.monotonic() - began
             t.max_latency = max(t.max_latency, took if not wait else 0.0)
@@ -198,8 +201,17 @@ class Population:
                 if cmd.command_id and error.get("command_id") not in (None, cmd.command_id):
                     t.id_changed += 1
                 cmd.command_id = error.get("command_id") or cmd.command_id
-                await asyncio.sleep(min(float(answer.headers.get("Retry-After", 1)), 1.0)
+                await asyncio.sleep(retry_pause if retry_pause is not None else
+                                    min(float(answer.headers.get("Retry-After", 1)), 1.0)
                                     * self.rng.uniform(0.5, 1.0))
+                continue
+            if answer.status_code == 409 and _code(answer) == "idempotency_key_in_progress":
+                # The first send under this key is unsettled (its request was cut off: a 503,
+                # the command API killed); the API says retry, and the key resolves to that one
+                # command once the send settles or goes stale.
+                t.in_progress += 1
+                await asyncio.sleep(retry_pause if retry_pause is not None else
+                                    float(answer.headers.get("Retry-After", 1)))
                 continue
             if answer.status_code >= 500:
                 t.errors.append(f"{answer.status_code} {cmd.path}: {answer.text[:200]}")
@@ -249,15 +261,17 @@ class Population:
             "wallet": a, "asset": self.cash, "amount": _decimal(rng.randint(1, 500), 2)},
             self.operator)
 
-    async def probe(self, http: httpx.AsyncClient, within: float = 180.0) -> None:
+    async def probe(self, http: httpx.AsyncClient, within: float = 180.0,
+                    retry_pause: float | None = None) -> None:
         """A transfer through the whole pipeline, returning once its outcome is final: how long
-        the stack takes to do its work again, not only to answer."""
+        the stack takes to do its work again, not only to answer. ``retry_pause``: how soon a
+        503 or silence is tried again (a measuring client asks often)."""
         a, b = self.rng.sample(self.wallets, 2)
         cmd = Command("transfer", "/v1/transfers", {"from": a, "to": b, "asset": self.cash,
                                                     "amount": "0.01"}, self.operator)
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            await self.send(http, cmd, wait=10)
+            await self.send(http, cmd, wait=10, retry_pause=retry_pause)
             if cmd.outcome in FINAL:
                 return
         raise AssertionError(f"a probe transfer was not decided within {within}s")
@@ -348,6 +362,13 @@ class Population:
         done = subprocess.run([sys.executable, "-m", "ledgerline", "audit"], env=env,
                               capture_output=True, text=True, timeout=300, check=False)
         return done.returncode, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def _code(answer: httpx.Response) -> str | None:
+    try:
+        return str(answer.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _decimal(units: int, decimals: int) -> str:

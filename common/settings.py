@@ -4,6 +4,7 @@ A missing required key or a malformed value fails fast with a message that names
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ class Settings:
     log_level: str
     processor_max_records: int = 10_000
     processor_session_timeout_ms: int = 10_000
+    processor_transaction_timeout_ms: int = 60_000
     projector_metrics_port: int = 9101  # 0: no /metrics endpoint
     processor_metrics_port: int = 9102  # 0: no /metrics endpoint
     jwt_max_lifetime_seconds: int = 366 * 24 * 3600
@@ -54,6 +56,8 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # LEDGERLINE_KEYRING: the wallets' data keys (common/keyring.py); unset: memos in clear.
     keyring_path: str | None = None
+    # LEDGERLINE_GROUP_INSTANCE_ID: static membership of the process's consumer groups (KIP-345).
+    group_instance_id: str | None = None
 
     @property
     def kafka(self) -> Kafka:
@@ -131,6 +135,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # How long a silent processor keeps its partitions; the broker allows 6 s at least.
         processor_session_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS", 10_000,
                                           6_000, 300_000),
+        # How long the broker lets a processor transaction stay open before it ends it (and
+        # fences the producer): the processor then starts its partitions again from Kafka.
+        processor_transaction_timeout_ms=_int(env, "LEDGERLINE_PROCESSOR_TRANSACTION_TIMEOUT_MS",
+                                              60_000, 1_000, 900_000),
         projector_metrics_port=_int(env, "LEDGERLINE_PROJECTOR_METRICS_PORT", 9101, 0, 65535),
         processor_metrics_port=_int(env, "LEDGERLINE_PROCESSOR_METRICS_PORT", 9102, 0, 65535),
         # The furthest ahead a bearer token's 'exp' may lie (default 366 days, at most 10 years).
@@ -147,7 +155,19 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         anchor_public_key_file=env.get("LEDGERLINE_ANCHOR_PUBLIC_KEY_FILE") or None,
         kafka_security=kafka_security,
         keyring_path=env.get("LEDGERLINE_KEYRING") or None,
+        group_instance_id=_instance_id(env, "LEDGERLINE_GROUP_INSTANCE_ID"),
     )
+
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(env: Mapping[str, str], name: str) -> str | None:
+    """A consumer's ``group.instance.id``: Kafka's legal characters, at most 249 of them."""
+    raw = env.get(name) or None
+    if raw is not None and not _INSTANCE_ID.fullmatch(raw):
+        raise SettingsError(f"{name}={raw!r} must be 1-249 of A-Z a-z 0-9 . _ -")
+    return raw
 
 
 def asyncpg_dsn(url: str) -> str:

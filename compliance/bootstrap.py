@@ -47,8 +47,10 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await asyncio.gather(
             MonitorWorker(settings.kafka, pool, rules, producer, health=health,
-                          metrics=metrics, tracing=tracing).run(stop),
-            CaseWorker(settings.kafka, pool, producer).run(stop),
+                          metrics=metrics, tracing=tracing,
+                          group_instance_id=settings.group_instance_id).run(stop),
+            CaseWorker(settings.kafka, pool, producer,
+                       group_instance_id=settings.group_instance_id).run(stop),
         )
     finally:
         if tracing is not None:

@@ -132,11 +132,13 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no
 class CaseWorker:
     """Consumes ``compliance.commands`` (its own group), decides, appends ``compliance.events``."""
 
-    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                 group_instance_id: str | None = None) -> None:
         self.pool = pool
         self.producer = producer
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap), group_id=CASES_GROUP, enable_auto_commit=False,
+            group_instance_id=group_instance_id,  # static membership (common.settings)
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000)
 
@@ -153,9 +155,22 @@ class CaseWorker:
         self.consumer.subscribe([topics.CASE_COMMANDS], listener=_Seek(self))
         await self.consumer.start()
         backoff = failures.Backoff()
+        unpublished = True  # outcomes a crash left unpublished
+        reread = False  # the positions must be read back from the database before going on
         try:
-            await self.publish()
             while not stop.is_set():
+                if reread or unpublished:
+                    # Database work itself: the database may still be away.
+                    try:
+                        if reread:
+                            await self.seek_to_stored()
+                            reread = False
+                        await self.publish()
+                        unpublished = False
+                    except failures.TRANSIENT as exc:
+                        log.warning("transient failure (%r); retrying", exc)
+                        await backoff.sleep()
+                        continue
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 try:
                     for records in batches.values():
@@ -167,7 +182,7 @@ class CaseWorker:
                 except failures.TRANSIENT as exc:
                     log.warning("transient failure (%r); seeking back and retrying", exc)
                     await backoff.sleep()
-                    await self.seek_to_stored()
+                    reread = True
         finally:
             await self.consumer.stop()
 

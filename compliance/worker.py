@@ -188,12 +188,14 @@ class MonitorWorker:
 
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
                  *, max_records: int = 5_000, health: Health | None = None,
-                 metrics: MonitorMetrics | None = None, tracing: Tracing | None = None) -> None:
+                 metrics: MonitorMetrics | None = None, tracing: Tracing | None = None,
+                 group_instance_id: str | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap), group_id=topics.COMPLIANCE_GROUP, enable_auto_commit=False,
+            group_instance_id=group_instance_id,  # static membership (common.settings)
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
         )
@@ -218,8 +220,18 @@ class MonitorWorker:
         await self.consumer.start()
         backoff = failures.Backoff()
         unpublished = True  # alerts a crash left unpublished; or a publish that failed: again
+        reread = False  # the positions must be read back from the database before going on
         try:
             while not stop.is_set():
+                if reread:
+                    # Itself a database read: the database may still be away.
+                    try:
+                        await self.seek_to_stored()
+                        reread = False
+                    except failures.TRANSIENT as exc:
+                        log.warning("transient failure (%r) reading back the state; retrying", exc)
+                        await backoff.sleep()
+                        continue
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 try:
                     written = await self.monitor.apply({tp.partition: r for tp, r in batches.items() if r})
@@ -230,13 +242,13 @@ class MonitorWorker:
                     backoff.reset()
                 except store.OffsetConflict as exc:
                     log.warning("%s: another instance moved on; re-reading the stored offsets", exc)
-                    await self.seek_to_stored()
+                    reread = True
                 except failures.TRANSIENT as exc:
                     log.warning("transient failure (%r); reading back the state and retrying", exc)
                     if self.metrics is not None:
                         self.metrics.retries.inc()
                     await backoff.sleep()
-                    await self.seek_to_stored()
+                    reread = True
                 self.health.turned(sorted(self.monitor.stored))
                 if self.metrics is not None:
                     for tp in self.consumer.assignment():

@@ -52,8 +52,9 @@ async def run_processor(settings: Settings, stop: asyncio.Event) -> None:
         await Processor(
             settings.kafka, max_records=settings.processor_max_records,
             session_timeout_ms=settings.processor_session_timeout_ms,
+            transaction_timeout_ms=settings.processor_transaction_timeout_ms,
             fault=Fault.from_env(os.environ), metrics=metrics, health=health, sanctions=sanctions,
-            chains=chains(settings), tracing=tracing,
+            chains=chains(settings), tracing=tracing, group_instance_id=settings.group_instance_id,
         ).run(stop)
     finally:
         await sanctions.stop()

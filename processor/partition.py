@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
 
-from common.failures import transient_in_transaction
+from common.failures import Backoff, transient_in_transaction
 from common.kafka import KafkaTarget, client_options
 from common.tracing import Batch, Consumer
 from events import codec, topics
@@ -41,7 +41,6 @@ from processor.wellformed import envelope_problem
 
 log = logging.getLogger("ledgerline.processor")
 
-_RETRY_FOR_SECONDS = 60.0
 #: The producer's pause before retrying a request. A transaction begun right after the previous
 #: commit may hear CONCURRENT_TRANSACTIONS until the broker has written that commit's markers (a
 #: millisecond or two here); the default 100 ms pause would be most of a command's latency.
@@ -57,7 +56,13 @@ def quick_transaction_restarts() -> None:
 
 
 class Fenced(RuntimeError):
-    """A newer processor instance owns this partition; this one must stop writing."""
+    """The broker fenced this partition's producer: a newer instance owns the partition, or the
+    broker ended a transaction that outlived the transaction timeout. Either way nothing more may
+    be written from the state this worker holds."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"partition {partition} is fenced (another instance took it over, or "
+                         "the broker ended its transaction)")
 
 
 class Ids:
@@ -79,7 +84,7 @@ class PartitionWorker:
                  max_records: int, fault: Fault | None = None,
                  on_commit: Callable[[TopicPartition, int], None] | None = None,
                  metrics: ProcessorMetrics | None = None, chain: Chain | None = None,
-                 traced: Consumer | None = None) -> None:
+                 traced: Consumer | None = None, transaction_timeout_ms: int = 60_000) -> None:
         self.tp = tp
         self.traced = traced  # spans of its batches and commands (None: tracing is off)
         self.sanctions: Sanctions | None = None  # the sanctions list and KYC limits, if screened
@@ -104,6 +109,7 @@ class PartitionWorker:
                 linger_ms=0,
                 max_batch_size=512 * 1024,
                 retry_backoff_ms=_RETRY_BACKOFF_MS,
+                transaction_timeout_ms=transaction_timeout_ms,
             )
             for transactional_id in (f"{prefix}-{tp.partition}", f"{prefix}-{tp.partition}-b")
         ]
@@ -153,8 +159,7 @@ class PartitionWorker:
                 try:
                     await self.chain.checkpoint(self.producers[self.turn])
                 except ProducerFenced as exc:
-                    raise Fenced(f"partition {self.tp.partition} was taken over by another "
-                                 "instance") from exc
+                    raise Fenced(self.tp.partition) from exc
                 self.turn ^= 1
                 continue
             self.wake.clear()
@@ -173,7 +178,7 @@ class PartitionWorker:
             await producer.stop()
 
     async def _with_retry(self, records: list[Any]) -> None:
-        delay, deadline = 0.1, time.monotonic() + _RETRY_FOR_SECONDS
+        backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:
                 if self.traced is None:
@@ -183,15 +188,16 @@ class PartitionWorker:
                 return
             except KafkaError as exc:
                 # The transaction was aborted and the in-memory state did not take the batch:
-                # deciding the same records again is safe. Anything else, or a failure that
-                # persists, stops the process: a restart rejoins the group from a clean slate.
-                if not transient_in_transaction(exc) or time.monotonic() > deadline:
+                # deciding the same records again is safe, for as long as the broker is away.
+                # Anything else (a fence, a producer in a state it cannot leave) ends this
+                # worker: the processor lets go of its partitions and takes them again from
+                # what Kafka holds (processor.worker).
+                if not transient_in_transaction(exc):
                     raise
                 log.warning("batch on partition %s failed (%r); retrying", self.tp.partition, exc)
                 if self.metrics is not None:
                     self.metrics.retries.inc()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.sleep()
 
     async def _process_traced(self, records: list[Any]) -> None:
         """:meth:`process` inside the batch's span (common.tracing), ended with its outcome."""
@@ -233,7 +239,7 @@ class PartitionWorker:
                 if self.fault is not None:
                     self.fault.decided(len(records))
         except ProducerFenced as exc:
-            raise Fenced(f"partition {partition} was taken over by another instance") from exc
+            raise Fenced(partition) from exc
         self.states.update(pending)
         if self.chain is not None and sealed is not None:
             self.chain.committed(sealed)

@@ -15,17 +15,27 @@ from an offset read *before* the new owner's fence went up. :meth:`Processor.tak
 fences first, reads the committed offset again and seeks to it; the loop drops any fetch that
 straddles a rebalance (``generation``) and seeks back to what each worker has been handed.
 A revocation waits for the worker's batch in flight to commit.
+
+Fenced, or a producer that cannot go on: the processor lets go of every partition, drops the state
+it held, closes its consumer and joins the group again with a new one, as a restarted process
+would; each partition it is then given is fenced and its state read back from Kafka before a
+record is decided. Nothing is committed from the state held before, which may be stale. It is the
+same whether another instance took the partition over or the broker ended a transaction that
+outlived the transaction timeout (an outage longer than that): the broker's answer is the same
+fence, and the rejoin is right for both.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from common.failures import Backoff
 from common.kafka import KafkaTarget, client_options
 from common.ops import Health
 from common.tracing import Tracing
@@ -42,6 +52,8 @@ log = logging.getLogger("ledgerline.processor")
 
 #: At most this often, the group's offsets are moved to what the workers have committed.
 OFFSETS_EVERY_SECONDS = 0.2
+#: A membership that lasted this long before it had to rejoin starts the backoff afresh.
+STABLE_SECONDS = 30.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
@@ -68,7 +80,8 @@ class Processor:
                  max_records: int = 10_000, session_timeout_ms: int = 10_000,
                  fault: Fault | None = None, metrics: ProcessorMetrics | None = None,
                  health: Health | None = None, sanctions: Sanctions | None = None,
-                 chains: Callable[[str], Chain] = Chain, tracing: Tracing | None = None) -> None:
+                 chains: Callable[[str], Chain] = Chain, tracing: Tracing | None = None,
+                 transaction_timeout_ms: int = 60_000, group_instance_id: str | None = None) -> None:
         quick_transaction_restarts()
         self.traced = None if tracing is None else tracing.consumer(topics.COMMANDS, group)
         self.sanctions = sanctions
@@ -85,14 +98,23 @@ class Processor:
         self.failure: BaseException | None = None
         self.decided: dict[TopicPartition, int] = {}  # committed by a worker, not yet by the group
         self.decided_more = asyncio.Event()
-        self.consumer = AIOKafkaConsumer(
-            **client_options(bootstrap),
-            group_id=group,
+        self.session_timeout_ms = session_timeout_ms
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.group_instance_id = group_instance_id
+        self.consumer = self._consumer()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **client_options(self.bootstrap),
+            group_id=self.group,
+            # Static membership: a restarted instance takes its partitions back at once rather
+            # than after the dead member's session (see common.settings, docs/faults.md).
+            group_instance_id=self.group_instance_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             max_poll_interval_ms=60_000,
-            session_timeout_ms=session_timeout_ms,
+            session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -102,22 +124,36 @@ class Processor:
         self.paused.clear()
         if self.failure is not None:
             return  # stopping: a fenced instance must not take partitions (and fence others)
-        for tp in sorted(assigned):
-            if tp in self.workers:
-                continue
-            worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
-                                     max_records=self.max_records, fault=self.fault,
-                                     on_commit=self._decided, metrics=self.metrics,
-                                     chain=self.chains(f"{self.group}-tx-{tp.partition}"),
-                                     traced=self.traced)
-            worker.sanctions = self.sanctions
-            await worker.start(self._committed)
+        fresh = [self._worker(tp) for tp in sorted(assigned) if tp not in self.workers]
+        # The partitions are fenced and recovered side by side: each waits mostly on the broker
+        # (ending the old owner's transactions, reading its snapshots), and one after another a
+        # restarted processor took ~1.5 s a partition before deciding anything.
+        started = await asyncio.gather(*(w.start(self._committed) for w in fresh),
+                                       return_exceptions=True)
+        failed = [r for r in started if isinstance(r, BaseException)]
+        if failed:
+            for worker in fresh:  # none of them decides anything: close what each opened
+                with contextlib.suppress(Exception):
+                    await worker.stop()
+            raise failed[0]
+        for worker in fresh:
+            tp = worker.tp
             self.consumer.seek(tp, worker.next_offset)
             worker.task = asyncio.create_task(worker.run(), name=f"partition-{tp.partition}")
             worker.task.add_done_callback(self._worker_done)
             self.workers[tp] = worker
         log.info("assigned partitions %s", sorted(tp.partition for tp in self.workers))
         self._owned()
+
+    def _worker(self, tp: TopicPartition) -> PartitionWorker:
+        worker = PartitionWorker(self.bootstrap, tp, f"{self.group}-tx",
+                                 max_records=self.max_records, fault=self.fault,
+                                 on_commit=self._decided, metrics=self.metrics,
+                                 chain=self.chains(f"{self.group}-tx-{tp.partition}"),
+                                 traced=self.traced,
+                                 transaction_timeout_ms=self.transaction_timeout_ms)
+        worker.sanctions = self.sanctions
+        return worker
 
     async def release(self, revoked: Any) -> None:
         self.generation += 1
@@ -165,6 +201,29 @@ class Processor:
             self.failure = task.exception()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Decide until ``stop``; fenced (or a producer that cannot go on), join again afresh."""
+        backoff = Backoff(first=0.5, cap=10.0)
+        while True:
+            joined = time.monotonic()
+            try:
+                await self._member(stop)
+                return
+            except (Fenced, KafkaError) as exc:
+                if stop.is_set():
+                    raise
+                if time.monotonic() - joined > STABLE_SECONDS:
+                    backoff.reset()
+                log.warning("%s; this instance must not write from the state it held: it lets go "
+                            "of every partition and joins the group again", exc)
+                self.failure = None
+                self.generation += 1
+                self.paused.clear()
+                self.decided.clear()
+                self.consumer = self._consumer()
+                await backoff.sleep()
+
+    async def _member(self, stop: asyncio.Event) -> None:
+        """One membership of the group, with one consumer, until ``stop`` or a failure."""
         self.consumer.subscribe([topics.COMMANDS], listener=_Rebalance(self))
         await self.consumer.start()
         reporter = asyncio.create_task(self._commit_offsets(), name="group-offsets")
@@ -183,9 +242,6 @@ class Processor:
                         worker.offer(records)
                 self._pace()
                 self.health.turned()
-        except Fenced as exc:
-            log.error("stopping: %s; this instance must not write any more", exc)
-            raise
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -193,6 +249,8 @@ class Processor:
             # Workers first: their batches in flight commit while this instance still owns them.
             for worker in list(self.workers.values()):
                 await worker.stop()
+            self.workers.clear()
+            self._owned()
             await self.consumer.stop()
 
     def _rewind(self) -> None:

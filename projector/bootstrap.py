@@ -36,7 +36,8 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     tracing = setup_tracing(os.environ, "projector")
     try:
         await Projector(settings.kafka, pool, metrics=registry, health=health,
-                        keys=_keys(settings), tracing=tracing).run(stop)
+                        keys=_keys(settings), tracing=tracing,
+                        group_instance_id=settings.group_instance_id).run(stop)
     finally:
         if tracing is not None:
             tracing.shutdown()

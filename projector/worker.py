@@ -389,13 +389,15 @@ class Projector:
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, *, group: str = topics.PROJECTOR_GROUP,
                  projection: str = PROJECTION, max_records: int = 20_000,
                  metrics: ProjectorMetrics | None = None, health: Health | None = None,
-                 keys: KeyStore | None = None, tracing: Tracing | None = None) -> None:
+                 keys: KeyStore | None = None, tracing: Tracing | None = None,
+                 group_instance_id: str | None = None) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
         self.consumer = AIOKafkaConsumer(
             **client_options(bootstrap),
             group_id=group,
+            group_instance_id=group_instance_id,  # static membership (common.settings)
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",

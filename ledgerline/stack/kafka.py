@@ -69,6 +69,9 @@ log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
 log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
+# A few lines per start that say where a restart's time goes (bench/broker_restart.py).
+log4j.logger.kafka.log.LogManager=INFO
+log4j.logger.kafka.server.BrokerLifecycleManager=INFO
 """
 
 
@@ -460,6 +463,10 @@ class KafkaBroker(ChildServer):
             # registration backoff made a restart after a crash take ~15 s; this makes it ~6 s.
             "broker.heartbeat.interval.ms": "500",
             "broker.session.timeout.ms": "3000",
+            # A transaction that outlived its timeout (its producer gone, or the broker away
+            # longer than that) is ended within a second of it, not ten: until then it holds
+            # back every read_committed reader of its partitions.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         }
         if self.security is not None:
             settings.update(self._secure_properties())

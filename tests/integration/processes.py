@@ -76,7 +76,11 @@ class Processors:
 @contextlib.contextmanager
 def own_processors(running: Running, test: str) -> Iterator[Processors]:
     """Stop the stack's processor, hand the test processors of its own, and start the stack's
-    processor again afterwards for the tests that follow."""
+    processor again afterwards for the tests that follow.
+
+    The stack's processor is a static member of the group (``processor-0``): stopped, it does not
+    leave, so the test's processors (dynamic members) are given partitions only once its session
+    has timed out (10 s). Each test processor waits for its assignment in the log."""
     services = running.services
     theirs = services.children.get("processor")
     if theirs is not None and theirs.poll() is None:
