@@ -25,6 +25,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from common.kafka import client_options
 from ledgerline import local
 from ledgerline.stack.kafka import KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.ports import free_port
@@ -70,7 +71,7 @@ def _show(phases: dict[str, float]) -> str:
 
 async def _fill(bootstrap: str, partitions: int, records: int) -> None:
     await ensure_topics(bootstrap, partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         value = b"x" * 300

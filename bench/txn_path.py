@@ -168,6 +168,7 @@ async def _processor(bootstrap: str, commands: int, gap: float, seconds_idle: fl
     from aiokafka import AIOKafkaProducer
     from aiokafka.client import AIOKafkaClient
 
+    from common.kafka import client_options
     from events import codec, topics
     from events.keys import wallet_key
     from events.messages import InitiateTransfer
@@ -178,7 +179,8 @@ async def _processor(bootstrap: str, commands: int, gap: float, seconds_idle: fl
     from processor.worker import Processor
 
     group = f"txnpath-proc-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks="all", enable_idempotence=True,
+                                linger_ms=0)
     await producer.start()
     partitioner = Partitioner(sorted(await producer.partitions_for(topics.COMMANDS)))
     payers = [w for w in (f"{group}-w{i}" for i in range(400))

@@ -50,8 +50,9 @@ async def _kill_mid_batch(running: Running, pool: asyncpg.Pool, seconds: float =
             killed = True
             break
         await asyncio.sleep(0.002)
-    running.services.children["compliance"].wait(10)
-    running.services.restart_dead()
+    if killed:
+        running.services.children["compliance"].wait(10)
+        running.services.restart_dead()
     return killed
 
 
@@ -77,12 +78,27 @@ async def test_sigkill_mid_batch_three_times_alerts_equal_a_clean_replay(
     ledger = await Ledger(http, running).start()
     payers = [unique("payer") for _ in range(6)]
     leaves = [unique("leaf") for _ in range(5)]
-    work = asyncio.create_task(_workload(ledger, payers, leaves, seed=7))
+    # A batch of the monitor's is a few milliseconds: small payments keep it busy until it has
+    # been caught in one three times (the workload alone may be over before that).
+    keep_busy = asyncio.Event()
+    trickler, sink = unique("trickle"), unique("sink")
+    await ledger.fund(trickler, 1_000_000)
+
+    async def trickle() -> None:
+        while not keep_busy.is_set():
+            await ledger.send(trickler, sink, 1)
+
+    work = asyncio.gather(_workload(ledger, payers, leaves, seed=7), trickle())
     kills = 0
-    for _ in range(3):
-        await asyncio.sleep(1.0)
-        kills += await _kill_mid_batch(running, pool)
-    await work
+    try:
+        for _ in range(6):
+            await asyncio.sleep(1.0)
+            kills += await _kill_mid_batch(running, pool)
+            if kills == 3:
+                break
+    finally:
+        keep_busy.set()
+        await work
     assert kills == 3, "the monitor was not caught in a batch three times"
     await monitor_caught_up(running, seconds=90)
 

@@ -37,7 +37,8 @@ class Producer:
         self.refuse = 0
         self.lose = 0
 
-    async def send(self, _topic: str, value: bytes, key: bytes) -> "asyncio.Future[None]":
+    async def send(self, _topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> "asyncio.Future[None]":
         if self.refuse:
             self.refuse -= 1
             raise KafkaConnectionError("broker away")
