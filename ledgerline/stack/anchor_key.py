@@ -5,13 +5,12 @@ secrets, and ``anchor-key.pub`` (its public key, PEM, readable by all): the file
 verifiers (``ledgerline audit --verify-chain --public-key``).
 """
 
-import contextlib
-import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledgerline.stack.secret_files import write_new
 
 PRIVATE_FILE = "anchor-key.pem"
 PUBLIC_FILE = "anchor-key.pub"
@@ -21,27 +20,16 @@ def kept_signing_key(home: Path) -> tuple[Path, Path]:
     """(private, public) key files in ``home``, made on first use; the private one 0600."""
     home.mkdir(parents=True, exist_ok=True)
     private, public = home / PRIVATE_FILE, home / PUBLIC_FILE
-    try:
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if stat.S_IMODE(private.stat().st_mode) & 0o077:
-            private.chmod(0o600)
-        key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{private} does not hold an Ed25519 private key") from None
+    made = Ed25519PrivateKey.generate()
+    if write_new(private, made.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())):
+        key = made
     else:
-        key = Ed25519PrivateKey.generate()
-        try:
-            os.write(fd, key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                private.unlink()
-            raise
-        os.close(fd)
+        kept = serialization.load_pem_private_key(private.read_bytes(), password=None)
+        if not isinstance(kept, Ed25519PrivateKey):
+            raise ValueError(f"{private} does not hold an Ed25519 private key") from None
+        key = kept
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     if not public.is_file() or public.read_bytes() != pem:

@@ -17,12 +17,23 @@ def kept_secret(path: Path, nbytes: int = 32) -> tuple[str, bool]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(nbytes)
+    if write_new(path, value.encode()):
+        return value, True
+    return _read(path), False
+
+
+def write_new(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` if there is no such file yet, created 0600 in one step (never
+    readable by others, not even for a moment); False if the file was there. A file that was
+    there and readable by others is narrowed to 0600."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read(path), False
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+        return False
     try:
-        os.write(fd, value.encode())
+        os.write(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -30,12 +41,10 @@ def kept_secret(path: Path, nbytes: int = 32) -> tuple[str, bool]:
             path.unlink()
         raise
     os.close(fd)
-    return value, True
+    return True
 
 
 def _read(path: Path) -> str:
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o600)
     kept = path.read_text().strip()
     if not kept:
         raise StackError(f"{path} is empty; remove it to have a new secret made")
