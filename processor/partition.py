@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.producer import sender as aiokafka_sender
@@ -53,6 +54,29 @@ def quick_transaction_restarts() -> None:
     a worker with commands waiting begins its next transaction right after a commit, so it
     would pay those 20 ms on most transactions under load. Called once, at start-up."""
     aiokafka_sender.BACKOFF_OVERRIDE = _RETRY_BACKOFF_MS / 1000
+
+
+#: How long follow-ups that decide nothing may wait for a command to share a transaction with
+#: (``PartitionWorker._hold_follow_ups``); also how far the checkpoint may trail them.
+FOLLOW_UP_HOLD_SECONDS = 0.25
+_DECIDE_NOTHING = frozenset({"ApplyCredit", "ApplySettlement", "ApplyBurn"})
+
+
+class _Kind(msgspec.Struct):
+    type: str = ""
+
+
+_kind_decoder = msgspec.json.Decoder(_Kind)
+
+
+def _decides_nothing(record: Any) -> bool:
+    """Whether ``record`` is a follow-up whose events are already written (see
+    ``decide.consequences``). Read for timing only: whatever it says, every record is decided
+    in order; one that does not parse is not held."""
+    try:
+        return _kind_decoder.decode(record.value).type in _DECIDE_NOTHING
+    except (msgspec.DecodeError, TypeError):
+        return False
 
 
 class Fenced(RuntimeError):
@@ -152,9 +176,7 @@ class PartitionWorker:
     async def run(self) -> None:
         while not self.closing:
             quiet = self.chain.quiet_for() if self.chain is not None else None
-            try:
-                await asyncio.wait_for(self.wake.wait(), quiet)
-            except TimeoutError:  # idle with heads no checkpoint names yet: publish one
+            if not await self._woken(quiet):  # idle with heads no checkpoint names yet: publish one
                 assert self.chain is not None
                 try:
                     await self.chain.checkpoint(self.producers[self.turn])
@@ -163,9 +185,48 @@ class PartitionWorker:
                 self.turn ^= 1
                 continue
             self.wake.clear()
+            await self._hold_follow_ups()
             while self.inbox and not self.closing:
                 records, self.inbox = self.inbox[: self.max_records], self.inbox[self.max_records :]
                 await self._with_retry(records)
+
+    async def _woken(self, seconds: float | None) -> bool:
+        """Wait until :meth:`offer` or :meth:`stop` wakes the worker, at most ``seconds`` (None:
+        no limit); False if the time ran out. ``asyncio.timeout``, not ``wait_for``: on Python
+        3.11 ``wait_for`` returns normally when it is cancelled just as the event is set, and a
+        task that swallows its cancellation keeps a process from exiting."""
+        try:
+            async with asyncio.timeout(None if seconds is None else max(0.0, seconds)):
+                await self.wake.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _hold_follow_ups(self) -> None:
+        """Group commit for follow-ups that decide nothing: while everything queued is such a
+        follow-up, wait up to ``FOLLOW_UP_HOLD_SECONDS`` for a command that decides something,
+        and commit them with it.
+
+        Nobody waits for these: their events were written, and became visible, with the payer's
+        transaction; they only bring this partition's state up to date. A command of this
+        aggregate's that comes later is behind them in the partition, so it is decided after
+        them, in the same batch, whatever the hold; and until they are committed the checkpoint
+        is before them, so a restart reads them again. At low rates they were half of the
+        processor's transactions (a transfer's debit, then its payee's credit follow-up alone);
+        any other command goes at once, as before. Measured by ``bench.txn_path`` (the whole
+        processor, lone transfers 50 ms apart, beside the version without the hold on the same
+        broker): 2.0 -> 1.22 transactions per transfer, 5,906-5,939 -> 4,871-4,934 Python calls.
+        """
+        deadline = time.monotonic() + FOLLOW_UP_HOLD_SECONDS
+        held = 0  # the queued records known to be such follow-ups
+        while not self.closing:
+            while held < len(self.inbox) and _decides_nothing(self.inbox[held]):
+                held += 1
+            if not self.inbox or held < len(self.inbox):
+                return
+            self.wake.clear()
+            if not await self._woken(deadline - time.monotonic()):
+                return
 
     async def stop(self) -> None:
         """Finish the batch in flight, drop the queued records (the next owner resumes at the

@@ -96,6 +96,7 @@ class Processor:
         self.paused: set[TopicPartition] = set()
         self.generation = 0
         self.failure: BaseException | None = None
+        self.leaving = False  # this membership is ending: no partition may be taken any more
         self.decided: dict[TopicPartition, int] = {}  # committed by a worker, not yet by the group
         self.decided_more = asyncio.Event()
         self.session_timeout_ms = session_timeout_ms
@@ -122,20 +123,27 @@ class Processor:
     async def take(self, assigned: Any) -> None:
         self.generation += 1
         self.paused.clear()
-        if self.failure is not None:
+        if self.failure is not None or self.leaving:
             return  # stopping: a fenced instance must not take partitions (and fence others)
         fresh = [self._worker(tp) for tp in sorted(assigned) if tp not in self.workers]
         # The partitions are fenced and recovered side by side: each waits mostly on the broker
         # (ending the old owner's transactions, reading its snapshots), and one after another a
         # restarted processor took ~1.5 s a partition before deciding anything.
-        started = await asyncio.gather(*(w.start(self._committed) for w in fresh),
-                                       return_exceptions=True)
+        try:
+            started = await asyncio.gather(*(w.start(self._committed) for w in fresh),
+                                           return_exceptions=True)
+        except asyncio.CancelledError:  # the consumer is stopping (its rebalance is cancelled)
+            await _close(fresh)
+            raise
         failed = [r for r in started if isinstance(r, BaseException)]
-        if failed:
-            for worker in fresh:  # none of them decides anything: close what each opened
-                with contextlib.suppress(Exception):
-                    await worker.stop()
-            raise failed[0]
+        if failed or self.leaving:
+            # None of them decides anything: close what each opened. Leaving: the stop signal
+            # came while they started, and the member has already stopped the workers it had;
+            # these would run on, deciding, after the process meant to exit.
+            await _close(fresh)
+            if failed:
+                raise failed[0]
+            return
         for worker in fresh:
             tp = worker.tp
             self.consumer.seek(tp, worker.next_offset)
@@ -224,6 +232,7 @@ class Processor:
 
     async def _member(self, stop: asyncio.Event) -> None:
         """One membership of the group, with one consumer, until ``stop`` or a failure."""
+        self.leaving = False
         self.consumer.subscribe([topics.COMMANDS], listener=_Rebalance(self))
         await self.consumer.start()
         reporter = asyncio.create_task(self._commit_offsets(), name="group-offsets")
@@ -243,6 +252,7 @@ class Processor:
                 self._pace()
                 self.health.turned()
         finally:
+            self.leaving = True
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
@@ -268,3 +278,10 @@ class Processor:
             elif len(worker.inbox) < self.max_records and tp in self.paused:
                 self.consumer.resume(tp)
                 self.paused.discard(tp)
+
+
+async def _close(workers: list[PartitionWorker]) -> None:
+    """Stop workers that never ran, closing whatever each opened."""
+    for worker in workers:
+        with contextlib.suppress(Exception):
+            await worker.stop()
