@@ -136,6 +136,8 @@ class Processor:
             await _close(fresh)
             raise
         failed = [r for r in started if isinstance(r, BaseException)]
+        if self.fault is not None and not failed:
+            await self.fault.taking()
         if failed or self.leaving:
             # None of them decides anything: close what each opened. Leaving: the stop signal
             # came while they started, and the member has already stopped the workers it had;
