@@ -231,12 +231,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--against", type=Path, help="an earlier checkout, measured first in the same run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measured rate")
-    parser.add_argument("--jvm", choices=("local", "throughput"), default="local",
-                        help="this version's broker JVM: make up's (local) or the steady-state one")
+    parser.add_argument("--jvm", choices=("steady", "quick-start"), default="steady",
+                        help="this version's broker JVM: make up's steady-state one (the default) "
+                             "or the tests' quick-start one")
     parser.add_argument("--this-first", action="store_true",
                         help="measure this version first (the machine's load drifts: run both orders)")
     args = parser.parse_args()
-    jvm = THROUGHPUT_JVM_OPTS if args.jvm == "throughput" else STARTUP_JVM_OPTS
+    jvm = THROUGHPUT_JVM_OPTS if args.jvm == "steady" else STARTUP_JVM_OPTS
     versions = [(f"this version ({args.jvm} JVM)", Path(__file__).resolve().parent.parent, jvm)]
     if args.against:
         # The earlier version's make up started the broker with the quick-start options.

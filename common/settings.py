@@ -46,6 +46,8 @@ class Settings:
     unavailable_seconds: float = 5.0  # the longest an API waits for an absent broker or database
     compliance_metrics_port: int = 9103  # 0: no /metrics endpoint
     compliance_rules: str | None = None  # the monitor's rules file; None: the one it ships with
+    # How long the broker may hold the monitor's fetch to gather more events (0: answer at once).
+    compliance_batch_wait_ms: int = 100
     # The hash chain's signed checkpoints (docs/audit.md): the processor's Ed25519 private key
     # (PEM), the file it appends each checkpoint to, how often; the public key verifiers trust.
     anchor_key_file: str | None = None
@@ -149,6 +151,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         unavailable_seconds=float(_int(env, "LEDGERLINE_UNAVAILABLE_SECONDS", 5, 1, 60)),
         compliance_metrics_port=_int(env, "LEDGERLINE_COMPLIANCE_METRICS_PORT", 9103, 0, 65535),
         compliance_rules=env.get("LEDGERLINE_COMPLIANCE_RULES") or None,
+        # At low rates the monitor would otherwise fetch, evaluate and write once per event:
+        # waiting up to this long for more is most of its cost saved, for as much alert latency.
+        compliance_batch_wait_ms=_int(env, "LEDGERLINE_COMPLIANCE_BATCH_WAIT_MS", 100, 0, 5_000),
         anchor_key_file=env.get("LEDGERLINE_ANCHOR_KEY_FILE") or None,
         anchor_file=env.get("LEDGERLINE_ANCHOR_FILE") or None,
         anchor_every_seconds=_int(env, "LEDGERLINE_ANCHOR_EVERY_SECONDS", 10, 1, 24 * 3600),

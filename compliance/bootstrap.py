@@ -48,7 +48,8 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.gather(
             MonitorWorker(settings.kafka, pool, rules, producer, health=health,
                           metrics=metrics, tracing=tracing,
-                          group_instance_id=settings.group_instance_id).run(stop),
+                          group_instance_id=settings.group_instance_id,
+                          batch_wait_ms=settings.compliance_batch_wait_ms).run(stop),
             CaseWorker(settings.kafka, pool, producer,
                        group_instance_id=settings.group_instance_id).run(stop),
         )

@@ -178,6 +178,11 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no
         await self.worker.seek_to_stored()
 
 
+#: What the monitor's fetch waits for when it batches (``batch_wait_ms``): enough that only a
+#: backlog fills it.
+BATCH_BYTES = 512 * 1024
+
+
 class MonitorWorker:
     """The live monitor: one member of consumer group ``ledger-compliance``.
 
@@ -189,7 +194,7 @@ class MonitorWorker:
     def __init__(self, bootstrap: KafkaTarget, pool: asyncpg.Pool, rules: RuleSet, producer: AIOKafkaProducer,
                  *, max_records: int = 5_000, health: Health | None = None,
                  metrics: MonitorMetrics | None = None, tracing: Tracing | None = None,
-                 group_instance_id: str | None = None) -> None:
+                 group_instance_id: str | None = None, batch_wait_ms: int = 0) -> None:
         self.pool = pool
         self.max_records = max_records
         self.health = health or Health()
@@ -198,6 +203,11 @@ class MonitorWorker:
             group_instance_id=group_instance_id,  # static membership (common.settings)
             isolation_level="read_committed", auto_offset_reset="earliest",
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
+            # Batching at low rates: the broker holds a fetch until BATCH_BYTES have gathered
+            # or batch_wait_ms has passed (a backlog fills it at once). With 0, every event is
+            # fetched, evaluated and written on its own (docs/compliance.md, "Performance").
+            fetch_min_bytes=BATCH_BYTES if batch_wait_ms else 1,
+            fetch_max_wait_ms=batch_wait_ms or 500,
         )
         self.producer = producer  # started and stopped by the caller
         self.metrics = metrics

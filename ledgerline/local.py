@@ -31,7 +31,7 @@ from ledgerline.stack import StackError
 from ledgerline.stack._aio import run_sync
 from ledgerline.stack.anchor_key import kept_signing_key
 from ledgerline.stack.child import ChildServer
-from ledgerline.stack.kafka import STARTUP_JVM_OPTS, KafkaBroker, ensure_kafka_jars
+from ledgerline.stack.kafka import STARTUP_JVM_OPTS, THROUGHPUT_JVM_OPTS, KafkaBroker, ensure_kafka_jars
 from ledgerline.stack.postgres import APP_PASSWORD_FILE, LocalPostgres
 from ledgerline.stack.secret_files import kept_secret
 from ledgerline.stack.supervisor import Part, Supervisor
@@ -94,8 +94,8 @@ class Infra:
 def start_infra(settings: Settings, home: Path, cache: Path, env: Mapping[str, str], *,
                 jvm_opts: Sequence[str] = STARTUP_JVM_OPTS, secure: bool = False) -> Infra:
     """Start what ``env`` does not point at (the broker, the database), create the topics and
-    migrate. ``jvm_opts``: the broker's JVM, quick to start by default; benchmarks pass
-    :data:`THROUGHPUT_JVM_OPTS`. ``secure``: the secure profile (docs/security.md): TLS and
+    migrate. ``jvm_opts``: the broker's JVM, quick to start by default (tests); ``make up`` and
+    the benchmarks pass :data:`THROUGHPUT_JVM_OPTS`. ``secure``: the secure profile (docs/security.md): TLS and
     SASL/SCRAM with ACLs on the broker, TLS and a role per process on the database, each in a
     folder of its own (``kafka-secure``, ``postgres-secure``)."""
     infra = Infra(settings.kafka_bootstrap, settings.database_url, settings.database_url,
@@ -440,7 +440,10 @@ def run_local_stack(settings: Settings, *, demo: bool = True, secure: bool = Fal
     _stop_on_signals()
     try:
         # stops what it started if stopped
-        infra = start_infra(settings, home, cache_dir(env), env, secure=secure)
+        # The broker in its steady-state JVM: under a second more to start, and then faster for as
+        # long as the stack runs (ledgerline.stack.kafka).
+        infra = start_infra(settings, home, cache_dir(env), env, jvm_opts=THROUGHPUT_JVM_OPTS,
+                            secure=secure)
     except KeyboardInterrupt:
         log.info("stopped while starting")
         return
