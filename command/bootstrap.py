@@ -43,6 +43,7 @@ from command.producer import command_producer
 from common.httpserver import serve
 from common.kafka import uvloop_safe
 from common.keyring import LocalKeyring
+from common.pg import keep_session
 from common.runtime import settle_heap
 from common.settings import Settings, asyncpg_dsn
 from common.tokens import Verified
@@ -50,11 +51,6 @@ from common.tracing import Tracing
 from common.tracing import setup as setup_tracing
 
 log = logging.getLogger("ledgerline.command_api")
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """No reset round trip when a connection goes back to the pool: this API never changes a
-    session's settings, holds no advisory locks or cursors, and listens on its own connection."""
 
 
 def create_app(settings: Settings, tracing: Tracing | None = None) -> CommandApi:
@@ -66,7 +62,7 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> CommandApi
         dsn = asyncpg_dsn(settings.database_url)
         # Bounded: with the database away, connecting and every statement give up in time.
         bound = settings.unavailable_seconds
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=_keep_session,
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, reset=keep_session,
                                          timeout=bound, command_timeout=bound)
         producer = command_producer(settings.kafka)
         await producer.start()

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from common import runtime
 from common.kafka import client_options
 from common.ops import Health, listen
+from common.pg import keep_session
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from common.tracing import setup as setup_tracing
 from compliance import rules as rules_file
@@ -34,7 +35,8 @@ async def run_monitor(settings: Settings, stop: asyncio.Event) -> None:
     rules = load_rules(settings)
     log.info("compliance rules version %s (sha256 %s)", rules.version, rules.digest[:12])
     pool = await asyncpg.create_pool(asyncpg_dsn(settings.database_url), min_size=1, max_size=2,
-                                     server_settings={"application_name": "ledgerline-compliance"})
+                                     server_settings={"application_name": "ledgerline-compliance"},
+                                     reset=keep_session)
     health, metrics = Health(), MonitorMetrics()
     server = None
     if settings.compliance_metrics_port:

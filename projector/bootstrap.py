@@ -15,6 +15,7 @@ from common import runtime
 from common.kafka import uvloop_safe
 from common.keyring import LocalKeyring
 from common.ops import Health, listen
+from common.pg import keep_session
 from common.settings import Settings, SettingsError, asyncpg_dsn
 from common.tracing import setup as setup_tracing
 from projector import dlq, metrics, rebuild, shadow
@@ -25,7 +26,10 @@ log = logging.getLogger("ledgerline.projector")
 
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     dsn = asyncpg_dsn(settings.database_url)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION)
+    # keep_session: a batch only sets what it needs with SET LOCAL and takes transaction-level
+    # advisory locks; the swap listener has its own connection.
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3, server_settings=SESSION,
+                                     reset=keep_session)
     listener = await shadow.follow_swaps(pool, dsn)
     registry = metrics.ProjectorMetrics()
     health = Health()
