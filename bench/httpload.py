@@ -30,6 +30,7 @@ class Result:
     failed: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (scheduled, latency) s
     first_failure: str | None = None
     statuses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
 
@@ -151,6 +152,7 @@ async def open_loop(host: str, port: int, requests: Requests, expect: Expect, ra
             return
         status, body = await conn.exchange(requests.next())
         result.latencies.append(clock() - scheduled)
+        result.timeline.append((scheduled - start, result.latencies[-1]))
         _check(result, status, body, expect)
         idle.append(conn)
 
@@ -187,8 +189,11 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         result = await closed_loop(host, port, requests, expect, spec["connections"], spec["seconds"])
     else:
         result = await open_loop(host, port, requests, expect, spec["rate"], spec["seconds"])
-    return {**result.summary(), "client_cpu_s": round(time.process_time() - cpu, 2), "warmup_ok": warm.ok,
-            "warmup_statuses": warm.statuses}
+    out = {**result.summary(), "client_cpu_s": round(time.process_time() - cpu, 2), "warmup_ok": warm.ok,
+           "warmup_statuses": warm.statuses}
+    if spec.get("timeline"):  # when each request was due, and its latency: to see when the slow ones come
+        out["timeline"] = [(round(t, 4), round(lat * 1000, 2)) for t, lat in result.timeline]
+    return out
 
 
 def event_loop_runner() -> Any:
