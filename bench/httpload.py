@@ -31,6 +31,7 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (scheduled, latency) s
+    started: float = 0.0  # the open loop's start on the monotonic clock (shared by processes)
     first_failure: str | None = None
     statuses: dict[int, int] = field(default_factory=dict)  # answers by HTTP status
 
@@ -168,6 +169,7 @@ async def open_loop(host: str, port: int, requests: Requests, expect: Expect, ra
         tasks.append(asyncio.create_task(fire(scheduled)))
     await asyncio.gather(*tasks)
     result.seconds = seconds
+    result.started = start
     for conn in idle:
         conn.close()
     return result
@@ -193,6 +195,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
            "warmup_statuses": warm.statuses}
     if spec.get("timeline"):  # when each request was due, and its latency: to see when the slow ones come
         out["timeline"] = [(round(t, 4), round(lat * 1000, 2)) for t, lat in result.timeline]
+        out["timeline_start"] = result.started
     return out
 
 
