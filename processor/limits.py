@@ -21,6 +21,9 @@ from events.messages import (
 )
 
 WINDOW = timedelta(hours=24)
+#: Debits are kept summed per asset and minute, so a wallet's snapshot stays bounded however
+#: busy the wallet (it is written whole with every transaction that touches the wallet).
+BUCKET = timedelta(minutes=1)
 
 
 class Debit(msgspec.Struct, frozen=True, array_like=True):
@@ -68,8 +71,32 @@ def over_limit(debits: Sequence[Debit], limits: Mapping[str, int] | None, comman
 
 
 def track(debits: tuple[Debit, ...], events: Sequence[object], at: datetime) -> tuple[Debit, ...] | None:
-    """A wallet's debits after a decision (older than 24 hours dropped); None: unchanged."""
+    """A wallet's debits after a decision (older than 24 hours dropped); None: unchanged.
+
+    A debit is kept as made at the end of its minute and added to a debit of the same asset
+    already kept there: it then counts toward the 24 hours up to a minute longer than it
+    happened, never shorter, so a limit may refuse up to a minute early at the window's edge and
+    never lets more through. A busy wallet keeps at most one entry per asset and minute instead
+    of one per debit (a hot wallet's snapshot would otherwise grow with its day)."""
     new = debits_of(events, at)
     if not new:
         return None
-    return (*recent(debits, at), *new)
+    kept = list(recent(debits, at))
+    for debit in new:
+        end = _minute_end(debit.at)
+        merged = False
+        for i in range(len(kept) - 1, -1, -1):  # this minute's entries are the last ones
+            if kept[i].at != end:
+                break
+            if kept[i].asset == debit.asset:
+                kept[i] = Debit(end, debit.asset, str(int(kept[i].amount) + int(debit.amount)))
+                merged = True
+                break
+        if not merged:
+            kept.append(Debit(end, debit.asset, debit.amount))
+    return tuple(kept)
+
+
+def _minute_end(at: datetime) -> datetime:
+    start = at.replace(second=0, microsecond=0)
+    return start if start == at else start + BUCKET

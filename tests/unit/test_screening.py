@@ -56,3 +56,35 @@ def test_kyc_limits_count_a_wallets_debits_of_the_last_24_hours_per_asset() -> N
     assert over_limit(debits, {"BOND": 1}, send, t0) is None  # USDX is not limited
     assert over_limit(debits, None, send, t0) is None
     assert track(debits, [], t0) is None  # nothing debited: the snapshot keeps what it had
+
+
+def test_kyc_debits_are_kept_per_asset_and_minute_counted_until_the_minute_ends() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from events.messages import TransferConfirmed
+    from processor.limits import Debit, over_limit, track
+
+    def sent(asset: str, amount: int) -> list[object]:
+        return [TransferConfirmed(transfer_id="t", source="a", target="b", asset=asset, amount=amount,
+                                  available_after=0, held_after=0)]
+
+    t0 = datetime(2026, 12, 1, 10, 0, 20, tzinfo=UTC)
+    debits: tuple[Debit, ...] = ()
+    for i in range(500):  # a busy wallet: 500 debits within a minute and a half
+        at = t0 + timedelta(milliseconds=180 * i)
+        debits = track(debits, sent("USDX" if i % 5 else "BOND", 2), at) or debits
+    assert len(debits) <= 4, debits  # two minutes, two assets
+    assert sum(int(d.amount) for d in debits if d.asset == "USDX") == 2 * 400
+    assert sum(int(d.amount) for d in debits if d.asset == "BOND") == 2 * 100
+    send = InitiateTransfer(transfer_id="t", source="a", target="b", asset="USDX", amount=1)
+    # The first debit (10:00:20) counts until 10:01:00 the next day, not only until 10:00:20:
+    # the limit may refuse a little early, never let more through.
+    day = t0 + timedelta(hours=24)
+    assert over_limit(debits, {"USDX": 800}, send, day + timedelta(seconds=30)) is not None
+    # 10:01:01 the next day: only the second minute's debits count.
+    second = sum(int(d.amount) for d in debits if d.asset == "USDX" and d.at.minute == 2)
+    assert 0 < second < 800
+    assert over_limit(debits, {"USDX": second}, send, day + timedelta(seconds=41)) is not None
+    assert over_limit(debits, {"USDX": second + 1}, send, day + timedelta(seconds=41)) is None
+    last = t0 + timedelta(milliseconds=180 * 499)
+    assert over_limit(debits, {"USDX": 800}, send, last + timedelta(hours=24, minutes=1)) is None
