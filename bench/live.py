@@ -8,7 +8,7 @@ it measures, with the open-loop generator of ``bench.httpload`` in its own proce
 
 * 100 transfers/s offered with ``Prefer: wait``: end-to-end p50/p99 (request -> the read model
   shows the transfer completed), and the CPU every process of the stack spent per completed
-  transfer (processor, projector, both APIs, broker, PostgreSQL; summed from /proc), and the
+  transfer (processor, projector, both APIs, compliance, broker, PostgreSQL; from /proc), and the
   load generator's own CPU per request;
 * 100/s and 1,200/s without waiting: the ``202``'s p50;
 * rising rates with ``Prefer: wait`` (1,200/s among them): whether the pipeline keeps up (every
@@ -115,7 +115,8 @@ class Version:
         self.bench, self.ledger = bench, ledger
         self.variants = _variants(SECRET)
         self.port = bench.settings.command_port
-        self.names = {bench.pid(n): n for n in ("command-api", "processor", "projector", "query-api")
+        self.names = {bench.pid(n): n for n in ("command-api", "processor", "projector", "query-api",
+                                                "compliance")
                       if n in (bench.services.children if bench.services else {})}
 
     def run(self, rate: float, seconds: float, wait: bool, sample: bool = False) -> dict[str, Any]:
