@@ -66,10 +66,11 @@ class Connection:
         self.writer.write(request)
         try:
             head = await self.reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            # A server closes a connection left idle past its keep-alive time; like any HTTP
-            # client, send again on a new one (the request was never read: nothing came back).
-            if exc.partial:
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            # A server closes a connection left idle past its keep-alive time (a reset if our
+            # request crossed its close); like any HTTP client, send again on a new one (the
+            # request was never read: nothing came back).
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
                 raise
             self.writer.close()
             self.reader, self.writer = await asyncio.open_connection(*self.address)
