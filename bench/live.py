@@ -20,7 +20,7 @@ it measures, with the open-loop generator of ``bench.httpload`` in its own proce
 
     python -m bench.live [--against DIR] [--this-first] [--seconds 8]
 
-About four minutes per version on a 2-core machine.
+About six minutes per version on a 2-core machine (at least a minute of it warming up).
 """
 
 import argparse
