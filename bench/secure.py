@@ -97,15 +97,8 @@ def _profile(name: str, secure: bool) -> Iterator[stack.Bench]:
             env = local.process_env(settings, infra, SECRET, base)  # chain unsigned
             env.pop("LEDGERLINE_KEYRING", None)  # memos in clear
         env["LEDGERLINE_PROCESSOR_SESSION_TIMEOUT_MS"] = PROCESSOR_SESSION_MS
-        bench = stack.Bench(settings, infra, home, env)
-        bench.services = local.Services(env, home / "logs", overlays=infra.process_envs())
-        try:
-            bench.services.start()
-            bench.services.wait_http(f"{bench.command_url}/readyz", "command-api")
-            bench.services.wait_http(f"http://127.0.0.1:{settings.query_port}/readyz", "query-api")
+        with stack.serving(stack.Bench(settings, infra, home, env), infra.process_envs()) as bench:
             yield bench
-        finally:
-            bench.services.stop()
     finally:
         infra.stop()
 

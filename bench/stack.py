@@ -67,15 +67,23 @@ def infra(name: str, secret: str = "bench-secret-" + "x" * 40, *, partitions: in
 def full(name: str, secret: str, *, jvm_opts: Sequence[str] = THROUGHPUT_JVM_OPTS) -> Iterator[Bench]:
     """:func:`infra` and the four processes, both APIs ready."""
     with infra(name, secret, jvm_opts=jvm_opts) as bench:
-        bench.services = local.Services(bench.env, bench.home / "logs")
         print("starting the processes …", flush=True)
-        try:
-            bench.services.start()
-            bench.services.wait_http(f"{bench.command_url}/readyz", "command-api")
-            bench.services.wait_http(f"http://127.0.0.1:{bench.settings.query_port}/readyz", "query-api")
-            yield bench
-        finally:
-            bench.services.stop()
+        with serving(bench) as served:
+            yield served
+
+
+@contextlib.contextmanager
+def serving(bench: Bench, overlays: dict[str, dict[str, str]] | None = None) -> Iterator[Bench]:
+    """``bench``'s processes started (``overlays``: per-process environment, as
+    ``local.Services`` takes it), both APIs ready; stopped afterwards."""
+    bench.services = local.Services(bench.env, bench.home / "logs", overlays=overlays or {})
+    try:
+        bench.services.start()
+        bench.services.wait_http(f"{bench.command_url}/readyz", "command-api")
+        bench.services.wait_http(f"http://127.0.0.1:{bench.settings.query_port}/readyz", "query-api")
+        yield bench
+    finally:
+        bench.services.stop()
 
 
 def _cpu(stat: Path) -> float:

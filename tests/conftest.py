@@ -41,6 +41,19 @@ class Stack:
         return LocalKeyring(self.infra.keyring) if self.infra.keyring else None
 
 
+def own_infra(prefix: str, *, secure: bool = False) -> tuple[Path, Settings, local.Infra]:
+    """A broker and a database of a test module's own (never the ones the environment points
+    at), in a scratch folder named ``prefix``: the folder, the settings to reach them (the
+    database URL filled in), and what to stop afterwards."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
+    env["LEDGERLINE_PG_PORT"] = str(free_port())
+    settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    cache = Path(env.get("LEDGERLINE_CACHE") or REPO / ".cache")
+    infra = local.start_infra(settings, home, cache, env, secure=secure)
+    return home, replace(settings, database_url=infra.database_url), infra
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="ledgerline-test-"))

@@ -4,9 +4,7 @@ the four processes each with its own credentials; a transfer goes through, and e
 is refused what its process has no business doing."""
 
 import asyncio
-import os
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -25,13 +23,12 @@ from aiokafka.errors import (
 )
 
 from common.kafka import Kafka, KafkaSecurity, client_options
-from common.settings import load
 from events import topics
 from ledgerline import local
 from ledgerline.stack.kafka_acl import USERS
 from ledgerline.stack.pg_roles import COMMAND_ROLE, QUERY_ROLE
 from ledgerline.stack.ports import free_port
-from tests.conftest import REPO, SECRET, Running, Stack, token
+from tests.conftest import SECRET, Running, Stack, own_infra, token
 from tests.e2e.helpers import balances, funded_alice, graphql, post
 
 pytestmark = pytest.mark.e2e
@@ -42,15 +39,11 @@ REFUSED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
 
 @pytest.fixture(scope="module")
 def secure() -> Iterator[Running]:
-    home = Path(tempfile.mkdtemp(prefix="ledgerline-secure-test-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
-    env["LEDGERLINE_PG_PORT"] = str(free_port())
-    settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}")
-    cache = Path(env.get("LEDGERLINE_CACHE") or REPO / ".cache")
-    infra = local.start_infra(settings, home, cache, env, secure=True)
-    settings = replace(settings, database_url=infra.database_url, jwt_secret=SECRET,
+    home, settings, infra = own_infra("ledgerline-secure-test-", secure=True)
+    settings = replace(settings, jwt_secret=SECRET,
                        query_port=free_port(), command_port=free_port(),
-                       projector_metrics_port=free_port(), processor_metrics_port=free_port())
+                       projector_metrics_port=free_port(), processor_metrics_port=free_port(),
+                       compliance_metrics_port=free_port())
     stack = Stack(settings, infra, home)
     services = local.Services(stack.env, home / "logs", overlays=infra.process_envs())
     try:

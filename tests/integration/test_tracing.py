@@ -10,12 +10,9 @@ commands too), all handing their spans to one in-memory exporter."""
 
 import asyncio
 import contextlib
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -29,16 +26,14 @@ from opentelemetry.trace import SpanKind
 
 from command.bootstrap import create_app
 from common.kafka import client_options
-from common.settings import Settings, asyncpg_dsn, load
+from common.settings import Settings, asyncpg_dsn
 from common.tracing import Tracing
 from compliance import rules
 from compliance.worker import MonitorWorker
 from events import topics
-from ledgerline import local
-from ledgerline.stack.ports import free_port
 from processor.worker import Processor
 from projector.worker import SESSION, Projector
-from tests.conftest import REPO, SECRET, token, unique, unique_symbol
+from tests.conftest import SECRET, own_infra, token, unique, unique_symbol
 
 pytestmark = pytest.mark.integration
 
@@ -59,14 +54,9 @@ class Traced:
 
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[Settings]:
-    home = Path(tempfile.mkdtemp(prefix="ledgerline-tracing-test-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
-    env["LEDGERLINE_PG_PORT"] = str(free_port())
-    settings = replace(load(env), kafka_bootstrap=f"127.0.0.1:{free_port()}")
-    cache = Path(env.get("LEDGERLINE_CACHE") or REPO / ".cache")
-    infra = local.start_infra(settings, home, cache, env)
+    _, settings, infra = own_infra("ledgerline-tracing-test-")
     try:
-        yield replace(settings, database_url=infra.database_url, jwt_secret=SECRET, keyring_path=None)
+        yield replace(settings, jwt_secret=SECRET, keyring_path=None)
     finally:
         infra.stop()
 
